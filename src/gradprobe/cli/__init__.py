@@ -1,0 +1,41 @@
+"""The ``gradprobe`` command line.
+
+Each command lives in its own module and is registered on the :data:`main` group below. Errors that
+gradprobe raises on purpose (:class:`gradprobe.errors.GradprobeError`) become one line on stderr and
+exit status 2 for usage errors, 1 for the rest -- never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from gradprobe.errors import GradprobeError, UsageError
+
+
+class _Group(click.Group):
+    """A click group that turns gradprobe's own errors into one clear line."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            click.echo(f"gradprobe: error: {exc}", err=True)
+            ctx.exit(2)
+        except GradprobeError as exc:
+            click.echo(f"gradprobe: error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gradprobe")
+def main() -> None:
+    """Show, explain and fix vanishing and exploding gradients in deep networks."""
+
+
+def run() -> None:  # pragma: no cover - thin wrapper for ``python -m gradprobe``
+    sys.exit(main())
+
+
+# --- command registration (one line per command module) ---
