@@ -108,32 +108,34 @@ def conform(frame: pd.DataFrame, table: str) -> pd.DataFrame:
 
 @dataclass
 class RecordBuffer:
-    """Rows of one table gathered in memory, flushed to Parquet parts when a folder is given.
+    """Rows of one table gathered in memory as column chunks, flushed to Parquet parts.
 
-    Memory stays bounded by ``max_rows``: past it, rows go to ``folder/<table>-NNNNN.parquet``
-    (or, without a folder, the oldest rows are kept and the newest still appended -- a monitor
-    without a folder is meant for short runs and notebooks).
+    With a ``folder``, memory stays bounded: once ``max_rows`` rows are held they are written to
+    ``folder/<table>-NNNNN.parquet`` and dropped. Without one, every row stays in memory (for
+    short runs and notebooks: a row costs about 150 bytes).
     """
 
     table: str
     folder: Path | None = None
-    max_rows: int = 200_000
-    _columns: dict[str, list[object]] = field(default_factory=dict)
+    max_rows: int = 100_000
+    _chunks: list[dict[str, np.ndarray]] = field(default_factory=list)
     _n: int = 0
     _parts: list[Path] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._columns = {c: [] for c in TABLES[self.table]}
+    _flushed: int = 0
 
     def __len__(self) -> int:
-        return self._n + sum(_parquet_rows(p) for p in self._parts)
+        return self._n + self._flushed
 
-    def extend(self, rows: Mapping[str, Sequence[object]]) -> None:
-        """Append columns of equal length (a mapping from column name to values)."""
-        n = len(next(iter(rows.values())))
-        for c, values in self._columns.items():
-            values.extend(rows[c])
-        self._n += n
+    @property
+    def parts(self) -> list[Path]:
+        """The Parquet parts written so far."""
+        return list(self._parts)
+
+    def extend(self, columns: Mapping[str, Sequence[object] | np.ndarray]) -> None:
+        """Append columns of equal length (a mapping from every column name to values)."""
+        chunk = {c: np.asarray(columns[c]) for c in TABLES[self.table]}
+        self._chunks.append(chunk)
+        self._n += len(chunk["step"])
         if self.folder is not None and self._n >= self.max_rows:
             self.flush()
 
@@ -145,25 +147,20 @@ class RecordBuffer:
         path = self.folder / f"{self.table}-{len(self._parts):05d}.parquet"
         _write_parquet(self._memory_frame(), path)
         self._parts.append(path)
-        self._columns = {c: [] for c in TABLES[self.table]}
-        self._n = 0
+        self._flushed += self._n
+        self._chunks, self._n = [], 0
 
     def _memory_frame(self) -> pd.DataFrame:
-        return conform(pd.DataFrame(self._columns), self.table)
+        if not self._chunks:
+            return empty_frame(self.table)
+        cols = {c: np.concatenate([ch[c] for ch in self._chunks]) for c in TABLES[self.table]}
+        return conform(pd.DataFrame(cols), self.table)
 
     def to_pandas(self) -> pd.DataFrame:
+        """Everything recorded: the Parquet parts written so far, then the rows in memory."""
         frames = [pd.read_parquet(p) for p in self._parts]
         frames.append(self._memory_frame())
-        frames = [f for f in frames if len(f)]
-        if not frames:
-            return empty_frame(self.table)
-        return conform(pd.concat(frames, ignore_index=True), self.table)
-
-
-def _parquet_rows(path: Path) -> int:
-    import pyarrow.parquet as pq
-
-    return int(pq.ParquetFile(path).metadata.num_rows)
+        return concat_tables(frames, self.table)
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:

@@ -1,0 +1,118 @@
+"""Per-step cost of a watched training step against a bare one (medians of interleaved repeats).
+
+Run: python benchmarks/bench_monitor.py [--quick]
+
+Two identical copies of each model train side by side in one process: one bare, one watched.
+Blocks of steps alternate between them (bare, watched, bare, ...), and the median time per step of
+each is compared, so drifts of the machine's speed hit both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import gradprobe.torch as gt
+
+
+def mlp(depth: int, width: int, d_in: int, act: type[nn.Module]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    n = d_in
+    for _ in range(depth):
+        layers += [nn.Linear(n, width), act()]
+        n = width
+    layers.append(nn.Linear(n, 1))
+    return nn.Sequential(*layers)
+
+
+def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):  # type: ignore[no-untyped-def]
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+
+    return step, opt
+
+
+def time_block(step, n: int) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - t0) / n
+
+
+def compare(name: str, model: nn.Module, x, y, block: int, repeats: int) -> list[str]:  # type: ignore[no-untyped-def]
+    lines = []
+    bare_step, _ = make_step(copy.deepcopy(model), x, y)
+    configs = {
+        "every=1, all statistics": dict(every=1),
+        "every=1, gradients only": dict(every=1, activations=False, backward=False),
+        "every=10, all statistics": dict(every=10),
+    }
+    watched = {}
+    for label, kw in configs.items():
+        m = copy.deepcopy(model)
+        step, opt = make_step(m, x, y)
+        watched[label] = (step, gt.watch(m, opt, **kw))
+    for _ in range(3):  # warm-up
+        bare_step()
+        for step, _ in watched.values():
+            step()
+    times: dict[str, list[float]] = {"bare": [], **{k: [] for k in configs}}
+    for _ in range(repeats):
+        times["bare"].append(time_block(bare_step, block))
+        for label, (step, _) in watched.items():
+            times[label].append(time_block(step, block))
+    base = statistics.median(times["bare"])
+    lines.append(f"{name}: bare step {base * 1e3:.3f} ms (median of {repeats} blocks of {block})")
+    for label in configs:
+        med = statistics.median(times[label])
+        lines.append(f"  {label:<26} {med * 1e3:.3f} ms  {med / base:.3f}x")
+    for _, mon in watched.values():
+        mon.detach()
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    reps = 5 if args.quick else 21
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads,"
+        f" torch {torch.__version__}"
+    )
+    x, y = torch.randn(512, 8), torch.randn(512, 1)
+    for line in compare(
+        "California sigmoid 10x64, batch 512",
+        mlp(10, 64, 8, nn.Sigmoid),
+        x,
+        y,
+        block=20,
+        repeats=reps,
+    ):
+        print(line)
+    x, y = torch.randn(512, 512), torch.randn(512, 1)
+    for line in compare(
+        "deep wide ReLU MLP 50x512, batch 512",
+        mlp(50, 512, 512, nn.ReLU),
+        x,
+        y,
+        block=2,
+        repeats=max(5, reps // 2),
+    ):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,542 @@
+"""The PyTorch monitor: one line to watch a model's gradients, activations and backward signal.
+
+Hooks capture; pure reductions (:mod:`gradprobe.torch._reduce`) turn tensors into a few numbers where
+they live; the step's numbers cross to the host once and become rows of the two record tables
+(:mod:`gradprobe.records`). Nothing here changes a tensor of the model.
+
+When each number is read:
+
+- gradients in the optimizer's step *pre*-hook: after the last backward, before the update, so
+  gradient accumulation, clipping and AMP unscaling are seen as applied (or in
+  :meth:`Monitor.step` when no optimizer is given);
+- the update ``W_after - W_before`` in the step *post*-hook;
+- activations and the backward signal ``dL/dh`` during the forward and backward passes of a
+  recorded step only: on other steps (``every > 1``) no module hook is registered at all.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils.hooks import RemovableHandle
+
+from gradprobe.errors import CaptureError, GradprobeWarning, UsageError
+from gradprobe.records import TABLES, RecordBuffer
+from gradprobe.torch import _reduce as R
+from gradprobe.torch._activations import FUNCTIONS, MODULES, Activation
+
+ROOT = "(root)"
+
+
+@dataclass
+class _Layer:
+    """What one recorded step gathered for one layer that owns parameters."""
+
+    act: Activation | None = None
+    moments: list[Any] = field(default_factory=list)
+    alive: Any = None
+    bwd_sq: list[Any] = field(default_factory=list)
+    x_rows: list[Any] = field(default_factory=list)
+    d_rows: list[Any] = field(default_factory=list)
+    pending: torch.Tensor | None = None  # output waiting to see whether an activation follows
+
+
+class _FunctionalActivations(TorchFunctionMode):
+    """Sees functional activations (``F.relu(x)``, ``x.sigmoid()``) during a recorded forward."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        super().__init__()
+        self.monitor = monitor
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        act = FUNCTIONS.get(func)
+        if act is not None:
+            self.monitor._on_functional(act, out)
+        return out
+
+
+class Monitor:
+    """Records per-layer gradient, activation and backward-signal statistics of a model.
+
+    Create it with :func:`watch`. Use it as a context manager, or call :meth:`detach` when done;
+    after detaching, the model behaves bit for bit as if it had never been watched.
+
+    Example::
+
+        >>> import torch, gradprobe
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> with gradprobe.watch(model, opt) as mon:
+        ...     for _ in range(3):
+        ...         opt.zero_grad()
+        ...         model(torch.randn(16, 4)).pow(2).mean().backward()
+        ...         opt.step()
+        >>> mon.to_pandas()[["step", "layer", "param", "depth"]].head(2).values.tolist()
+        [[0, '0', 'weight', 0], [0, '0', 'bias', 0]]
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        every: int = 1,
+        activations: bool = True,
+        backward: bool = True,
+        per_example: bool = False,
+        log_dir: str | Path | None = None,
+        max_rows_in_memory: int = 100_000,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise CaptureError(
+                f"watch() expects a torch.nn.Module, got {type(model).__name__}; "
+                "pass the model itself (e.g. watch(model, optimizer))"
+            )
+        if isinstance(model, type):
+            raise CaptureError("watch() got a class: instantiate the model first")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise CaptureError(
+                f"watch() expects a torch.optim.Optimizer as optimizer, got "
+                f"{type(optimizer).__name__}"
+            )
+        if not isinstance(every, int) or every < 1:
+            raise UsageError(f"every must be a whole number >= 1, got {every!r}")
+        self.model, self.optimizer, self.every = model, optimizer, every
+        self.activations, self.backward, self.per_example = activations, backward, per_example
+        folder = Path(log_dir) if log_dir is not None else None
+        self._buffers = {t: RecordBuffer(t, folder, max_rows_in_memory) for t in TABLES}
+        self._params, self._owner_names = self._trainable(model)
+        if not self._params:
+            raise CaptureError(
+                f"{type(model).__name__} has no trainable parameters (requires_grad=True): "
+                "nothing to watch"
+            )
+        self._act_modules = {m: MODULES[type(m)] for m in model.modules() if type(m) in MODULES}
+        self._kinds = {name: type(m).__name__ for m, name in self._owner_names.items()}
+        self._order: dict[str, int] = {}
+        self._step = 0
+        self._layers: dict[str, _Layer] = {}
+        self._last: str | None = None
+        self._in_act_module = 0
+        self._functional: bool | None = None  # None: not known yet; found on the first forward
+        self._mode: _FunctionalActivations | None = None
+        self._updates = R.UpdateMeter()
+        self._grad_params: list[tuple[str, str, torch.Tensor]] = []
+        self._pending_grads: dict[str, Any] | None = None
+        self._collector = R.Collector()
+        self._persistent: list[RemovableHandle] = []
+        self._armed: list[RemovableHandle] = []
+        self._attached = True
+        self._warned_empty = False
+        if optimizer is not None:
+            self._persistent.append(optimizer.register_step_pre_hook(self._before_update))
+            self._persistent.append(optimizer.register_step_post_hook(self._after_update))
+        self._arm()
+
+    # ------------------------------------------------------------------ public
+    @property
+    def steps_seen(self) -> int:
+        """How many steps (optimizer steps, or calls of :meth:`step`) the monitor has seen."""
+        return self._step
+
+    def step(self) -> None:
+        """Record the gradients now (call after ``backward``) when no optimizer was given."""
+        if self.optimizer is not None:
+            raise UsageError(
+                "this monitor reads gradients in the optimizer's step hooks; "
+                "do not call monitor.step() as well (or watch without the optimizer)"
+            )
+        if self._recording():
+            self._read_grads()
+            self._finish(updates=None)
+        self._advance()
+
+    def to_pandas(self, table: str = "params") -> pd.DataFrame:
+        """The records as one tidy long table: ``params`` (default) or ``layers``.
+
+        See :mod:`gradprobe.records` for the columns.
+        """
+        if table not in TABLES:
+            raise UsageError(f"unknown table {table!r}: expected one of {', '.join(TABLES)}")
+        return self._buffers[table].to_pandas()
+
+    def flush(self) -> None:
+        """Write the records held in memory to ``log_dir`` (no-op without one)."""
+        for buf in self._buffers.values():
+            buf.flush()
+
+    def detach(self) -> None:
+        """Remove every hook this monitor added; records stay readable."""
+        self._disarm()
+        for h in self._persistent:
+            h.remove()
+        self._persistent.clear()
+        self._layers.clear()
+        self._updates.clear()
+        self._attached = False
+
+    @property
+    def attached(self) -> bool:
+        return self._attached
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    def __repr__(self) -> str:
+        return (
+            f"Monitor({type(self.model).__name__}, every={self.every}, "
+            f"steps_seen={self._step}, rows={len(self._buffers['params'])})"
+        )
+
+    # ------------------------------------------------------------- structure
+    @staticmethod
+    def _trainable(
+        model: nn.Module,
+    ) -> tuple[list[tuple[str, str, torch.Tensor]], dict[nn.Module, str]]:
+        """(layer path, param name, tensor) of each trainable parameter, shared ones once."""
+        params, owners, seen = [], {}, set()
+        for path, module in model.named_modules():
+            for pname, p in module.named_parameters(recurse=False):
+                if not p.requires_grad or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                layer = path or ROOT
+                params.append((layer, pname, p))
+                owners[module] = layer
+        return params, owners
+
+    def _depth(self, layer: str) -> int:
+        if layer not in self._order:
+            self._order[layer] = len(self._order)
+        return self._order[layer]
+
+    # --------------------------------------------------------------- arming
+    def _recording(self) -> bool:
+        return self._step % self.every == 0
+
+    def _arm(self) -> None:
+        if self._armed or not self._attached:
+            return
+        if not (self.activations or self.backward or self.per_example or not self._order):
+            return
+        for module, name in self._owner_names.items():
+            self._armed.append(module.register_forward_hook(partial(self._on_layer, name)))
+        if self.activations:
+            for module, act in self._act_modules.items():
+                self._armed.append(module.register_forward_pre_hook(self._enter_act_module))
+                self._armed.append(module.register_forward_hook(partial(self._on_act_module, act)))
+            if self._functional is not False:
+                self._armed.append(self.model.register_forward_pre_hook(self._push_mode))
+                self._armed.append(
+                    self.model.register_forward_hook(self._pop_mode, always_call=True)
+                )
+        self._armed.append(self.model.register_forward_hook(self._end_forward, always_call=True))
+
+    def _disarm(self) -> None:
+        for h in self._armed:
+            h.remove()
+        self._armed.clear()
+        if self._mode is not None:
+            self._mode.__exit__(None, None, None)
+            self._mode = None
+
+    # ---------------------------------------------------------- forward hooks
+    def _layer(self, name: str) -> _Layer:
+        acc = self._layers.get(name)
+        if acc is None:
+            acc = self._layers[name] = _Layer()
+        return acc
+
+    def _on_layer(self, name: str, module: nn.Module, inputs: tuple, output: Any) -> None:
+        self._depth(name)
+        self._resolve_pending()
+        self._last = name
+        if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+            return
+        acc = self._layer(name)
+        if self.activations:
+            acc.pending = output
+        if output.requires_grad and (self.backward or self.per_example):
+            output.register_hook(partial(self._on_backward, name))
+        if self.per_example and isinstance(module, nn.Linear) and output.ndim == 2:
+            acc.x_rows.append(R.row_sq_norms(inputs[0]))
+
+    def _resolve_pending(self) -> None:
+        """The previous layer's output had no activation after it: measure the output itself."""
+        if self._last is None:
+            return
+        acc = self._layers.get(self._last)
+        if acc is not None and acc.pending is not None:
+            self._measure(acc, acc.pending, None)
+            acc.pending = None
+
+    def _measure(self, acc: _Layer, out: torch.Tensor, act: Activation | None) -> None:
+        acc.moments.append(R.activation_moments(out, act))
+        if act is not None and act.family == "rectifier" and out.ndim >= 2:
+            conv = self._kinds.get(self._last or "", "").startswith("Conv")
+            alive = R.alive_units(out, 1 if conv and out.ndim > 2 else -1)
+            acc.alive = alive if acc.alive is None else (acc.alive | alive)
+
+    def _on_activation(self, act: Activation, out: Any) -> None:
+        if self._last is None or not isinstance(out, torch.Tensor):
+            return
+        acc = self._layers.get(self._last)
+        if acc is None or acc.pending is None:
+            return  # a second activation after the same layer: the first one counts
+        acc.pending = None
+        if acc.act is None:
+            acc.act = act
+        self._measure(acc, out, act)
+
+    def _enter_act_module(self, module: nn.Module, inputs: tuple) -> None:
+        self._in_act_module += 1
+
+    def _on_act_module(self, act: Activation, module: nn.Module, inputs: tuple, out: Any) -> None:
+        self._in_act_module -= 1
+        self._on_activation(act, out)
+
+    def _on_functional(self, act: Activation, out: Any) -> None:
+        if self._in_act_module:
+            return  # inside nn.ReLU & co: the module hook records it
+        self._functional = True
+        self._on_activation(act, out)
+
+    def _push_mode(self, module: nn.Module, inputs: tuple) -> None:
+        if self._mode is None:
+            self._mode = _FunctionalActivations(self)
+            self._mode.__enter__()
+
+    def _pop_mode(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+        if self._mode is not None:
+            self._mode.__exit__(None, None, None)
+            self._mode = None
+            if self._functional is None:
+                self._functional = False
+                # no functional activation in this model: stop intercepting torch calls
+                self._disarm()
+                self._arm()
+
+    def _end_forward(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+        self._resolve_pending()
+        self._last = None
+
+    # --------------------------------------------------------- backward hook
+    def _on_backward(self, name: str, grad: torch.Tensor) -> None:
+        acc = self._layer(name)
+        if self.backward:
+            acc.bwd_sq.append(R.sq_norm(grad))
+        if self.per_example and acc.x_rows and grad.ndim == 2:
+            acc.d_rows.append(R.row_sq_norms(grad))
+
+    # ------------------------------------------------------- optimizer hooks
+    def _before_update(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._recording():
+            self._read_grads()
+            if self._grad_params:
+                self._updates.before([p for _, _, p in self._grad_params])
+
+    def _after_update(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._recording():
+            self._finish(self._updates.after())
+        self._advance()
+
+    # ---------------------------------------------------------- step bodies
+    def _read_grads(self) -> None:
+        self._grad_params = [
+            (layer, pname, p) for layer, pname, p in self._params if p.grad is not None
+        ]
+        if not self._grad_params:
+            self._pending_grads = None
+            return
+        grads = [p.grad for _, _, p in self._grad_params]
+        weights = [p for _, _, p in self._grad_params]
+        self._collector.put("g", R.moments(grads))  # type: ignore[arg-type]
+        self._collector.put("w", R.sq_norms(weights))
+        self._pending_grads = {"grads": grads}
+
+    def _finish(self, updates: Any) -> None:
+        if updates is not None:
+            self._collector.put("u", updates)
+        for name, acc in self._layers.items():
+            if acc.moments:
+                self._collector.put(f"m:{name}", _stack(acc.moments))
+            if acc.alive is not None:
+                self._collector.put(f"a:{name}", acc.alive)
+            if acc.bwd_sq:
+                self._collector.put(f"b:{name}", _stack(acc.bwd_sq))
+            if acc.x_rows and acc.d_rows:
+                x = _cat(acc.x_rows)
+                d = _cat(acc.d_rows)
+                if x.shape == d.shape:
+                    self._collector.put(f"p:{name}", (x * d).mean())
+        host = self._collector.resolve()
+        if self._pending_grads is not None:
+            self._emit_params(host)
+        elif not self._warned_empty:
+            self._warned_empty = True
+            warnings.warn(
+                f"step {self._step}: no parameter has a gradient; call backward() before "
+                "optimizer.step() (or monitor.step())",
+                GradprobeWarning,
+                stacklevel=3,
+            )
+        self._emit_layers(host)
+        self._layers.clear()
+        self._pending_grads = None
+        self._grad_params = []
+
+    def _advance(self) -> None:
+        self._step += 1
+        if self._recording():
+            self._arm()
+        else:
+            self._disarm()
+
+    # ---------------------------------------------------------- row building
+    def _emit_params(self, host: dict[str, np.ndarray]) -> None:
+        gp = self._grad_params
+        g, w = host["g"], host["w"]
+        numel = np.array([p.numel() for _, _, p in gp], dtype=np.int64)
+        nonfinite = np.zeros(len(gp), dtype=np.int64)
+        suspect = ~np.isfinite(g[:, R.SUMSQ]) | ~np.isfinite(g[:, R.SUM])
+        if suspect.any():
+            idx = np.flatnonzero(suspect)
+            nonfinite[idx] = R.nonfinite_counts([p.grad for i in idx for p in [gp[i][2]]])
+        mean = g[:, R.SUM] / numel
+        with np.errstate(invalid="ignore"):
+            var = np.maximum(g[:, R.SUMSQ] / numel - mean * mean, 0.0)
+        weight_norm = np.sqrt(w)
+        update_norm = np.sqrt(host["u"]) if "u" in host else np.full(len(gp), np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            update_ratio = update_norm / weight_norm
+        pe = np.array([_scalar(host.get(f"p:{layer}")) for layer, _, _ in gp])
+        if not np.all(np.isnan(pe)):
+            pe = np.where([pn == "weight" for _, pn, _ in gp], np.sqrt(pe), np.nan)
+        layers = [layer for layer, _, _ in gp]
+        depth = np.array([self._known_depth(layer) for layer in layers], dtype=np.int64)
+        self._buffers["params"].extend(
+            {
+                "step": np.full(len(gp), self._step, dtype=np.int64),
+                "layer": layers,
+                "param": [pn for _, pn, _ in gp],
+                "depth": depth,
+                "numel": numel,
+                "grad_norm": np.sqrt(g[:, R.SUMSQ]),
+                "grad_rms": np.sqrt(g[:, R.SUMSQ] / numel),
+                "grad_mean": mean,
+                "grad_std": np.sqrt(var),
+                "grad_max_abs": g[:, R.MAX_ABS],
+                "grad_zero_frac": g[:, R.ZEROS] / numel,
+                "grad_nonfinite": nonfinite,
+                "weight_norm": weight_norm,
+                "update_norm": update_norm,
+                "update_ratio": update_ratio,
+                "pe_grad_rms": pe,
+            }
+        )
+
+    def _known_depth(self, layer: str) -> int:
+        """Depth of a layer; one never seen in a forward hook goes after all seen so far."""
+        return self._depth(layer)
+
+    def _emit_layers(self, host: dict[str, np.ndarray]) -> None:
+        rows: dict[str, list[Any]] = {c: [] for c in TABLES["layers"]}
+        for name in sorted(self._layers, key=self._depth):
+            acc = self._layers[name]
+            m = host.get(f"m:{name}")
+            b = host.get(f"b:{name}")
+            if m is None and b is None:
+                continue
+            if m is not None:
+                s, ss, n, sat = np.atleast_2d(m).sum(axis=0)
+                mean = s / n
+                stats = [mean, math.sqrt(max(ss / n - mean * mean, 0.0)), math.sqrt(ss / n)]
+            else:
+                stats, n, sat = [math.nan] * 3, 0.0, 0.0
+            act = acc.act
+            saturating = act is not None and act.family == "saturating" and n > 0
+            alive = host.get(f"a:{name}")
+            values = [
+                self._step,
+                name,
+                self._depth(name),
+                self._kinds.get(name, ""),
+                act.name if act else "",
+                *stats,
+                sat / n if saturating else math.nan,
+                1.0 - float(np.mean(alive)) if alive is not None and alive.size else math.nan,
+                math.sqrt(float(np.sum(b))) if b is not None else math.nan,
+            ]
+            for c, v in zip(TABLES["layers"], values, strict=True):
+                rows[c].append(v)
+        if rows["step"]:
+            self._buffers["layers"].extend(rows)
+
+
+def _stack(values: list[Any]) -> Any:
+    if isinstance(values[0], torch.Tensor):
+        return torch.stack([v.reshape(-1) if v.ndim else v for v in values])
+    return np.asarray(values, dtype=np.float64)
+
+
+def _cat(values: list[Any]) -> Any:
+    if isinstance(values[0], torch.Tensor):
+        return torch.cat(values)
+    return np.concatenate(values)
+
+
+def _scalar(v: Any) -> float:
+    return math.nan if v is None else float(np.asarray(v).reshape(-1)[0])
+
+
+def watch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    every: int = 1,
+    activations: bool = True,
+    backward: bool = True,
+    per_example: bool = False,
+    log_dir: str | Path | None = None,
+) -> Monitor:
+    """Watch ``model`` during training; returns a :class:`Monitor`.
+
+    With an ``optimizer``, gradients are read in its step pre-hook (after the last backward,
+    before the update) and the update in its post-hook: the training loop stays as it is.
+    Without one, call ``monitor.step()`` after ``backward()``. ``every=N`` records steps
+    0, N, 2N, ...; other steps run with no module hook at all. ``per_example=True`` also records,
+    for Linear weights, the RMS over the batch of per-example gradient norms ||delta_b||*||x_b||
+    (what signal-propagation theory predicts). ``log_dir`` flushes records to Parquet files there,
+    keeping memory bounded over long runs.
+    """
+    return Monitor(
+        model,
+        optimizer,
+        every=every,
+        activations=activations,
+        backward=backward,
+        per_example=per_example,
+        log_dir=log_dir,
+    )
+
+
+def iter_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:  # pragma: no cover
+    """Module paths of the layers that own trainable parameters, in registration order."""
+    for path, module in model.named_modules():
+        if any(p.requires_grad for p in module.parameters(recurse=False)):
+            yield path or ROOT, module
