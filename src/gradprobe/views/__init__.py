@@ -1,0 +1,1 @@
+"""Views: plots, report and other renderings of gradprobe records and predictions."""
