@@ -39,3 +39,4 @@ def run() -> None:  # pragma: no cover - thin wrapper for ``python -m gradprobe`
 
 
 # --- command registration (one line per command module) ---
+main.add_command(__import__("gradprobe.cli.predict", fromlist=["predict"]).predict)
