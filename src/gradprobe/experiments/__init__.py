@@ -1,0 +1,1 @@
+"""The built-in experiments: the two seed notebooks' networks, done right."""

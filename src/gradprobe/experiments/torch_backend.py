@@ -1,0 +1,219 @@
+"""Training the experiments' networks with PyTorch, watched by the monitor.
+
+The networks are built to match Keras's defaults, so numbers can be set beside the seed notebooks:
+weights drawn by :mod:`gradprobe.experiments.init` (Glorot-uniform kernels, zero biases), and
+optimizers with Keras's update rules (Adam and RMSprop with epsilon 1e-7 applied as Keras does).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradprobe.experiments.data import Dataset
+from gradprobe.experiments.init import mlp_weights
+from gradprobe.experiments.spec import ModelSpec, TrainSpec, Variant
+from gradprobe.torch.monitor import Monitor, watch
+
+_ACT_MODULES: dict[str, Callable[[], nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.2),  # Keras's default slope
+    "elu": nn.ELU,
+    "selu": nn.SELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+}
+
+
+def build_mlp(spec: ModelSpec, n_inputs: int, seed: int) -> nn.Sequential:
+    """The MLP of ``spec`` with weights drawn from ``numpy.random.default_rng(seed)``."""
+    widths = spec.widths(n_inputs)
+    weights = mlp_weights(seed, widths, spec.init)
+    layers: list[nn.Module] = []
+    for i, (kernel, bias) in enumerate(weights):
+        lin = nn.Linear(kernel.shape[0], kernel.shape[1])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(kernel.T.copy()))
+            lin.bias.copy_(torch.from_numpy(bias))
+        layers.append(lin)
+        act = spec.activation if i < len(weights) - 1 else spec.output_activation
+        if act != "linear":
+            layers.append(_ACT_MODULES[act]())
+    return nn.Sequential(*layers)
+
+
+class KerasAdam(torch.optim.Optimizer):
+    """Adam (and AdamW) with Keras's update: ``w -= lr_t * m / (sqrt(v) + eps)``.
+
+    ``lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t)``. Unlike torch.optim.Adam, epsilon is added
+    to the uncorrected sqrt(v), which matters when gradients are as small as epsilon (the deep
+    sigmoid network's first layer). ``weight_decay`` is decoupled, as in Keras's AdamW.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-7,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["t"] = 0
+                    state["m"] = torch.zeros_like(p)
+                    state["v"] = torch.zeros_like(p)
+                state["t"] += 1
+                t, m, v = state["t"], state["m"], state["v"]
+                m.lerp_(p.grad, 1 - b1)
+                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                alpha = group["lr"] * math.sqrt(1 - b2**t) / (1 - b1**t)
+                if group["weight_decay"]:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.addcdiv_(m, v.sqrt().add_(group["eps"]), value=-alpha)
+        return loss
+
+
+def make_optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
+    """The optimizer ``name`` with Keras's defaults."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    if name == "adam":
+        return KerasAdam(params, lr=lr)
+    if name == "adamw":
+        return KerasAdam(params, lr=lr, weight_decay=0.004)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=0.9, eps=1e-7)
+    raise ValueError(name)
+
+
+def _loss(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if name == "mse":
+        return F.mse_loss(out, y)
+    # the model ends in a sigmoid; clip as Keras does so log never sees 0
+    p = out.clamp(1e-7, 1 - 1e-7)
+    return F.binary_cross_entropy(p, y)
+
+
+@dataclass
+class Outcome:
+    """What training one variant produced, besides the monitor's records."""
+
+    monitor: Monitor
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    firstlayer: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "complete"  # "complete", "non_finite" or "interrupted"
+    message: str = ""
+
+
+def _evaluate(model: nn.Module, loss: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    with torch.no_grad():
+        out = model(x)
+        res = {"loss": float(_loss(loss, out, y))}
+        if loss == "bce":
+            res["accuracy"] = float(((out > 0.5).float() == y).float().mean())
+    return res
+
+
+def _batches(n: int, batch: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    return [order[i : i + batch] for i in range(0, n, batch)]
+
+
+def train(
+    variant: Variant,
+    data: Dataset,
+    train: TrainSpec,
+    *,
+    every: int = 1,
+    log_dir: Path | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> Outcome:
+    """Train one variant from ``train.seed``; stops early on a non-finite loss or Ctrl-C."""
+    torch.manual_seed(train.seed)
+    model = build_mlp(variant.model, data.n_features, train.seed)
+    opt = make_optimizer(train.optimizer, model.parameters(), train.lr)
+    rows = train.rows or len(data.x_train)
+    x = torch.from_numpy(data.x_train[:rows])
+    y = torch.from_numpy(data.y_train[:rows])
+    xt, yt = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
+    batch = train.batch_size or rows
+    rng = np.random.default_rng([train.seed, 1]) if train.shuffle else None
+    first = model[0]
+    mon = watch(model, opt, every=every, per_example=True, log_dir=log_dir)
+    out = Outcome(mon)
+    w_start = first.weight.detach().clone()
+    step = 0
+    try:
+        for epoch in range(train.epochs):
+            for idx in _batches(rows, batch, rng):
+                ib = torch.from_numpy(idx)
+                opt.zero_grad(set_to_none=True)
+                loss = _loss(train.loss, model(x[ib]), y[ib])
+                loss.backward()
+                g1 = first.weight.grad.detach().clone()
+                w_before = first.weight.detach().clone()
+                opt.step()
+                value = loss.item()
+                out.steps.append({"step": step, "epoch": epoch, "loss": value})
+                out.firstlayer.append(
+                    {
+                        "step": step,
+                        "true_mean_abs_grad": float(g1.abs().mean()),
+                        "estimate_mean_abs": float(
+                            ((w_before - first.weight.detach()) / train.lr).abs().mean()
+                        ),
+                        "cumulative_estimate_mean_abs": float(
+                            ((w_start - first.weight.detach()) / train.lr).abs().mean()
+                        ),
+                    }
+                )
+                if on_step is not None:
+                    on_step(step, value)
+                step += 1
+                if not math.isfinite(value):
+                    out.status = "non_finite"
+                    out.message = f"non-finite loss ({value}) at step {step - 1}"
+                    return out
+            ev_tr = _evaluate(model, train.loss, x, y)
+            ev_te = _evaluate(model, train.loss, xt, yt)
+            out.epochs.append(
+                {
+                    "epoch": epoch,
+                    "steps": step,
+                    "train_loss": ev_tr["loss"],
+                    "test_loss": ev_te["loss"],
+                    "train_accuracy": ev_tr.get("accuracy", math.nan),
+                    "test_accuracy": ev_te.get("accuracy", math.nan),
+                }
+            )
+    except KeyboardInterrupt:
+        out.status = "interrupted"
+        out.message = f"interrupted by the user after {step} steps"
+    finally:
+        mon.detach()
+        mon.flush()
+    return out
