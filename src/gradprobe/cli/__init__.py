@@ -7,6 +7,7 @@ exit status 2 for usage errors, 1 for the rest -- never a traceback.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -38,5 +39,12 @@ def run() -> None:  # pragma: no cover - thin wrapper for ``python -m gradprobe`
     sys.exit(main())
 
 
-# --- command registration (one line per command module) ---
-main.add_command(__import__("gradprobe.cli.predict", fromlist=["predict"]).predict)
+# --- command registration: module -> the click commands it defines ---
+_COMMANDS = {
+    "gradprobe.cli.run": ("list_cmd", "run_cmd", "plot_cmd", "demo_cmd"),
+    "gradprobe.cli.predict": ("predict",),
+}
+for _module, _names in _COMMANDS.items():
+    _mod = importlib.import_module(_module)
+    for _name in _names:
+        main.add_command(getattr(_mod, _name))

@@ -8,6 +8,7 @@ downloads it once into scikit-learn's data home. Offline, point ``--data-home`` 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,9 @@ def california(data_home: str | Path | None = None, *, download: bool = True) ->
 
     home = str(data_home) if data_home is not None else None
     try:
-        ds = fetch_california_housing(data_home=home, download_if_missing=download)
+        with warnings.catch_warnings():  # sklearn warns on each download retry
+            warnings.simplefilter("ignore")
+            ds = fetch_california_housing(data_home=home, download_if_missing=download)
     except OSError as exc:  # offline, or no cache: sklearn raises OSError / URLError
         where = home or os.environ.get("SCIKIT_LEARN_DATA") or "~/scikit_learn_data"
         raise DataError(

@@ -173,7 +173,7 @@ def summarise(run: Run) -> dict[str, Any]:
             v = _last(epochs, name, col)
             if not math.isnan(v):
                 item[col] = v
-        if not first.empty and "true_mean_abs_grad" in first:
+        if run.config.get("experiment") == "classification" and "true_mean_abs_grad" in first:
             f = first[first["variant"] == name]
             if len(f):
                 item["first_layer_true_mean_abs_grad"] = float(f["true_mean_abs_grad"].iloc[0])

@@ -1,0 +1,213 @@
+"""``gradprobe list``, ``run``, ``plot`` and ``demo``: the built-in experiments from the shell."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from gradprobe.errors import DataError, UnknownChoiceError
+from gradprobe.experiments.spec import ACTIVATIONS, EXPERIMENTS, OPTIMIZERS, resolve
+from gradprobe.experiments.init import INITS
+from gradprobe.records import grad_norm_by_depth
+from gradprobe.run import Run, load_run
+
+err = Console(stderr=True)
+
+
+class _Bar:
+    """The runner's progress, shown as a rich progress bar on stderr."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Any = None
+
+    def start(self, variant: str, total_steps: int) -> None:
+        self.task = self.progress.add_task(variant, total=total_steps, loss=math.nan)
+
+    def advance(self, step: int, loss: float) -> None:
+        self.progress.update(self.task, advance=1, loss=loss)
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("loss {task.fields[loss]:.4g}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet,
+    )
+
+
+def _fmt(v: float) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.3g}"
+
+
+def print_tables(run: Run, console: Console) -> None:
+    """One table per variant: per-layer norms, first/last ratio, loss, accuracy."""
+    params, layers = run.table("params"), run.table("layers")
+    by_name = {v["name"]: v for v in run.summary.get("variants", [])}
+    for name in run.variants:
+        p = params[params["variant"] == name]
+        norms = grad_norm_by_depth(p)
+        step = int(p["step"].min()) if len(p) else 0
+        lay = layers[(layers["variant"] == name) & (layers["step"] == step)].sort_values("depth")
+        t = Table(title=f"{run.config.get('experiment')} / {name}: first recorded step ({step})",
+                  title_justify="left")
+        for col in ("layer", "||dL/dW||", "||dL/dh||", "act RMS", "saturated", "dead"):
+            t.add_column(col, justify="right")
+        lay_rows = list(lay.itertuples())
+        for i, norm in enumerate(norms):
+            r = lay_rows[i] if i < len(lay_rows) else None
+            label = f"{i + 1}" + (" (input)" if i == 0 else " (output)" if i == len(norms) - 1 else "")
+            t.add_row(
+                label, _fmt(norm),
+                _fmt(r.backward_norm) if r else "-", _fmt(r.act_rms) if r else "-",
+                _fmt(r.saturated_frac) if r else "-", _fmt(r.dead_frac) if r else "-",
+            )
+        console.print(t)
+        s = by_name.get(name, {})
+        bits = [f"first/last gradient ratio {_fmt(s.get('first_last_ratio'))}",
+                f"final loss {_fmt(s.get('final_loss'))}"]
+        if "test_loss" in s:
+            bits.append(f"test loss {_fmt(s['test_loss'])}")
+        if "test_accuracy" in s:
+            bits.append(f"train/test accuracy {_fmt(s.get('train_accuracy'))}/"
+                        f"{_fmt(s['test_accuracy'])}")
+        if "first_layer_true_mean_abs_grad" in s:
+            bits.append(
+                f"first layer: true mean |dL/dW1| {_fmt(s['first_layer_true_mean_abs_grad'])} vs "
+                f"notebook estimate {_fmt(s['notebook_estimate_mean_abs'])}"
+            )
+        console.print("  " + "; ".join(bits) + "\n")
+    if run.config.get("experiment") == "classification":
+        console.print(
+            "[dim]Why the notebook's estimate (W_before - W_after)/lr is not the gradient: Adam "
+            "divides each step by the running RMS of the gradient, so every weight moves by about "
+            "lr per step whatever the gradient's size; the estimate counts steps, not gradient.[/]"
+        )
+
+
+experiment_arg = click.argument("experiment", metavar="EXPERIMENT")
+
+
+def _options(f: Any) -> Any:
+    opts = [
+        click.option("--variant", help="Variant(s) to run, comma-separated (default: all)."),
+        click.option("--activation", help=f"Activation(s): {', '.join(ACTIVATIONS)}."),
+        click.option("--depth", type=int, help="Hidden layers."),
+        click.option("--width", type=int, help="Units per hidden layer."),
+        click.option("--init", help=f"Initialisation: {', '.join(INITS)}."),
+        click.option("--optimizer", help=f"Optimizer: {', '.join(OPTIMIZERS)}."),
+        click.option("--lr", type=float, help="Learning rate."),
+        click.option("--epochs", type=int, help="Epochs."),
+        click.option("--batch-size", type=int, help="Batch size (0: all rows)."),
+        click.option("--rows", type=int, help="Training rows used (0: all)."),
+        click.option("--seed", type=int, help="Random seed (same seed, same numbers)."),
+        click.option("--every", type=int, default=1, show_default=True,
+                     help="Record every N-th step."),
+        click.option("--framework", default="torch", show_default=True, help="torch."),
+        click.option("--data-home", type=click.Path(file_okay=False),
+                     help="scikit-learn data folder holding the California Housing cache."),
+        click.option("--out", type=click.Path(file_okay=False),
+                     help="Run directory (default runs/<experiment>-<timestamp>)."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def execute(experiment: str, as_json: bool, quiet: bool, out: str | None, **kw: Any) -> Run:
+    """Resolve, run, plot, and print; returns the loaded run (shared by run and demo)."""
+    from gradprobe.experiments.runner import default_run_dir, run_experiment
+    from gradprobe.views.plots import save_run_plots
+
+    config = resolve(experiment, **kw)
+    run_dir = Path(out) if out else default_run_dir(experiment)
+    console = Console(file=sys.stderr if as_json else sys.stdout)
+    with _progress(quiet or as_json) as progress:
+        outcome = run_experiment(config, run_dir, progress=_Bar(progress))
+    plots = save_run_plots(outcome.run)
+    if as_json:
+        click.echo(json.dumps(outcome.run.summary, default=str))
+    else:
+        print_tables(outcome.run, console)
+        console.print(f"run directory: {run_dir}  ({len(plots)} plots in {run_dir / 'plots'})")
+    if outcome.status != "complete":
+        err.print(f"[yellow]partial run: {outcome.message}[/]")
+    return outcome.run
+
+
+@click.command("list")
+def list_cmd() -> None:
+    """List the built-in experiments and their variants."""
+    for exp in EXPERIMENTS.values():
+        click.echo(f"{exp.name}: {exp.title}")
+        click.echo(f"  {exp.description}")
+        for v in exp.variants:
+            m = v.model
+            click.echo(f"  - {v.name:<16} {m.depth} x Dense({m.width}, {m.activation}) "
+                       f"+ Dense(1, {m.output_activation})  {v.note}")
+
+
+@click.command("run")
+@experiment_arg
+@_options
+def run_cmd(experiment: str, as_json: bool, quiet: bool, out: str | None, **kw: Any) -> None:
+    """Run a built-in experiment (see 'gradprobe list'): train, record, plot, summarise."""
+    if experiment not in EXPERIMENTS:
+        raise UnknownChoiceError("experiment", experiment, EXPERIMENTS)
+    run = execute(experiment, as_json, quiet, out, **kw)
+    if run.status.get("status") != "complete":
+        sys.exit(1 if "non-finite" in run.status.get("message", "") else 130)
+
+
+@click.command("plot")
+@click.argument("run_dir", type=click.Path())
+def plot_cmd(run_dir: str) -> None:
+    """(Re)draw the plots of a run directory."""
+    from gradprobe.views.plots import save_run_plots
+
+    run = load_run(run_dir)
+    if run.table("params").empty:
+        raise DataError(f"{run_dir}: the run recorded no gradients yet; nothing to plot")
+    for p in save_run_plots(run):
+        click.echo(str(p))
+    if run.partial:
+        err.print(f"[yellow]note: partial run ({run.status.get('message', '')})[/]")
+
+
+@click.command("demo")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for the two runs (default runs/demo-<timestamp>).")
+@click.option("--data-home", type=click.Path(file_okay=False),
+              help="scikit-learn data folder holding the California Housing cache.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def demo_cmd(out: str | None, data_home: str | None, quiet: bool) -> None:
+    """Reproduce both seed notebooks, done right: runs, plots and tables."""
+    from gradprobe.experiments.runner import default_run_dir
+
+    root = Path(out) if out else default_run_dir("demo")
+    click.echo(f"gradprobe demo: both seed experiments, written to {root}\n")
+    execute("classification", False, quiet, str(root / "classification"), every=1)
+    try:
+        execute("california", False, quiet, str(root / "california"), every=1,
+                data_home=data_home)
+    except DataError as exc:
+        err.print(f"[yellow]California experiment skipped: {exc}[/]")
+        err.print("To get the data: run once with internet access (scikit-learn downloads it), or "
+                  "pass --data-home DIR / set SCIKIT_LEARN_DATA to a folder with its cache.")
