@@ -110,7 +110,9 @@ def load_run(path: str | Path) -> Run:
     """Load a run directory written by ``gradprobe run`` (complete, partial or interrupted)."""
     root = Path(path)
     if not root.is_dir():
-        raise RunDirError(f"{root}: no such run directory (expected a folder made by 'gradprobe run')")
+        raise RunDirError(
+            f"{root}: no such run directory (expected a folder made by 'gradprobe run')"
+        )
     config = _read_json(root / "config.json")
     status = _read_json(root / "status.json", required=False) or {
         "status": "partial",

@@ -14,8 +14,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from gradprobe.errors import DataError, UnknownChoiceError
-from gradprobe.experiments.spec import ACTIVATIONS, EXPERIMENTS, OPTIMIZERS, resolve
 from gradprobe.experiments.init import INITS
+from gradprobe.experiments.spec import ACTIVATIONS, EXPERIMENTS, OPTIMIZERS, resolve
 from gradprobe.records import grad_norm_by_depth
 from gradprobe.run import Run, load_run
 
@@ -64,28 +64,38 @@ def print_tables(run: Run, console: Console) -> None:
         norms = grad_norm_by_depth(p)
         step = int(p["step"].min()) if len(p) else 0
         lay = layers[(layers["variant"] == name) & (layers["step"] == step)].sort_values("depth")
-        t = Table(title=f"{run.config.get('experiment')} / {name}: first recorded step ({step})",
-                  title_justify="left")
+        t = Table(
+            title=f"{run.config.get('experiment')} / {name}: first recorded step ({step})",
+            title_justify="left",
+        )
         for col in ("layer", "||dL/dW||", "||dL/dh||", "act RMS", "saturated", "dead"):
             t.add_column(col, justify="right")
         lay_rows = list(lay.itertuples())
         for i, norm in enumerate(norms):
             r = lay_rows[i] if i < len(lay_rows) else None
-            label = f"{i + 1}" + (" (input)" if i == 0 else " (output)" if i == len(norms) - 1 else "")
+            label = f"{i + 1}" + (
+                " (input)" if i == 0 else " (output)" if i == len(norms) - 1 else ""
+            )
             t.add_row(
-                label, _fmt(norm),
-                _fmt(r.backward_norm) if r else "-", _fmt(r.act_rms) if r else "-",
-                _fmt(r.saturated_frac) if r else "-", _fmt(r.dead_frac) if r else "-",
+                label,
+                _fmt(norm),
+                _fmt(r.backward_norm) if r else "-",
+                _fmt(r.act_rms) if r else "-",
+                _fmt(r.saturated_frac) if r else "-",
+                _fmt(r.dead_frac) if r else "-",
             )
         console.print(t)
         s = by_name.get(name, {})
-        bits = [f"first/last gradient ratio {_fmt(s.get('first_last_ratio'))}",
-                f"final loss {_fmt(s.get('final_loss'))}"]
+        bits = [
+            f"first/last gradient ratio {_fmt(s.get('first_last_ratio'))}",
+            f"final loss {_fmt(s.get('final_loss'))}",
+        ]
         if "test_loss" in s:
             bits.append(f"test loss {_fmt(s['test_loss'])}")
         if "test_accuracy" in s:
-            bits.append(f"train/test accuracy {_fmt(s.get('train_accuracy'))}/"
-                        f"{_fmt(s['test_accuracy'])}")
+            bits.append(
+                f"train/test accuracy {_fmt(s.get('train_accuracy'))}/{_fmt(s['test_accuracy'])}"
+            )
         if "first_layer_true_mean_abs_grad" in s:
             bits.append(
                 f"first layer: true mean |dL/dW1| {_fmt(s['first_layer_true_mean_abs_grad'])} vs "
@@ -116,13 +126,20 @@ def _options(f: Any) -> Any:
         click.option("--batch-size", type=int, help="Batch size (0: all rows)."),
         click.option("--rows", type=int, help="Training rows used (0: all)."),
         click.option("--seed", type=int, help="Random seed (same seed, same numbers)."),
-        click.option("--every", type=int, default=1, show_default=True,
-                     help="Record every N-th step."),
+        click.option(
+            "--every", type=int, default=1, show_default=True, help="Record every N-th step."
+        ),
         click.option("--framework", default="torch", show_default=True, help="torch."),
-        click.option("--data-home", type=click.Path(file_okay=False),
-                     help="scikit-learn data folder holding the California Housing cache."),
-        click.option("--out", type=click.Path(file_okay=False),
-                     help="Run directory (default runs/<experiment>-<timestamp>)."),
+        click.option(
+            "--data-home",
+            type=click.Path(file_okay=False),
+            help="scikit-learn data folder holding the California Housing cache.",
+        ),
+        click.option(
+            "--out",
+            type=click.Path(file_okay=False),
+            help="Run directory (default runs/<experiment>-<timestamp>).",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]
@@ -160,8 +177,10 @@ def list_cmd() -> None:
         click.echo(f"  {exp.description}")
         for v in exp.variants:
             m = v.model
-            click.echo(f"  - {v.name:<16} {m.depth} x Dense({m.width}, {m.activation}) "
-                       f"+ Dense(1, {m.output_activation})  {v.note}")
+            click.echo(
+                f"  - {v.name:<16} {m.depth} x Dense({m.width}, {m.activation}) "
+                f"+ Dense(1, {m.output_activation})  {v.note}"
+            )
 
 
 @click.command("run")
@@ -192,10 +211,17 @@ def plot_cmd(run_dir: str) -> None:
 
 
 @click.command("demo")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Folder for the two runs (default runs/demo-<timestamp>).")
-@click.option("--data-home", type=click.Path(file_okay=False),
-              help="scikit-learn data folder holding the California Housing cache.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for the two runs (default runs/demo-<timestamp>).",
+)
+@click.option(
+    "--data-home",
+    type=click.Path(file_okay=False),
+    help="scikit-learn data folder holding the California Housing cache.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def demo_cmd(out: str | None, data_home: str | None, quiet: bool) -> None:
     """Reproduce both seed notebooks, done right: runs, plots and tables."""
@@ -205,9 +231,10 @@ def demo_cmd(out: str | None, data_home: str | None, quiet: bool) -> None:
     click.echo(f"gradprobe demo: both seed experiments, written to {root}\n")
     execute("classification", False, quiet, str(root / "classification"), every=1)
     try:
-        execute("california", False, quiet, str(root / "california"), every=1,
-                data_home=data_home)
+        execute("california", False, quiet, str(root / "california"), every=1, data_home=data_home)
     except DataError as exc:
         err.print(f"[yellow]California experiment skipped: {exc}[/]")
-        err.print("To get the data: run once with internet access (scikit-learn downloads it), or "
-                  "pass --data-home DIR / set SCIKIT_LEARN_DATA to a folder with its cache.")
+        err.print(
+            "To get the data: run once with internet access (scikit-learn downloads it), or "
+            "pass --data-home DIR / set SCIKIT_LEARN_DATA to a folder with its cache."
+        )

@@ -85,9 +85,7 @@ def bias(rng: np.random.Generator, init: str, fan_in: int, fan_out: int) -> np.n
     return np.zeros(fan_out, dtype=np.float32)
 
 
-def mlp_weights(
-    seed: int, widths: list[int], init: str
-) -> list[tuple[np.ndarray, np.ndarray]]:
+def mlp_weights(seed: int, widths: list[int], init: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """(kernel, bias) of each layer of an MLP with ``widths`` = [inputs, hidden..., outputs]."""
     if init not in INITS:
         raise UnknownChoiceError("init", init, INITS)

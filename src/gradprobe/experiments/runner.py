@@ -6,6 +6,7 @@ variant and writes what comes back, as it comes back, so an interruption loses n
 
 from __future__ import annotations
 
+import importlib
 import math
 import platform
 import time
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from gradprobe import __version__
-from gradprobe.errors import UsageError
+from gradprobe.errors import MissingExtraError, UnknownChoiceError, UsageError
 from gradprobe.experiments import data as datasets
 from gradprobe.experiments.spec import EXPERIMENTS, RunConfig
 from gradprobe.records import grad_norm_by_depth, write_table
@@ -46,6 +47,25 @@ class RunOutcome:
     run: Run
     status: str
     message: str
+
+
+BACKENDS = {
+    "torch": ("gradprobe.experiments.torch_backend", "torch"),
+    "keras": ("gradprobe.experiments.keras_backend", "keras"),
+}
+
+
+def load_backend(framework: str) -> Any:
+    """The module that trains variants with ``framework``: it has ``train(...) -> Outcome``."""
+    if framework not in BACKENDS:
+        raise UnknownChoiceError("framework", framework, BACKENDS)
+    module, extra = BACKENDS[framework]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            raise UsageError(f"--framework {framework} is not available in this version") from None
+        raise MissingExtraError(str(exc.name), extra, f"--framework {framework}") from exc
 
 
 def default_run_dir(experiment: str, root: str | Path = "runs") -> Path:
@@ -98,11 +118,7 @@ def run_experiment(
     data: datasets.Dataset | None = None,
 ) -> RunOutcome:
     """Train every variant of ``config`` and write ``out_dir``; returns the loaded run."""
-    if config.framework != "torch":
-        raise UsageError(
-            f"--framework {config.framework} is not available yet: use --framework torch"
-        )
-    from gradprobe.experiments import torch_backend as backend
+    backend = load_backend(config.framework)
 
     progress = progress or _Silent()
     data = data if data is not None else load_dataset(config)

@@ -120,15 +120,17 @@ EXPERIMENTS: dict[str, Experiment] = {
         name="classification",
         title="make_classification: deep sigmoid and its two 'solutions'",
         description=(
-            "The seed notebook's 100 points in 2-D: Dense(8) layers + Dense(1, sigmoid), Adam lr "
-            "0.1, binary cross-entropy, batch 32, one epoch; the true first-layer gradient of every "
-            "step beside the notebook's (W_before - W_after)/lr estimate."
+            "The seed notebook's 100 points in 2-D: Dense(8) layers + Dense(1, sigmoid), Adam "
+            "lr 0.1, binary cross-entropy, batch 32, one epoch; the true first-layer gradient of "
+            "every step beside the notebook's (W_before - W_after)/lr estimate."
         ),
         dataset="classification",
         variants=(
             Variant("deep-sigmoid", _mlp(8, "sigmoid", 8, "sigmoid"), "8 sigmoid layers"),
             Variant("shallow-sigmoid", _mlp(2, "sigmoid", 8, "sigmoid"), "solution 1: 2 layers"),
-            Variant("deep-relu", _mlp(7, "relu", 8, "sigmoid"), "solution 2 as the notebook: 7 ReLU"),
+            Variant(
+                "deep-relu", _mlp(7, "relu", 8, "sigmoid"), "solution 2 as the notebook: 7 ReLU"
+            ),
             Variant("deep-relu-8", _mlp(8, "relu", 8, "sigmoid"), "like for like: 8 ReLU layers"),
         ),
         train=TrainSpec(optimizer="adam", lr=0.1, epochs=1, loss="bce", batch_size=32),

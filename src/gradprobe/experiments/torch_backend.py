@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,9 @@ from torch import nn
 
 from gradprobe.experiments.data import Dataset
 from gradprobe.experiments.init import mlp_weights
+from gradprobe.experiments.outcome import Outcome
 from gradprobe.experiments.spec import ModelSpec, TrainSpec, Variant
-from gradprobe.torch.monitor import Monitor, watch
+from gradprobe.torch.monitor import watch
 
 _ACT_MODULES: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -68,7 +68,9 @@ class KerasAdam(torch.optim.Optimizer):
         eps: float = 1e-7,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+        super().__init__(
+            params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
+        )
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -115,18 +117,6 @@ def _loss(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     # the model ends in a sigmoid; clip as Keras does so log never sees 0
     p = out.clamp(1e-7, 1 - 1e-7)
     return F.binary_cross_entropy(p, y)
-
-
-@dataclass
-class Outcome:
-    """What training one variant produced, besides the monitor's records."""
-
-    monitor: Monitor
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    epochs: list[dict[str, Any]] = field(default_factory=list)
-    firstlayer: list[dict[str, Any]] = field(default_factory=list)
-    status: str = "complete"  # "complete", "non_finite" or "interrupted"
-    message: str = ""
 
 
 def _evaluate(model: nn.Module, loss: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """The PyTorch monitor: one line to watch a model's gradients, activations and backward signal.
 
-Hooks capture; pure reductions (:mod:`gradprobe.torch._reduce`) turn tensors into a few numbers where
-they live; the step's numbers cross to the host once and become rows of the two record tables
+Hooks capture; pure reductions (:mod:`gradprobe.torch._reduce`) turn tensors into a few numbers
+where they live; the step's numbers cross to the host once and become rows of the two record tables
 (:mod:`gradprobe.records`). Nothing here changes a tensor of the model.
 
 When each number is read:
@@ -76,7 +76,8 @@ class Monitor:
     Example::
 
         >>> import torch, gradprobe
-        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        >>> nn = torch.nn
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
         >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
         >>> with gradprobe.watch(model, opt) as mon:
         ...     for _ in range(3):

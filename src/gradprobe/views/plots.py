@@ -68,8 +68,13 @@ def epoch_lines(params: pd.DataFrame, steps: pd.DataFrame, title: str) -> Figure
         norms = _step_norms(w, s)
         n = max(n, len(norms))
         color = cmap(i / max(1, len(shown) - 1))
-        ax.plot(range(len(norms)), _positive(norms), marker="o", color=color,
-                label=f"epoch {epoch + 1} (step {s})")
+        ax.plot(
+            range(len(norms)),
+            _positive(norms),
+            marker="o",
+            color=color,
+            label=f"epoch {epoch + 1} (step {s})",
+        )
     _log_axis(ax, n, "weight-gradient L2 norm (log)")
     ax.set_title(title)
     if shown:
@@ -93,8 +98,13 @@ def variants_chart(
         line = a1.plot(range(len(norms)), _positive(norms), marker="o", label=name)[0]
         lay = layers[(layers["variant"] == name) & (layers["step"] == s)].sort_values("depth")
         if len(lay):
-            a2.plot(range(len(lay)), _positive(lay["backward_norm"].to_numpy()), marker="s",
-                    color=line.get_color(), label=name)
+            a2.plot(
+                range(len(lay)),
+                _positive(lay["backward_norm"].to_numpy()),
+                marker="s",
+                color=line.get_color(),
+                label=name,
+            )
     _log_axis(a1, n, "weight-gradient L2 norm ||dL/dW|| (log)")
     _log_axis(a2, n, "backward signal ||dL/dh|| at layer output (log)")
     a1.set_title("weight gradients, first recorded step")
@@ -134,11 +144,20 @@ def first_layer_chart(first: pd.DataFrame, title: str) -> Figure:
     fig, ax = plt.subplots(figsize=(11, 4.5), layout="constrained")
     for name in pd.unique(first["variant"]):
         f = first[first["variant"] == name]
-        line = ax.plot(f["step"], _positive(f["true_mean_abs_grad"].to_numpy()), marker="o",
-                       label=f"{name}: true mean |dL/dW1|")[0]
-        ax.plot(f["step"], _positive(f["cumulative_estimate_mean_abs"].to_numpy()), ls="--",
-                marker="x", color=line.get_color(),
-                label=f"{name}: notebook estimate mean |W0 - Wt|/lr")
+        line = ax.plot(
+            f["step"],
+            _positive(f["true_mean_abs_grad"].to_numpy()),
+            marker="o",
+            label=f"{name}: true mean |dL/dW1|",
+        )[0]
+        ax.plot(
+            f["step"],
+            _positive(f["cumulative_estimate_mean_abs"].to_numpy()),
+            ls="--",
+            marker="x",
+            color=line.get_color(),
+            label=f"{name}: notebook estimate mean |W0 - Wt|/lr",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -146,9 +165,16 @@ def first_layer_chart(first: pd.DataFrame, title: str) -> Figure:
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(title)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.text(0.01, 0.02, "Under Adam each step moves a weight by about lr, whatever the gradient's\n"
-            "size, so the estimate stays near the number of steps while true gradients differ "
-            "by orders of magnitude.", transform=ax.transAxes, fontsize=7, va="bottom")
+    ax.text(
+        0.01,
+        0.02,
+        "Under Adam each step moves a weight by about lr, whatever the gradient's\n"
+        "size, so the estimate stays near the number of steps while true gradients differ "
+        "by orders of magnitude.",
+        transform=ax.transAxes,
+        fontsize=7,
+        va="bottom",
+    )
     return fig
 
 
@@ -180,14 +206,16 @@ def save_run_plots(run: Run) -> list[Path]:
         s = steps[steps["variant"] == name] if len(steps) else steps
         slug = variant_dir(name)
         figures[f"epochs-{slug}.png"] = epoch_lines(
-            p, s, f"{exp} / {name}: gradient norm per layer, one line per epoch")
+            p, s, f"{exp} / {name}: gradient norm per layer, one line per epoch"
+        )
         figures[f"heatmap-{slug}.png"] = heatmap(p, f"{exp} / {name}: gradient norm, layer x step")
     figures["variants.png"] = variants_chart(params, layers, f"{exp}: all variants", run.variants)
     if len(steps):
         figures["loss.png"] = loss_chart(steps, f"{exp}: training loss")
     if len(first) and "true_mean_abs_grad" in first and exp == "classification":
         figures["first-layer.png"] = first_layer_chart(
-            first, f"{exp}: true first-layer gradient vs the notebook's estimate")
+            first, f"{exp}: true first-layer gradient vs the notebook's estimate"
+        )
     paths = []
     for fname, fig in figures.items():
         path = out / fname
