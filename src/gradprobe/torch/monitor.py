@@ -100,13 +100,16 @@ class Monitor:
         log_dir: str | Path | None = None,
         max_rows_in_memory: int = 100_000,
     ) -> None:
+        if isinstance(model, type):
+            raise CaptureError(
+                f"watch() expects a model instance, got the class {model.__name__}: "
+                f"instantiate it first (watch({model.__name__}(...), optimizer))"
+            )
         if not isinstance(model, nn.Module):
             raise CaptureError(
                 f"watch() expects a torch.nn.Module, got {type(model).__name__}; "
                 "pass the model itself (e.g. watch(model, optimizer))"
             )
-        if isinstance(model, type):
-            raise CaptureError("watch() got a class: instantiate the model first")
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise CaptureError(
                 f"watch() expects a torch.optim.Optimizer as optimizer, got "
@@ -209,16 +212,16 @@ class Monitor:
     def _trainable(
         model: nn.Module,
     ) -> tuple[list[tuple[str, str, torch.Tensor]], dict[nn.Module, str]]:
-        """(layer path, param name, tensor) of each trainable parameter, shared ones once."""
+        """(layer, param name, tensor) of each trainable parameter (shared ones once), and the
+        path of every module that owns parameters, trainable or frozen."""
         params, owners, seen = [], {}, set()
         for path, module in model.named_modules():
             for pname, p in module.named_parameters(recurse=False):
+                owners.setdefault(module, path or ROOT)  # frozen layers still show their signal
                 if not p.requires_grad or id(p) in seen:
                     continue
                 seen.add(id(p))
-                layer = path or ROOT
-                params.append((layer, pname, p))
-                owners[module] = layer
+                params.append((path or ROOT, pname, p))
         return params, owners
 
     def _depth(self, layer: str) -> int:
@@ -465,8 +468,10 @@ class Monitor:
                 continue
             if m is not None:
                 s, ss, n, sat = np.atleast_2d(m).sum(axis=0)
-                mean = s / n
-                stats = [mean, math.sqrt(max(ss / n - mean * mean, 0.0)), math.sqrt(ss / n)]
+                with np.errstate(invalid="ignore", over="ignore"):
+                    mean = s / n
+                    var = np.maximum(ss / n - mean * mean, 0.0)
+                stats = [float(mean), float(np.sqrt(var)), float(np.sqrt(ss / n))]
             else:
                 stats, n, sat = [math.nan] * 3, 0.0, 0.0
             act = acc.act

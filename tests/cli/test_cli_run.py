@@ -1,0 +1,221 @@
+"""The command line end to end: list, run, plot, demo, and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from gradprobe.cli import main
+from gradprobe.run import load_run
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def invoke(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def test_list_names_both_experiments_and_their_variants():
+    res = invoke("list")
+    assert res.exit_code == 0
+    for word in ("california", "classification", "deep-sigmoid", "shallow-sigmoid", "deep-relu-8"):
+        assert word in res.output
+
+
+def test_run_classification_writes_a_complete_run_dir_and_json(tmp_path):
+    out = tmp_path / "run"
+    res = invoke("run", "classification", "--json", "--out", str(out), "--seed", "1")
+    assert res.exit_code == 0, res.output
+    obj = json.loads(res.stdout)
+    assert obj["experiment"] == "classification"
+    names = [v["name"] for v in obj["variants"]]
+    assert names == ["deep-sigmoid", "shallow-sigmoid", "deep-relu", "deep-relu-8"]
+    for v in obj["variants"]:
+        g = v["grad_norm_by_depth"]
+        assert v["first_last_ratio"] == pytest.approx(g[0] / g[-1])
+        assert isinstance(v["final_loss"], float)
+    deep = obj["variants"][0]
+    assert deep["first_last_ratio"] < 1e-3
+    for name in ("config.json", "summary.json", "status.json", "steps.parquet", "epochs.parquet"):
+        assert (out / name).exists(), name
+    params = pd.read_parquet(next((out / "records" / "deep-sigmoid").glob("params-*.parquet")))
+    assert {"step", "layer", "param", "depth", "grad_norm"} <= set(params.columns)
+    plots = {p.name for p in (out / "plots").glob("*.png")}
+    assert {
+        "epochs-deep-sigmoid.png",
+        "variants.png",
+        "heatmap-deep-sigmoid.png",
+        "first-layer.png",
+    } <= plots
+    assert all((out / "plots" / p).read_bytes().startswith(PNG) for p in plots)
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["seed"] == 1 and config["train"]["optimizer"] == "adam"
+
+
+def test_run_prints_tables_and_plot_redraws(tmp_path):
+    out = tmp_path / "run"
+    res = invoke("run", "classification", "-q", "--variant", "deep-sigmoid", "--out", str(out))
+    assert res.exit_code == 0
+    assert "first/last gradient ratio" in res.output and "(input)" in res.output
+    assert "notebook estimate" in res.output and "Adam" in res.output
+    for p in (out / "plots").glob("*.png"):
+        p.unlink()
+    res = invoke("plot", str(out))
+    assert res.exit_code == 0
+    assert len(list((out / "plots").glob("*.png"))) >= 4
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "mnist"], "expected one of california, classification"),
+        (["run", "classification", "--variant", "deep"], "deep-sigmoid, shallow-sigmoid"),
+        (["run", "classification", "--activation", "swish"], "sigmoid, tanh, relu"),
+        (["run", "classification", "--init", "zeros"], "glorot_uniform"),
+        (["run", "classification", "--optimizer", "lbfgs"], "sgd, momentum, adam"),
+        (["run", "classification", "--depth", "0"], "--depth must be"),
+        (["run", "classification", "--lr", "-1"], "--lr must be"),
+        (["run", "classification", "--framework", "jax"], "torch, keras"),
+        (["run", "classification", "--every", "0"], "--every"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line(args, expected, tmp_path):
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2, res.output
+    assert expected in res.output
+    assert "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()  # rejected before any training
+
+
+def test_plot_of_a_missing_or_corrupt_run_dir_is_one_line(tmp_path):
+    res = CliRunner().invoke(main, ["plot", str(tmp_path / "nope")])
+    assert res.exit_code == 1 and "no such run directory" in res.output
+    run = tmp_path / "run"
+    assert (
+        invoke("run", "classification", "-q", "--variant", "deep-relu", "--out", str(run)).exit_code
+        == 0
+    )
+    (run / "config.json").write_text("{not json")
+    res = CliRunner().invoke(main, ["plot", str(run)])
+    assert res.exit_code == 1 and "config.json" in res.output and "Traceback" not in res.output
+    (run / "config.json").write_text("{}")
+    part = next((run / "records").glob("*/params-*.parquet"))
+    part.write_bytes(b"garbage")
+    res = CliRunner().invoke(main, ["plot", str(run)])
+    assert res.exit_code == 1 and part.name in res.output and len(res.output.splitlines()) == 1
+
+
+def _no_download(monkeypatch):  # type: ignore[no-untyped-def]
+    import sklearn.datasets
+
+    def offline(*a, **k):  # type: ignore[no-untyped-def]
+        raise OSError("Data not found and `download_if_missing` is False")
+
+    monkeypatch.setattr(sklearn.datasets, "fetch_california_housing", offline)
+
+
+def test_missing_california_data_is_a_clear_line(monkeypatch, tmp_path):
+    _no_download(monkeypatch)
+    res = CliRunner().invoke(main, ["run", "california", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1
+    assert "--data-home" in res.output and "SCIKIT_LEARN_DATA" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_demo_without_california_still_runs_classification(monkeypatch, tmp_path):
+    _no_download(monkeypatch)
+    res = invoke("demo", "-q", "--out", str(tmp_path))
+    assert res.exit_code == 0
+    assert "California experiment skipped" in res.output and "--data-home" in res.output
+    assert (tmp_path / "classification" / "plots" / "variants.png").exists()
+
+
+@pytest.mark.california
+def test_demo_reproduces_both_experiments(california_home, tmp_path):
+    res = invoke("demo", "-q", "--out", str(tmp_path), "--data-home", str(california_home))
+    assert res.exit_code == 0, res.output
+    for exp in ("classification", "california"):
+        run = load_run(tmp_path / exp)
+        assert run.status["status"] == "complete"
+        assert (tmp_path / exp / "plots" / "variants.png").exists()
+    cal = json.loads((tmp_path / "california" / "summary.json").read_text())
+    ratios = {v["name"]: v["first_last_ratio"] for v in cal["variants"]}
+    assert ratios["sigmoid"] < 1e-5 and 0.05 < ratios["relu"] < 2
+
+
+@pytest.mark.california
+def test_non_finite_loss_stops_with_step_and_layer_and_stays_plottable(california_home, tmp_path):
+    out = tmp_path / "r"
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "california",
+            "--variant",
+            "relu",
+            "--lr",
+            "1",
+            "--epochs",
+            "30",
+            "-q",
+            "--data-home",
+            str(california_home),
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 1
+    status = json.loads((out / "status.json").read_text())
+    assert status["status"] == "partial"
+    assert "non-finite loss" in status["message"] and "layer '" in status["message"]
+    run = load_run(out)
+    assert run.table("params")["grad_nonfinite"].sum() > 0
+    assert invoke("plot", str(out)).exit_code == 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_what_was_recorded(tmp_path):
+    out = tmp_path / "r"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gradprobe",
+            "run",
+            "classification",
+            "--variant",
+            "deep-relu",
+            "--epochs",
+            "100000",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    deadline = time.time() + 60
+    while not (out / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(3.0)  # some training steps
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr.decode()
+    assert b"Traceback" not in stderr
+    assert b"interrupted" in stderr
+    run = load_run(out)
+    assert run.status["status"] == "partial"
+    assert len(run.table("params")) > 0 and len(run.table("steps")) > 0
+    assert run.table("params")["step"].max() >= run.table("steps")["step"].max() - 1
+    res = subprocess.run([sys.executable, "-m", "gradprobe", "plot", str(out)], capture_output=True)
+    assert res.returncode == 0
