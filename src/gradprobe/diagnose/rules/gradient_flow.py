@@ -1,0 +1,133 @@
+"""``vanishing`` and ``exploding``: the backward signal shrinks or grows steadily with depth.
+
+A step counts when the first/last ratio r passes ``ratio_low`` (``ratio_high``), widened to the
+net's seed spread, and the per-layer factor agrees (:mod:`gradprobe.diagnose.flow`); the finding
+needs it on enough steps (:func:`~gradprobe.diagnose.flow.persistent`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from gradprobe.diagnose import flow
+from gradprobe.diagnose import remedies as R
+from gradprobe.diagnose.finding import ERROR, WARNING, Finding
+from gradprobe.diagnose.rules.base import fmt
+from gradprobe.diagnose.thresholds import Thresholds
+from gradprobe.diagnose.view import VariantRecords
+
+
+def _scan(rec: VariantRecords, th: Thresholds, high: bool) -> dict[str, Any] | None:
+    key, grid = flow.measure(rec)
+    trends = flow.trends(grid)
+    if not trends:
+        return None
+    limit = flow.log_threshold(rec, key, th, high)
+    hits = {s: t for s, t in trends.items() if flow.flagged(t, limit, th, high)}
+    if not flow.persistent([s in hits for s in trends], th.min_fraction):
+        return None
+    first = min(hits)
+    norms = grid.loc[first].to_numpy(dtype=float)
+    rel = norms / norms[-1] if norms[-1] > 0 else norms
+    far = [d for d, r in zip(grid.columns, rel, strict=True) if (r > 10 if high else r < 0.1)]
+    return {
+        "key": key,
+        "first": first,
+        "hits": hits,
+        "layers": rec.layer_names(far if far else grid.columns),
+        "evidence": {
+            "measure": flow.MEASURES[key][1],
+            "step": first,
+            "first_last_ratio": hits[first].ratio,
+            "per_layer_factor": hits[first].factor,
+            "slope_log_norm_per_layer": hits[first].slope,
+            "geomean_ratio_over_flagged_steps": flow.geomean([t.ratio for t in hits.values()]),
+            "layers_compared": hits[first].layers,
+            "threshold_ratio": math.exp(-limit) if not high else math.exp(limit),
+            "steps_flagged": len(hits),
+            "steps_recorded": len(trends),
+            "norm_by_depth": [float(n) for n in norms],
+            "weight_grad_ratio": flow.step_ratio(rec, "grad_norm", first),
+            "per_example_grad_ratio": flow.step_ratio(rec, "pe_grad_rms", first),
+            "backward_ratio": flow.step_ratio(rec, "backward_norm", first),
+        },
+    }
+
+
+def _weights_vanish(ev: dict[str, Any], th: Thresholds) -> bool:
+    pe, batch = ev["per_example_grad_ratio"], ev["weight_grad_ratio"]
+    if not math.isnan(pe):
+        return pe < th.ratio_low
+    return not math.isnan(batch) and batch < th.batch_ratio_low
+
+
+def vanishing(rec: VariantRecords, th: Thresholds) -> list[Finding]:
+    """Gradients shrink layer after layer towards the input."""
+    scan = _scan(rec, th, high=False)
+    if scan is None:
+        return []
+    ev = scan["evidence"]
+    backward_only = scan["key"] == "backward" and not _weights_vanish(ev, th)
+    summary = (
+        f"the {ev['measure']} at the first layer is {fmt(ev['first_last_ratio'])} x the last "
+        f"layer's (x{fmt(ev['per_layer_factor'])} per layer) at step {ev['step']}, "
+        f"on {ev['steps_flagged']} of {ev['steps_recorded']} recorded steps"
+    )
+    if backward_only:
+        why = (
+            "The backward signal dL/dh fades towards the input, yet the weight gradients look "
+            "flat: the forward activations grow towards the input at the same rate and hide it "
+            "(theory.md 0.3). The net trains, but it is one step from losing its early layers."
+        )
+    else:
+        acts = "/".join(rec.activations) or "these"
+        why = (
+            f"Each layer passes back only a fraction of the gradient it receives ({acts} "
+            "layers: the product of weight scale and activation slope is below 1), and the "
+            "fractions multiply: the layers near the input barely learn while the last ones do."
+        )
+    return [
+        Finding(
+            code="vanishing",
+            severity=WARNING if backward_only else ERROR,
+            variant=rec.variant,
+            layers=scan["layers"],
+            steps=tuple(sorted(scan["hits"])),
+            evidence=ev,
+            summary="vanishing gradients: " + summary,
+            explanation=why,
+            remedies=R.for_vanishing(rec.activations, backward_only),
+        )
+    ]
+
+
+def exploding(rec: VariantRecords, th: Thresholds) -> list[Finding]:
+    """Gradients grow layer after layer towards the input."""
+    scan = _scan(rec, th, high=True)
+    if scan is None:
+        return []
+    ev = scan["evidence"]
+    summary = (
+        f"the {ev['measure']} at the first layer is {fmt(ev['first_last_ratio'])} x the last "
+        f"layer's (x{fmt(1 / ev['per_layer_factor'])} per layer towards the input) at step "
+        f"{ev['step']}, on {ev['steps_flagged']} of {ev['steps_recorded']} recorded steps"
+    )
+    why = (
+        "Each layer multiplies the gradient it passes back by more than 1 (weights too large "
+        "for the activation), and the factors compound: the first layers get steps far too "
+        "large for them while the last ones get reasonable ones; training turns unstable."
+    )
+    return [
+        Finding(
+            code="exploding",
+            severity=ERROR,
+            variant=rec.variant,
+            layers=scan["layers"],
+            steps=tuple(sorted(scan["hits"])),
+            evidence=ev,
+            summary="exploding gradients: " + summary,
+            explanation=why,
+            remedies=R.for_exploding(rec.activations),
+        )
+    ]

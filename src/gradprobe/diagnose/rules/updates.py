@@ -1,0 +1,94 @@
+"""``stalled_layers`` and ``update_too_large``: the update/weight ratio ||dW|| / ||W|| per step.
+
+About 1e-3 trains steadily (a weight changes by a thousandth of its size per step); far below,
+the layer stays where it started; far above, each step rewrites it. Weights only (biases start at
+0, where the ratio has no meaning).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradprobe.diagnose import flow
+from gradprobe.diagnose import remedies as R
+from gradprobe.diagnose.finding import WARNING, Finding
+from gradprobe.diagnose.rules.base import fmt
+from gradprobe.diagnose.thresholds import Thresholds
+from gradprobe.diagnose.view import VariantRecords
+
+
+def _ratio_hits(rec: VariantRecords, th: Thresholds, low: bool) -> tuple[dict, list[int]]:
+    grid = rec.grid("update_ratio").dropna(axis=1, how="all")
+    grid = grid.dropna(axis=0, how="all")
+    if grid.empty:
+        return {}, []
+    values = grid.to_numpy(dtype=float)
+    mask = values < th.stall_ratio if low else values > th.update_high
+    hits = [d for j, d in enumerate(grid.columns) if flow.persistent(mask[:, j], th.min_fraction)]
+    med = {rec.names.get(int(d), str(d)): float(np.nanmedian(grid[d])) for d in hits}
+    return {"median_update_ratio_by_layer": med, "steps_recorded": int(len(grid))}, hits
+
+
+def stalled_layers(rec: VariantRecords, th: Thresholds) -> list[Finding]:
+    """Layers whose weights move by less than ``stall_ratio`` of their size per step."""
+    ev, hits = _ratio_hits(rec, th, low=True)
+    if not hits:
+        return []
+    n_layers = rec.grid("update_ratio").shape[1]
+    ev["threshold"] = th.stall_ratio
+    ev["layers_stalled"], ev["layers_with_updates"] = len(hits), n_layers
+    partial = len(hits) < n_layers
+    lowest = min(ev["median_update_ratio_by_layer"].values())
+    return [
+        Finding(
+            code="stalled_layers",
+            severity=WARNING,
+            variant=rec.variant,
+            layers=rec.layer_names(hits),
+            steps=(),
+            evidence=ev,
+            summary=(
+                f"stalled layers: {len(hits)} of {n_layers} layers change by less than "
+                f"{fmt(th.stall_ratio)} of their size per step (median down to {fmt(lowest)})"
+            ),
+            explanation=(
+                "These layers' weights hardly move, so they stay close to their random start. "
+                + (
+                    "Only some layers stall: their gradients are small compared with the "
+                    "others' -- look for vanishing gradients."
+                    if partial
+                    else "Every layer stalls: the learning rate is too small for this model."
+                )
+            ),
+            remedies=R.for_stalled(vanishing=partial),
+        )
+    ]
+
+
+def update_too_large(rec: VariantRecords, th: Thresholds) -> list[Finding]:
+    """Layers whose weights change by more than ``update_high`` of their size per step."""
+    ev, hits = _ratio_hits(rec, th, low=False)
+    if not hits:
+        return []
+    ev["threshold"] = th.update_high
+    highest = max(ev["median_update_ratio_by_layer"].values())
+    return [
+        Finding(
+            code="update_too_large",
+            severity=WARNING,
+            variant=rec.variant,
+            layers=rec.layer_names(hits),
+            steps=(),
+            evidence=ev,
+            summary=(
+                f"updates too large: {len(hits)} layer(s) change by more than "
+                f"{fmt(th.update_high)} of their size per step (median up to {fmt(highest)})"
+            ),
+            explanation=(
+                "Each step rewrites a large share of these weights, about 100x the ~1e-3 that "
+                "trains steadily: the loss jumps around, units die or saturate, and training "
+                "can diverge."
+            ),
+            remedies=R.for_update_too_large(),
+        )
+    ]

@@ -1,0 +1,119 @@
+"""What the rules read: one variant's two record tables, with step x depth grids ready.
+
+:func:`split` accepts what :func:`gradprobe.diagnose.diagnose` accepts: a loaded
+:class:`~gradprobe.run.Run`, a live monitor (anything with ``to_pandas(table)``), or a
+``(params, layers)`` pair of frames (see :mod:`gradprobe.records`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gradprobe.errors import UsageError
+from gradprobe.records import TABLES, empty_frame, weight_rows
+
+
+@dataclass(frozen=True)
+class VariantRecords:
+    """The ``params`` and ``layers`` records of one variant (``variant`` is '' when unnamed)."""
+
+    variant: str
+    params: pd.DataFrame
+    layers: pd.DataFrame
+
+    @cached_property
+    def weights(self) -> pd.DataFrame:
+        """Rows of weight matrices and kernels only."""
+        return weight_rows(self.params)
+
+    @cached_property
+    def steps(self) -> np.ndarray:
+        """The recorded steps, ascending."""
+        s = pd.concat([self.params["step"], self.layers["step"]])
+        return np.sort(s.unique()).astype(np.int64)
+
+    def grid(self, quantity: str) -> pd.DataFrame:
+        """``quantity`` as a step x depth frame: weight rows for a ``params`` column, layer rows
+        for a ``layers`` column; columns sorted input to output."""
+        frame = self.weights if quantity in TABLES["params"] else self.layers
+        if frame.empty:
+            return pd.DataFrame()
+        g = frame.pivot_table(index="step", columns="depth", values=quantity, aggfunc="first")
+        return g.sort_index(axis=0).sort_index(axis=1)
+
+    @cached_property
+    def names(self) -> dict[int, str]:
+        """depth -> layer name."""
+        both = pd.concat([self.params[["depth", "layer"]], self.layers[["depth", "layer"]]])
+        return dict(zip(both["depth"].astype(int), both["layer"].astype(str), strict=False))
+
+    def layer_names(self, depths: Any) -> tuple[str, ...]:
+        return tuple(self.names.get(int(d), str(d)) for d in depths)
+
+    @cached_property
+    def activations(self) -> tuple[str, ...]:
+        """The distinct activations of the hidden layers (input to output), e.g. ('sigmoid',)."""
+        acts = self.layers.sort_values("depth")["activation"]
+        return tuple(dict.fromkeys(a for a in acts if a))
+
+    @cached_property
+    def hidden_widths(self) -> tuple[int, ...]:
+        """Output widths of every layer but the last, read from the bias sizes (() if unknown)."""
+        b = self.params[self.params["param"] == "bias"]
+        if b.empty:
+            return ()
+        first = b[b["step"] == b["step"].min()].sort_values("depth")
+        return tuple(int(n) for n in first["numel"].iloc[:-1])
+
+    @cached_property
+    def beta(self) -> float:
+        """Hanin's beta = sum 1/n over the hidden widths (0 when unknown)."""
+        return float(sum(1.0 / n for n in self.hidden_widths if n > 0))
+
+    @property
+    def log_tolerance(self) -> float:
+        """max(ln 2, 2 sqrt(5 beta)): how far one net's log-ratio may stray by chance."""
+        return max(math.log(2.0), 2.0 * math.sqrt(5.0 * self.beta))
+
+
+def tables_of(obj: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(params, layers) of a Run, a monitor or a pair of frames."""
+    if isinstance(obj, (tuple, list)):
+        if len(obj) != 2 or not all(isinstance(f, pd.DataFrame) for f in obj):
+            raise UsageError(
+                "diagnose() takes a (params, layers) pair of DataFrames, got "
+                f"{type(obj).__name__} of {len(obj)} item(s)"
+            )
+        return obj[0], obj[1]
+    if isinstance(obj, pd.DataFrame):
+        return obj, empty_frame("layers")
+    if hasattr(obj, "to_pandas"):
+        return obj.to_pandas("params"), obj.to_pandas("layers")
+    raise UsageError(
+        f"diagnose() takes a Run, a Monitor or a (params, layers) pair, got {type(obj).__name__}"
+    )
+
+
+def _ordered_variants(obj: Any, params: pd.DataFrame, layers: pd.DataFrame) -> list[str]:
+    seen = list(pd.unique(pd.concat([params["variant"], layers["variant"]]).astype(str)))
+    preferred = list(getattr(obj, "variants", []) or []) if hasattr(obj, "config") else []
+    return [v for v in preferred if v in seen] + [v for v in seen if v not in preferred]
+
+
+def split(obj: Any) -> list[VariantRecords]:
+    """One :class:`VariantRecords` per variant, in the run's order."""
+    params, layers = tables_of(obj)
+    if "variant" not in params.columns and "variant" not in layers.columns:
+        return [VariantRecords("", params, layers)]
+    params = params if "variant" in params.columns else params.assign(variant="")
+    layers = layers if "variant" in layers.columns else layers.assign(variant="")
+    return [
+        VariantRecords(v, params[params["variant"] == v], layers[layers["variant"] == v])
+        for v in _ordered_variants(obj, params, layers)
+    ]

@@ -1,0 +1,21 @@
+"""Every docstring example of the diagnosis runs."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import gradprobe.diagnose
+
+MODULES = ["gradprobe.diagnose"] + [
+    m.name for m in pkgutil.walk_packages(gradprobe.diagnose.__path__, "gradprobe.diagnose.")
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
