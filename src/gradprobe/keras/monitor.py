@@ -320,7 +320,7 @@ class GradientMonitor(keras.callbacks.Callback):
 
     # ------------------------------------------------------------ host side
     def _read_step(self) -> None:
-        host = np.asarray(ops.convert_to_numpy(self._out.value), dtype=np.float64)
+        host = np.asarray(self._out.numpy(), dtype=np.float64)
         if host[0] == self._seq:
             if self._skips_ok:
                 return  # the LossScaleOptimizer skipped this step (non-finite gradients)
