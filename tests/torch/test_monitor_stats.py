@@ -264,3 +264,39 @@ def test_amp_loss_scaling_records_unscaled_gradients():
     ref_model(x).pow(2).mean().backward()
     assert_grad_rows(mon.to_pandas(), ref_model, 0)
     mon.detach()
+
+
+class InPlaceResidual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(8, 8)
+        self.b = nn.Linear(8, 8)
+        self.out = nn.Linear(8, 1)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        h = torch.relu(self.a(x))
+        h2 = F.gelu(self.b(h))
+        h2 += h  # changes b's activation output in place, after the monitor saw it
+        return self.out(h2)
+
+
+def test_outputs_changed_in_place_later_are_never_misreported():
+    torch.manual_seed(4)
+    model = InPlaceResidual()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon = gradprobe.watch(model, opt)
+    x = torch.randn(16, 8)
+    expected = []
+    for _ in range(3):
+        ref = copy.deepcopy(model)  # unwatched: its forward does not reach the monitor
+        with torch.no_grad():
+            expected.append(act_stats([F.gelu(ref.b(torch.relu(ref.a(x))))], "relu"))
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+    layers = mon.to_pandas("layers").set_index(["step", "layer"])
+    assert math.isnan(float(layers.loc[(0, "b"), "act_rms"]))  # lost, not wrong
+    for step in (1, 2):  # measured as soon as produced from then on
+        for col in ("act_mean", "act_rms", "dead_frac"):
+            assert close(float(layers.loc[(step, "b"), col]), expected[step][col], 1e-5), col
+    mon.detach()

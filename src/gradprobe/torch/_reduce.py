@@ -135,37 +135,41 @@ def nonfinite_counts(tensors: Sequence[torch.Tensor]) -> np.ndarray:
     return np.array([int((~torch.isfinite(t.detach())).sum()) for t in tensors], dtype=np.int64)
 
 
-def activation_moments(a: torch.Tensor, act: Activation | None) -> np.ndarray | torch.Tensor:
-    """sum, sum of squares, element count and saturated count of an activation output."""
-    if a.device.type == "cpu":
-        x = _np(a).reshape(-1)
-        sat = 0
-        if act is not None and act.family == "saturating":
-            sat = np.count_nonzero((x < act.low) | (x > act.high))
-        return np.array(
-            [x.sum(dtype=np.float64), np.square(x, dtype=np.float64).sum(), x.size, sat]
-        )
-    x = a.detach().float()
-    sat_t = torch.zeros((), device=x.device)
+DEFER = 1 << 16  # layer outputs and dL/dh up to this size wait for the step's batched reduction
+
+
+def output_stats(
+    outs: Sequence[torch.Tensor], act: Activation | None, unit_dim: int = -1
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per tensor (all of one shape): sum, sum of squares, element count, saturated count
+    (shape (k, 4)); and for rectifiers, per unit, whether any example was positive (k, units).
+
+    One stacked reduction per statistic for all k tensors: a handful of kernel launches per
+    step instead of a handful per layer.
+    """
+    x = torch.stack([o.detach() for o in outs])
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    flat = x.reshape(len(outs), -1)
+    n = flat.shape[1]
+    stats = torch.empty(len(outs), 4, dtype=torch.float64, device=x.device)
+    stats[:, 0] = flat.sum(1)
+    stats[:, 1] = torch.linalg.vector_norm(flat, dim=1).double().square()
+    stats[:, 2] = n
+    stats[:, 3] = 0
+    alive = None
     if act is not None and act.family == "saturating":
-        sat_t = ((x < act.low) | (x > act.high)).sum().float()
-    n = torch.tensor(float(x.numel()), device=x.device)
-    return torch.stack([x.sum(), x.square().sum(), n, sat_t]).double()
+        mid, half = (act.low + act.high) / 2, (act.high - act.low) / 2
+        stats[:, 3] = flat.sub(mid).abs_().gt_(half).sum(1)
+    elif act is not None and act.family == "rectifier" and x.ndim >= 3:
+        ud = unit_dim % (x.ndim - 1) + 1
+        alive = x.amax(dim=tuple(d for d in range(1, x.ndim) if d != ud)) > 0
+    return stats, alive
 
 
-def alive_units(a: torch.Tensor, unit_dim: int) -> np.ndarray | torch.Tensor:
-    """Per unit: did any example give a positive output? (reduces all dims but ``unit_dim``)."""
-    dims = tuple(d for d in range(a.ndim) if d != unit_dim % a.ndim)
-    if a.device.type == "cpu":
-        return _np(a).max(axis=dims) > 0
-    return a.detach().amax(dim=dims) > 0
-
-
-def sq_norm(g: torch.Tensor) -> float | torch.Tensor:
-    """||g||^2 in float64 on the CPU, as a 0-d tensor elsewhere."""
-    if g.device.type == "cpu":
-        return float(np.square(_np(g), dtype=np.float64).sum())
-    return g.detach().float().square().sum().double()
+def norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """||x|| of each tensor, one multi-tensor reduction, as a float64 vector."""
+    return torch.stack(torch._foreach_norm([t.detach() for t in tensors])).double()
 
 
 def row_sq_norms(x: torch.Tensor) -> np.ndarray | torch.Tensor:

@@ -44,9 +44,11 @@ class _Layer:
     """What one recorded step gathered for one layer that owns parameters."""
 
     act: Activation | None = None
-    moments: list[Any] = field(default_factory=list)
-    alive: Any = None
-    bwd_sq: list[Any] = field(default_factory=list)
+    unit_dim: int = -1
+    outs: list[tuple[torch.Tensor, int]] = field(default_factory=list)  # small: reduced at step
+    parts: list[tuple[Any, Any]] = field(default_factory=list)  # large ones: reduced at once
+    grads: list[torch.Tensor] = field(default_factory=list)  # small dL/dh: reduced at the step
+    gnorms: list[torch.Tensor] = field(default_factory=list)  # large ones: their norms
     x_rows: list[Any] = field(default_factory=list)
     d_rows: list[Any] = field(default_factory=list)
     pending: torch.Tensor | None = None  # output waiting to see whether an activation follows
@@ -129,6 +131,9 @@ class Monitor:
             )
         self._act_modules = {m: MODULES[type(m)] for m in model.modules() if type(m) in MODULES}
         self._kinds = {name: type(m).__name__ for m, name in self._owner_names.items()}
+        self._backward_hooks = {
+            name: partial(self._on_backward, name) for name in self._owner_names.values()
+        }
         self._order: dict[str, int] = {}
         self._step = 0
         self._layers: dict[str, _Layer] = {}
@@ -144,6 +149,7 @@ class Monitor:
         self._armed: list[RemovableHandle] = []
         self._attached = True
         self._warned_empty = False
+        self._eager = False  # True once a model changed a kept output in place
         if optimizer is not None:
             self._persistent.append(optimizer.register_step_pre_hook(self._before_update))
             self._persistent.append(optimizer.register_step_post_hook(self._after_update))
@@ -241,10 +247,15 @@ class Monitor:
         for module, name in self._owner_names.items():
             self._armed.append(module.register_forward_hook(partial(self._on_layer, name)))
         if self.activations:
+            # the pre-hooks only tell functional calls inside nn.ReLU & co from the user's own
+            counted = self._functional is not False
             for module, act in self._act_modules.items():
-                self._armed.append(module.register_forward_pre_hook(self._enter_act_module))
-                self._armed.append(module.register_forward_hook(partial(self._on_act_module, act)))
-            if self._functional is not False:
+                if counted:
+                    self._armed.append(module.register_forward_pre_hook(self._enter_act_module))
+                self._armed.append(
+                    module.register_forward_hook(partial(self._on_act_module, act, counted))
+                )
+            if counted:
                 self._armed.append(self.model.register_forward_pre_hook(self._push_mode))
                 self._armed.append(
                     self.model.register_forward_hook(self._pop_mode, always_call=True)
@@ -276,7 +287,7 @@ class Monitor:
         if self.activations:
             acc.pending = output
         if output.requires_grad and (self.backward or self.per_example):
-            output.register_hook(partial(self._on_backward, name))
+            output.register_hook(self._backward_hooks[name])
         if self.per_example and isinstance(module, nn.Linear) and output.ndim == 2:
             acc.x_rows.append(R.row_sq_norms(inputs[0]))
 
@@ -290,11 +301,14 @@ class Monitor:
             acc.pending = None
 
     def _measure(self, acc: _Layer, out: torch.Tensor, act: Activation | None) -> None:
-        acc.moments.append(R.activation_moments(out, act))
-        if act is not None and act.family == "rectifier" and out.ndim >= 2:
-            conv = self._kinds.get(self._last or "", "").startswith("Conv")
-            alive = R.alive_units(out, 1 if conv and out.ndim > 2 else -1)
-            acc.alive = alive if acc.alive is None else (acc.alive | alive)
+        """Keep a small output for the step's batched reduction; reduce a large one now."""
+        conv = self._kinds.get(self._last or "", "").startswith("Conv")
+        acc.unit_dim = 1 if conv and out.ndim > 2 else -1
+        out = out.detach()
+        if out.numel() <= R.DEFER and not self._eager:
+            acc.outs.append((out, out._version))
+        else:
+            acc.parts.append(R.output_stats([out], act, acc.unit_dim))
 
     def _on_activation(self, act: Activation, out: Any) -> None:
         if self._last is None or not isinstance(out, torch.Tensor):
@@ -310,8 +324,11 @@ class Monitor:
     def _enter_act_module(self, module: nn.Module, inputs: tuple) -> None:
         self._in_act_module += 1
 
-    def _on_act_module(self, act: Activation, module: nn.Module, inputs: tuple, out: Any) -> None:
-        self._in_act_module -= 1
+    def _on_act_module(
+        self, act: Activation, counted: bool, module: nn.Module, inputs: tuple, out: Any
+    ) -> None:
+        if counted:
+            self._in_act_module -= 1
         self._on_activation(act, out)
 
     def _on_functional(self, act: Activation, out: Any) -> None:
@@ -343,7 +360,10 @@ class Monitor:
     def _on_backward(self, name: str, grad: torch.Tensor) -> None:
         acc = self._layer(name)
         if self.backward:
-            acc.bwd_sq.append(R.sq_norm(grad))
+            if grad.numel() <= R.DEFER:
+                acc.grads.append(grad)
+            else:
+                acc.gnorms.append(R.norms([grad]))
         if self.per_example and acc.x_rows and grad.ndim == 2:
             acc.d_rows.append(R.row_sq_norms(grad))
 
@@ -376,13 +396,8 @@ class Monitor:
     def _finish(self, updates: Any) -> None:
         if updates is not None:
             self._collector.put("u", updates)
+        rows = self._reduce_layers()
         for name, acc in self._layers.items():
-            if acc.moments:
-                self._collector.put(f"m:{name}", _stack(acc.moments))
-            if acc.alive is not None:
-                self._collector.put(f"a:{name}", acc.alive)
-            if acc.bwd_sq:
-                self._collector.put(f"b:{name}", _stack(acc.bwd_sq))
             if acc.x_rows and acc.d_rows:
                 x = _cat(acc.x_rows)
                 d = _cat(acc.d_rows)
@@ -399,10 +414,66 @@ class Monitor:
                 GradprobeWarning,
                 stacklevel=3,
             )
-        self._emit_layers(host)
+        self._emit_layers(self._gather_layers(rows, host))
         self._layers.clear()
         self._pending_grads = None
         self._grad_params = []
+
+    def _reduce_layers(self) -> list[tuple[str, str, list[str]]]:
+        """Queue the step's layer statistics: one batched reduction per group of same-shaped
+        tensors. Returns (collector key, kind, layer of each row)."""
+        groups: dict[tuple[Any, ...], list[tuple[str, torch.Tensor]]] = {}
+        rows: list[tuple[str, str, list[str]]] = []
+        for name, acc in self._layers.items():
+            for o, version in acc.outs:
+                if o._version != version:
+                    # changed in place after the activation (e.g. x += residual): this value is
+                    # lost; from now on outputs are reduced as soon as they are produced
+                    self._eager = True
+                    continue
+                key = ("o", o.shape, o.dtype, o.device, acc.act, acc.unit_dim)
+                groups.setdefault(key, []).append((name, o))
+            for g in acc.grads:
+                groups.setdefault(("g", g.shape, g.dtype, g.device), []).append((name, g))
+            for j, (stats, alive) in enumerate(acc.parts):
+                self._collector.put(f"o:{name}:{j}", stats)
+                if alive is not None:
+                    self._collector.put(f"o:{name}:{j}:alive", alive)
+                rows.append((f"o:{name}:{j}", "o", [name]))
+            if acc.gnorms:
+                self._collector.put(f"g:{name}", torch.cat(acc.gnorms))
+                rows.append((f"g:{name}", "g", [name] * len(acc.gnorms)))
+        for i, (key, items) in enumerate(groups.items()):
+            names, tensors = [n for n, _ in items], [t for _, t in items]
+            if key[0] == "o":
+                stats, alive = R.output_stats(tensors, key[4], key[5])
+                self._collector.put(f"group{i}", stats)
+                if alive is not None:
+                    self._collector.put(f"group{i}:alive", alive)
+            else:
+                self._collector.put(f"group{i}", R.norms(tensors))
+            rows.append((f"group{i}", key[0], names))
+        return rows
+
+    @staticmethod
+    def _gather_layers(
+        rows: list[tuple[str, str, list[str]]], host: dict[str, np.ndarray]
+    ) -> dict[str, dict[str, Any]]:
+        """Per layer: summed output moments, units alive in any batch, backward ||dL/dh||^2."""
+        out: dict[str, dict[str, Any]] = {}
+        for key, kind, names in rows:
+            values = np.atleast_2d(host[key]) if kind == "o" else np.ravel(host[key])
+            alive = host.get(f"{key}:alive")
+            for r, name in enumerate(names):
+                d = out.setdefault(name, {"m": None, "alive": None, "bsq": None})
+                if kind == "g":
+                    d["bsq"] = (d["bsq"] or 0.0) + float(values[r]) ** 2
+                    continue
+                d["m"] = values[r] if d["m"] is None else d["m"] + values[r]
+                if alive is not None:
+                    a = np.atleast_2d(alive)[r].astype(bool)
+                    d["alive"] = a if d["alive"] is None else (d["alive"] | a)
+        return out
 
     def _advance(self) -> None:
         self._step += 1
@@ -458,46 +529,39 @@ class Monitor:
         """Depth of a layer; one never seen in a forward hook goes after all seen so far."""
         return self._depth(layer)
 
-    def _emit_layers(self, host: dict[str, np.ndarray]) -> None:
-        rows: dict[str, list[Any]] = {c: [] for c in TABLES["layers"]}
-        for name in sorted(self._layers, key=self._depth):
-            acc = self._layers[name]
-            m = host.get(f"m:{name}")
-            b = host.get(f"b:{name}")
-            if m is None and b is None:
-                continue
-            if m is not None:
-                s, ss, n, sat = np.atleast_2d(m).sum(axis=0)
-                with np.errstate(invalid="ignore", over="ignore"):
-                    mean = s / n
-                    var = np.maximum(ss / n - mean * mean, 0.0)
-                stats = [float(mean), float(np.sqrt(var)), float(np.sqrt(ss / n))]
-            else:
-                stats, n, sat = [math.nan] * 3, 0.0, 0.0
+    def _emit_layers(self, numbers: dict[str, dict[str, Any]]) -> None:
+        cols: dict[str, list[Any]] = {c: [] for c in TABLES["layers"]}
+        for name in sorted(numbers, key=self._depth):
+            d, acc = numbers[name], self._layers[name]
             act = acc.act
-            saturating = act is not None and act.family == "saturating" and n > 0
-            alive = host.get(f"a:{name}")
-            values = [
+            mean = std = rms = sat = dead = math.nan
+            if d["m"] is not None:
+                s, ss, n, nsat = d["m"]
+                with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                    mean, rms = s / n, np.sqrt(ss / n)
+                    std = np.sqrt(max(ss / n - mean * mean, 0.0))
+                if act is not None and act.family == "saturating":
+                    sat = nsat / n
+            if d["alive"] is not None and d["alive"].size:
+                dead = 1.0 - float(np.mean(d["alive"]))
+            bwd = math.sqrt(d["bsq"]) if d["bsq"] is not None else math.nan
+            values = (
                 self._step,
                 name,
                 self._depth(name),
                 self._kinds.get(name, ""),
                 act.name if act else "",
-                *stats,
-                sat / n if saturating else math.nan,
-                1.0 - float(np.mean(alive)) if alive is not None and alive.size else math.nan,
-                math.sqrt(float(np.sum(b))) if b is not None else math.nan,
-            ]
+                mean,
+                std,
+                rms,
+                sat,
+                dead,
+                bwd,
+            )
             for c, v in zip(TABLES["layers"], values, strict=True):
-                rows[c].append(v)
-        if rows["step"]:
-            self._buffers["layers"].extend(rows)
-
-
-def _stack(values: list[Any]) -> Any:
-    if isinstance(values[0], torch.Tensor):
-        return torch.stack([v.reshape(-1) if v.ndim else v for v in values])
-    return np.asarray(values, dtype=np.float64)
+                cols[c].append(v)
+        if cols["step"]:
+            self._buffers["layers"].extend(cols)
 
 
 def _cat(values: list[Any]) -> Any:

@@ -1,0 +1,103 @@
+"""Overhead of GradientMonitor on ``model.fit``: the seed's California model, TensorFlow backend.
+
+Two workloads: the first 512 training rows as one batch (the notebook's measurement, one step per
+epoch), and the full training split with batch 32 (516 steps per epoch). Configurations run
+interleaved in one process; each fit's first epoch (which traces the train function, and for a
+watched fit re-traces it) is left out, so the figures are steady-state time per epoch. The first
+epoch's extra time is reported separately. Prints medians and ratios to unwatched fit.
+
+Usage: ``python benchmarks/bench_keras.py [--repeats N] [--data-home DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from gradprobe.experiments.data import california  # noqa: E402
+from gradprobe.keras import GradientMonitor  # noqa: E402
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Wall time of each epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.times.append(time.perf_counter() - self._t0)
+
+
+def build() -> keras.Sequential:
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((8,))] + [keras.layers.Dense(64, activation="sigmoid") for _ in range(10)]
+    model = keras.Sequential([*layers, keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+CONFIGS = {"plain": None, "every=1": 1, "every=10": 10}
+
+
+def bench(x: np.ndarray, y: np.ndarray, batch: int, epochs: int, repeats: int) -> dict:
+    models = {name: build() for name in CONFIGS}
+    steady: dict[str, list[float]] = {n: [] for n in CONFIGS}
+    first: dict[str, list[float]] = {n: [] for n in CONFIGS}
+    for r in range(repeats + 1):  # round 0 warms up (imports, first traces)
+        for name, every in CONFIGS.items():
+            clock = EpochClock()
+            cbs = [clock] if every is None else [GradientMonitor(every=every), clock]
+            models[name].fit(
+                x, y, batch_size=batch, epochs=epochs, shuffle=False, callbacks=cbs, verbose=0
+            )
+            if r:
+                steady[name].append(statistics.median(clock.times[1:]))
+                first[name].append(clock.times[0])
+    return {
+        n: {"epoch_s": statistics.median(steady[n]), "first_epoch_s": statistics.median(first[n])}
+        for n in CONFIGS
+    }
+
+
+def report(title: str, res: dict) -> None:
+    base = res["plain"]["epoch_s"]
+    print(f"\n{title}")
+    print(f"{'config':<10} {'median s/epoch':>15} {'ratio':>7} {'first epoch s':>14}")
+    for name, r in res.items():
+        print(
+            f"{name:<10} {r['epoch_s']:>15.5f} {r['epoch_s'] / base:>7.3f} "
+            f"{r['first_epoch_s']:>14.3f}"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--data-home", default=None)
+    args = ap.parse_args()
+    data = california(args.data_home)
+    x, y = data.x_train, data.y_train
+    print(f"keras {keras.__version__} ({keras.backend.backend()}), repeats={args.repeats}")
+    report(
+        "512 rows, one batch of 512 (30 epochs = 30 steps per fit)",
+        bench(x[:512], y[:512], 512, 30, args.repeats),
+    )
+    report(
+        f"full split ({len(x)} rows), batch 32 ({-(-len(x) // 32)} steps per epoch, 3 epochs)",
+        bench(x, y, 32, 3, args.repeats),
+    )
+
+
+if __name__ == "__main__":
+    main()
