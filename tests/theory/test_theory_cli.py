@@ -17,7 +17,7 @@ def _run(*args: str):  # type: ignore[no-untyped-def]
 
 def test_table_and_verdict() -> None:
     out = _run(
-        "--activation", "sigmoid", "--depth", "10", "--width", "64", "--init", "glorot_uniform"
+        "--activation", "sigmoid", "--depth", "9", "--width", "64", "--init", "glorot_uniform"
     )
     assert out.exit_code == 0, out.output
     assert "fan_in->width" in out.output and "verdict: vanishing" in out.output
@@ -38,7 +38,7 @@ def test_options_reach_the_prediction() -> None:
         "--activation",
         "relu",
         "--depth",
-        "4",
+        "3",
         "--inputs",
         "8",
         "--weight-var",
@@ -56,7 +56,7 @@ def test_options_reach_the_prediction() -> None:
 
 def test_phase_plot(tmp_path: Path) -> None:
     png = tmp_path / "phase.png"
-    out = _run("--activation", "tanh", "--depth", "3", "--phase-plot", str(png))
+    out = _run("--activation", "tanh", "--depth", "2", "--phase-plot", str(png))
     assert out.exit_code == 0, out.output
     assert png.read_bytes()[:4] == b"\x89PNG"
 

@@ -61,7 +61,12 @@ def _check(depth: int, width: int, inputs: int | None, outputs: int, batch: int 
 
 @click.command("predict")
 @click.option("--activation", default="relu", show_default=True, help="Hidden-layer activation.")
-@click.option("--depth", default=10, show_default=True, help="Weight layers, readout included.")
+@click.option(
+    "--depth",
+    default=10,
+    show_default=True,
+    help="Hidden layers, as in 'gradprobe run' (the linear readout comes on top).",
+)
 @click.option("--width", default=64, show_default=True, help="Hidden-layer width.")
 @click.option("--init", "init", default="glorot_uniform", show_default=True, help="Init scheme.")
 @click.option("--inputs", type=int, default=None, help="Input features [default: width].")
@@ -86,7 +91,7 @@ def predict(
 ) -> None:
     """Predict per-layer gradient norms of an MLP at initialisation (mean-field theory)."""
     _check(depth, width, inputs, outputs, batch_size)
-    widths = [inputs or width] + [width] * (depth - 1) + [outputs]
+    widths = [inputs or width] + [width] * depth + [outputs]
     pred = predict_mlp(
         widths, activation, init, weight_var=weight_var, bias_var=bias_var, batch_size=batch_size
     )
