@@ -25,7 +25,7 @@ def test_table_and_verdict() -> None:
 
 
 def test_json_keys_and_numbers() -> None:
-    out = _run("--activation", "sigmoid", "--outputs", "10", "--json")
+    out = _run("--activation", "sigmoid", "--depth", "9", "--outputs", "10", "--json")
     assert out.exit_code == 0, out.output
     d = json.loads(out.output)
     assert {"grad_norm_by_depth", "chi1", "depth_scale"} <= set(d)
