@@ -15,31 +15,55 @@ from gradprobe.experiments.init import INITS
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "silu", "linear")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
-LOSSES = ("mse", "bce")
+LOSSES = ("mse", "bce", "ce")
+NORMS = ("none", "batch", "layer")
 FRAMEWORKS = ("torch", "keras")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """An MLP: ``depth`` hidden Dense layers of ``width`` units, then one output unit."""
+    """An MLP: ``depth`` hidden Dense layers of ``width`` units, then ``outputs`` output units.
+
+    ``norm`` puts a BatchNorm or LayerNorm between each hidden Dense layer and its activation;
+    ``residual`` adds each hidden layer's input to ``residual_scale`` times its output wherever the
+    two have the same width (every hidden layer but the first). The defaults are the plain MLP.
+    """
 
     depth: int
     width: int
     activation: str
     init: str = "glorot_uniform"
     output_activation: str = "linear"
+    norm: str = "none"
+    residual: bool = False
+    residual_scale: float = 1.0
+    outputs: int = 1
 
-    def widths(self, n_inputs: int, n_outputs: int = 1) -> list[int]:
+    def widths(self, n_inputs: int, n_outputs: int | None = None) -> list[int]:
         """[inputs, hidden..., outputs]."""
-        return [n_inputs] + [self.width] * self.depth + [n_outputs]
+        return [n_inputs] + [self.width] * self.depth + [n_outputs or self.outputs]
+
+    @property
+    def plain(self) -> bool:
+        """True for the plain MLP: no normalisation, no residual connection."""
+        return self.norm == "none" and not self.residual
 
     def validate(self) -> None:
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("init", self.init, INITS)
+        _choice("norm", self.norm, NORMS)
         if not isinstance(self.depth, int) or self.depth < 1:
             raise UsageError(f"--depth must be a whole number >= 1, got {self.depth!r}")
         if not isinstance(self.width, int) or self.width < 1:
             raise UsageError(f"--width must be a whole number >= 1, got {self.width!r}")
+        if not isinstance(self.residual, bool):
+            raise UsageError(f"--residual must be true or false, got {self.residual!r}")
+        if not (self.residual_scale > 0 and self.residual_scale < float("inf")):
+            raise UsageError(
+                f"--residual-scale must be a positive number, got {self.residual_scale!r}"
+            )
+        if not isinstance(self.outputs, int) or self.outputs < 1:
+            raise UsageError(f"outputs must be a whole number >= 1, got {self.outputs!r}")
 
 
 @dataclass(frozen=True)
@@ -53,7 +77,11 @@ class Variant:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """How each variant is trained. ``rows``/``batch_size`` of None mean all training rows."""
+    """How each variant is trained. ``rows``/``batch_size`` of None mean all training rows.
+
+    ``clip_norm``: clip the gradient's global L2 norm to this before each step (None: never).
+    ``loss``: ``mse``, ``bce`` (on a sigmoid output) or ``ce`` (softmax cross-entropy on logits).
+    """
 
     optimizer: str
     lr: float
@@ -63,12 +91,17 @@ class TrainSpec:
     rows: int | None = None
     shuffle: bool = True
     seed: int = 0
+    clip_norm: float | None = None
 
     def validate(self) -> None:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("loss", self.loss, LOSSES)
         if not (self.lr > 0):
             raise UsageError(f"--lr must be a positive number, got {self.lr!r}")
+        if self.clip_norm is not None and not (0 < self.clip_norm < float("inf")):
+            raise UsageError(
+                f"--clip must be a positive number (or 0 for no clipping), got {self.clip_norm!r}"
+            )
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise UsageError(f"--epochs must be a whole number >= 1, got {self.epochs!r}")
         for name, v in (("--batch-size", self.batch_size), ("--rows", self.rows)):
