@@ -36,20 +36,63 @@ _ACT_MODULES: dict[str, Callable[[], nn.Module]] = {
 
 
 def build_mlp(spec: ModelSpec, n_inputs: int, seed: int) -> nn.Sequential:
-    """The MLP of ``spec`` with weights drawn from ``numpy.random.default_rng(seed)``."""
+    """The MLP of ``spec`` with weights drawn from ``numpy.random.default_rng(seed)``.
+
+    A plain spec gives ``Sequential(Linear, act, Linear, act, ..., Linear[, out act])``; with
+    normalisation or residual connections each hidden layer is a :class:`Block` instead.
+    """
     widths = spec.widths(n_inputs)
     weights = mlp_weights(seed, widths, spec.init)
+    linears = [_linear(kernel, bias) for kernel, bias in weights]
     layers: list[nn.Module] = []
-    for i, (kernel, bias) in enumerate(weights):
-        lin = nn.Linear(kernel.shape[0], kernel.shape[1])
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(kernel.T.copy()))
-            lin.bias.copy_(torch.from_numpy(bias))
-        layers.append(lin)
-        act = spec.activation if i < len(weights) - 1 else spec.output_activation
-        if act != "linear":
-            layers.append(_ACT_MODULES[act]())
+    for i, lin in enumerate(linears[:-1]):
+        if spec.plain:
+            layers += [lin] + _act_list(spec.activation)
+        else:
+            scale = spec.residual_scale if spec.residual and i > 0 else None
+            layers.append(Block(lin, _norm(spec.norm, spec.width), spec.activation, scale))
+    layers += [linears[-1]] + _act_list(spec.output_activation)
     return nn.Sequential(*layers)
+
+
+def _linear(kernel: np.ndarray, bias: np.ndarray) -> nn.Linear:
+    lin = nn.Linear(kernel.shape[0], kernel.shape[1])
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(kernel.T.copy()))
+        lin.bias.copy_(torch.from_numpy(bias))
+    return lin
+
+
+def _act_list(name: str) -> list[nn.Module]:
+    return [] if name == "linear" else [_ACT_MODULES[name]()]
+
+
+def _norm(name: str, width: int) -> nn.Module | None:
+    if name == "batch":
+        return nn.BatchNorm1d(width)
+    if name == "layer":
+        return nn.LayerNorm(width)
+    return None
+
+
+class Block(nn.Module):
+    """One hidden layer: ``a = act(norm(lin(x)))``; returns ``x + scale * a`` when ``scale`` is
+    set (a residual connection), else ``a``."""
+
+    def __init__(
+        self, lin: nn.Linear, norm: nn.Module | None, activation: str, scale: float | None
+    ) -> None:
+        super().__init__()
+        self.lin, self.norm, self.scale = lin, norm, scale
+        acts = _act_list(activation)
+        self.act = acts[0] if acts else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lin(x)
+        if self.norm is not None:
+            h = self.norm(h)
+        h = self.act(h)
+        return x + self.scale * h if self.scale is not None else h
 
 
 class KerasAdam(torch.optim.Optimizer):
@@ -114,17 +157,24 @@ def make_optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
 def _loss(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if name == "mse":
         return F.mse_loss(out, y)
+    if name == "ce":  # logits; y holds class indices as floats, shape (n, 1)
+        return F.cross_entropy(out, y[:, 0].long())
     # the model ends in a sigmoid; clip as Keras does so log never sees 0
     p = out.clamp(1e-7, 1 - 1e-7)
     return F.binary_cross_entropy(p, y)
 
 
 def _evaluate(model: nn.Module, loss: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Loss (and accuracy) in eval mode: BatchNorm uses its running statistics."""
+    model.eval()
     with torch.no_grad():
         out = model(x)
         res = {"loss": float(_loss(loss, out, y))}
         if loss == "bce":
             res["accuracy"] = float(((out > 0.5).float() == y).float().mean())
+        elif loss == "ce":
+            res["accuracy"] = float((out.argmax(1) == y[:, 0].long()).float().mean())
+    model.train()
     return res
 
 
@@ -152,7 +202,7 @@ def train(
     xt, yt = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
     batch = train.batch_size or rows
     rng = np.random.default_rng([train.seed, 1]) if train.shuffle else None
-    first = model[0]
+    first = next(m for m in model.modules() if isinstance(m, nn.Linear))
     mon = watch(model, opt, every=every, per_example=True, log_dir=log_dir)
     out = Outcome(mon)
     w_start = first.weight.detach().clone()
@@ -165,6 +215,8 @@ def train(
                 loss = _loss(train.loss, model(x[ib]), y[ib])
                 loss.backward()
                 g1 = first.weight.grad.detach().clone()
+                if train.clip_norm is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), train.clip_norm)
                 w_before = first.weight.detach().clone()
                 opt.step()
                 value = loss.item()
