@@ -11,6 +11,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -87,3 +88,207 @@ def classification() -> Dataset:
         y_te.reshape(-1, 1).astype(f32),
         ("x0", "x1"),
     )
+
+
+TASKS = ("regression", "binary", "multiclass")
+MAX_CLASSES = 50  # an integer target with more distinct values than this is a regression target
+
+
+def outputs(data: Dataset) -> int:
+    """Output units a model needs for ``data``: the classes of a multiclass task, else 1."""
+    if data.task != "multiclass":
+        return 1
+    return int(max(data.y_train.max(), data.y_test.max())) + 1
+
+
+def loss_for(task: str) -> str:
+    """The loss of a task: mse (regression), bce (binary) or ce (multiclass)."""
+    return {"regression": "mse", "binary": "bce", "multiclass": "ce"}[task]
+
+
+def prepare(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    task: str,
+    feature_names: tuple[str, ...] = (),
+    *,
+    test_size: float = 0.25,
+    split_seed: int = 0,
+) -> Dataset:
+    """Split 75/25 (stratified for classification), standardise X with the training rows' mean
+    and std; a regression target is standardised too, so a loss of 1 means predicting its mean.
+    Class targets become 0..k-1."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    y = np.asarray(y).reshape(-1)
+    strat = y if task != "regression" else None
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=test_size, random_state=split_seed, stratify=strat
+    )
+    scaler = StandardScaler().fit(x_tr)
+    x_tr, x_te = scaler.transform(x_tr), scaler.transform(x_te)
+    if task == "regression":
+        mu, sd = float(np.mean(y_tr)), float(np.std(y_tr)) or 1.0
+        y_tr, y_te = (y_tr - mu) / sd, (y_te - mu) / sd
+    f32 = np.float32
+    return Dataset(
+        name,
+        task,
+        x_tr.astype(f32),
+        y_tr.reshape(-1, 1).astype(f32),
+        x_te.astype(f32),
+        y_te.reshape(-1, 1).astype(f32),
+        tuple(feature_names),
+    )
+
+
+_SKLEARN_TASKS = {
+    "breast_cancer": "binary",
+    "digits": "multiclass",
+    "diabetes": "regression",
+    "wine": "multiclass",
+    "make_classification": "classes",
+    "make_regression": "regression",
+    "make_moons": "binary",
+}
+SKLEARN_DATASETS = tuple(_SKLEARN_TASKS)
+
+
+def sklearn_dataset(name: str, params: dict[str, object] | None = None) -> Dataset:
+    """A scikit-learn dataset that needs no download: a bundled one (breast_cancer, digits,
+    diabetes, wine; no parameters) or a generator (make_classification, make_regression,
+    make_moons) called with ``params`` (``random_state`` defaults to 0)."""
+    import inspect
+
+    import sklearn.datasets as skd
+
+    from gradprobe.errors import UnknownChoiceError, UsageError
+
+    if name not in _SKLEARN_TASKS:
+        raise UnknownChoiceError("dataset", name, SKLEARN_DATASETS)
+    params = dict(params or {})
+    fn = getattr(skd, name if name.startswith("make_") else f"load_{name}")
+    valid = [p for p in inspect.signature(fn).parameters if p not in ("return_X_y", "as_frame")]
+    if not name.startswith("make_"):
+        valid = []
+    bad = [k for k in params if k not in valid]
+    if bad:
+        allowed = ", ".join(valid) if valid else "none (a bundled dataset takes no parameters)"
+        raise UsageError(f"unknown parameter {bad[0]!r} of dataset {name}: expected {allowed}")
+    if name.startswith("make_"):
+        params.setdefault("random_state", 0)
+        if name == "make_regression" and params.get("n_targets", 1) != 1:
+            raise UsageError("make_regression: n_targets must be 1 (one output unit)")
+        try:
+            x, y = fn(**params)[:2]
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"dataset {name} with {params}: {exc}") from None
+        names: tuple[str, ...] = tuple(f"x{i}" for i in range(x.shape[1]))
+    else:
+        ds = fn()
+        x, y, names = ds.data, ds.target, tuple(ds.feature_names)
+    task = _SKLEARN_TASKS[name]
+    if task == "classes":
+        task = "binary" if len(np.unique(y)) == 2 else "multiclass"
+    return prepare(name, np.asarray(x, dtype=float), y, task, names)
+
+
+def from_table(path: str | Path, target: str, task: str | None = None) -> Dataset:
+    """A user's CSV or Parquet file: numeric feature columns and a ``target`` column.
+
+    The task is ``task`` or inferred: a target with two distinct values is binary; a text
+    target, or a whole-number one with at most MAX_CLASSES values, is multiclass; anything
+    else is a regression. Bad input raises :class:`~gradprobe.errors.UsageError` naming the file
+    and the column, before anything trains.
+    """
+    frame = read_table(path)
+    return table_dataset(frame, target, task, name=Path(path).name)
+
+
+def read_table(path: str | Path) -> Any:
+    """A CSV or Parquet file as a DataFrame (UsageError when missing or unreadable)."""
+    import pandas as pd
+
+    from gradprobe.errors import UsageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--data {p}: no such file (expected a .csv or .parquet file)")
+    suffix = p.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise UsageError(f"--data {p}: unknown file type {suffix!r}: expected .csv or .parquet")
+    try:
+        return pd.read_csv(p) if suffix == ".csv" else pd.read_parquet(p)
+    except Exception as exc:  # pandas/pyarrow raise many types for a bad file
+        raise UsageError(f"--data {p}: cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def table_dataset(frame: Any, target: str, task: str | None, *, name: str) -> Dataset:
+    """Validate a DataFrame (see :func:`from_table`) and turn it into a split Dataset."""
+    from gradprobe.errors import UnknownChoiceError, UsageError
+
+    if task is not None and task not in TASKS:
+        raise UnknownChoiceError("task", task, TASKS)
+    if target not in frame.columns:
+        raise UsageError(
+            f"--data {name}: no column {target!r} for --target; columns are "
+            f"{', '.join(map(str, frame.columns))}"
+        )
+    if len(frame) < 8:
+        raise UsageError(f"--data {name}: {len(frame)} rows; at least 8 are needed to split")
+    missing = [str(c) for c in frame.columns if frame[c].isna().any()]
+    if missing:
+        n = int(frame[missing].isna().any(axis=1).sum())
+        raise UsageError(
+            f"--data {name}: missing values in column(s) {', '.join(missing)} ({n} rows); "
+            "fill or drop them first"
+        )
+    feats = frame.drop(columns=[target])
+    text = [str(c) for c in feats.columns if not _numeric(feats[c])]
+    if text:
+        raise UsageError(
+            f"--data {name}: non-numeric column(s) {', '.join(text)}; encode them as numbers "
+            "or drop them"
+        )
+    if feats.shape[1] == 0:
+        raise UsageError(f"--data {name}: no feature column besides the target {target!r}")
+    y, task = _target(frame[target], task, f"--data {name}: target {target!r}")
+    x = feats.to_numpy(dtype=float)
+    return prepare(name, x, y, task, tuple(map(str, feats.columns)))
+
+
+def _numeric(col: Any) -> bool:
+    import pandas as pd
+
+    return bool(pd.api.types.is_numeric_dtype(col))  # bool columns count as numeric
+
+
+def _target(col: Any, task: str | None, where: str) -> tuple[np.ndarray, str]:
+    """The target as numbers (classes as 0..k-1) and its task, inferred when None."""
+    from gradprobe.errors import UsageError
+
+    values = col.to_numpy()
+    classes = np.unique(values.astype(str) if not _numeric(col) else values)
+    numeric = _numeric(col)
+    whole = numeric and np.all(np.mod(values.astype(float), 1) == 0)
+    if task is None:
+        if len(classes) == 2:
+            task = "binary"
+        elif not numeric or (whole and len(classes) <= MAX_CLASSES):
+            task = "multiclass"
+        else:
+            task = "regression"
+    if len(classes) < 2:
+        raise UsageError(f"{where} has a single value ({classes[0]!r}); nothing to learn")
+    if task == "regression":
+        if not numeric:
+            raise UsageError(f"{where} is not numeric; a regression target must be")
+        return values.astype(float), task
+    if task == "binary" and len(classes) != 2:
+        raise UsageError(f"{where} has {len(classes)} distinct values; --task binary needs 2")
+    if numeric and not whole:
+        raise UsageError(f"{where} has fractional values; a class label must be a whole number")
+    keyed = values.astype(str) if not numeric else values
+    return np.searchsorted(classes, keyed).astype(float), task
