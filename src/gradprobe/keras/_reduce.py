@@ -2,8 +2,7 @@
 
 Every function here is pure and built from backend ops only, so it runs inside fit's compiled
 step (a ``tf.function`` on TensorFlow, eager on torch) and never moves a tensor to the host.
-Sums are taken in float64, like the PyTorch side. Per-tensor statistics of many tensors use one
-concatenation and segment reductions instead of a few ops per tensor.
+Sums are taken in float64, like the PyTorch side.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from keras import ops
 
 from gradprobe.keras._activations import Activation
@@ -23,45 +21,43 @@ SUM, SUMSQ, MAX_ABS, ZEROS, NONFINITE = range(5)
 A_SUM, A_SUMSQ, A_COUNT, A_SAT = range(4)
 
 
-def segment_ids(sizes: Sequence[int]) -> np.ndarray:
-    """Segment id of every element of the concatenation of tensors of ``sizes`` elements."""
-    return np.repeat(np.arange(len(sizes), dtype=np.int32), np.asarray(sizes, dtype=np.int64))
+def _flat64(t: Any) -> Any:
+    return ops.reshape(ops.cast(t, F64), (-1,))
 
 
-def flat64(tensors: Sequence[Any]) -> Any:
-    """All elements of ``tensors``, flattened, concatenated and cast to float64."""
-    return ops.concatenate([ops.reshape(ops.cast(t, F64), (-1,)) for t in tensors])
-
-
-def moments(tensors: Sequence[Any], ids: np.ndarray) -> Any:
+def moments(tensors: Sequence[Any]) -> Any:
     """Per tensor: sum, sum of squares, max |x|, exact zeros, non-finite elements; (n, 5).
 
-    ``ids`` is :func:`segment_ids` of the tensors' sizes (a constant of the step).
+    One small reduction per statistic and tensor: on CPU this is several times faster in a
+    TensorFlow graph than segment reductions over the concatenation.
     """
-    n = len(tensors)
-    x = flat64(tensors)
-    seg = ops.convert_to_tensor(ids)
-
-    def ssum(v: Any) -> Any:
-        return ops.segment_sum(v, seg, num_segments=n)
-
-    finite = ops.isfinite(x)
-    return ops.stack(
-        [
-            ssum(x),
-            ssum(ops.square(x)),
-            ops.segment_max(ops.abs(x), seg, num_segments=n),
-            ssum(ops.cast(ops.equal(x, 0.0), F64)),
-            ssum(ops.cast(ops.logical_not(finite), F64)),
-        ],
-        axis=1,
-    )
+    rows = []
+    for t in tensors:
+        x = _flat64(t)
+        rows.append(
+            ops.stack(
+                [
+                    ops.sum(x),
+                    ops.sum(ops.square(x)),
+                    ops.max(ops.abs(x)),
+                    ops.sum(ops.cast(ops.equal(x, 0.0), F64)),
+                    ops.sum(ops.cast(ops.logical_not(ops.isfinite(x)), F64)),
+                ]
+            )
+        )
+    return ops.stack(rows)
 
 
-def sq_norms(tensors: Sequence[Any], ids: np.ndarray) -> Any:
+def sq_norms(tensors: Sequence[Any]) -> Any:
     """Per tensor ||x||^2 (float64), shape (n,)."""
-    seg = ops.convert_to_tensor(ids)
-    return ops.segment_sum(ops.square(flat64(tensors)), seg, num_segments=len(tensors))
+    return ops.stack([ops.sum(ops.square(_flat64(t))) for t in tensors])
+
+
+def diff_sq_norms(after: Sequence[Any], before: Sequence[Any]) -> Any:
+    """Per tensor ||after - before||^2 (float64), shape (n,)."""
+    return ops.stack(
+        [ops.sum(ops.square(_flat64(a) - _flat64(b))) for a, b in zip(after, before, strict=True)]
+    )
 
 
 def activation_moments(a: Any, act: Activation | None) -> Any:

@@ -40,6 +40,7 @@ P_COLS = 8
 L_DEAD, L_BWD, L_PE = 4, 5, 6
 L_COLS = 7
 SUPPORTED_BACKENDS = ("tensorflow", "torch")
+PENDING_STEPS = 256  # step vectors kept before they become rows (one vectorised pass)
 
 
 class GradientMonitor(keras.callbacks.Callback):
@@ -109,6 +110,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self._fns: dict[bool, Any] = {}
         self._recording = False
         self._root = ""
+        self._pending: list[tuple[int, np.ndarray]] = []
 
     # ---------------------------------------------------------------- public
     @property
@@ -120,10 +122,12 @@ class GradientMonitor(keras.callbacks.Callback):
         """The records as one tidy long table: ``params`` (default) or ``layers``."""
         if table not in TABLES:
             raise UsageError(f"unknown table {table!r}: expected one of {', '.join(TABLES)}")
+        self._materialize()
         return self._buffers[table].to_pandas()
 
     def flush(self) -> None:
         """Write the records held in memory to ``log_dir`` (no-op without one)."""
+        self._materialize()
         for buf in self._buffers.values():
             buf.flush()
 
@@ -203,6 +207,8 @@ class GradientMonitor(keras.callbacks.Callback):
         """Name the variables (layer, param); new ones are added after those known."""
         self._root = getattr(getattr(self, "_model", None), "name", "") or self._root
         known = {id(v) for _, _, v in self._params}
+        if any(id(v) not in known for v in variables):
+            self._materialize()  # pending vectors have the old layout
         for v in variables:
             if id(v) not in known:
                 layer, param = layer_of(v, self._root)
@@ -287,22 +293,17 @@ class GradientMonitor(keras.callbacks.Callback):
             return ops.zeros((n, P_COLS), "float64")
         vs = [self._params[i][2] for i in rows]
         gs = [ops.convert_to_tensor(by_id[id(v)]) for v in vs]
-        ids = R.segment_ids([int(np.prod(v.shape)) for v in vs])
         w_now = [v.value for v in vs]
         w_before = [before[id(v)] for v in vs] if before is not None else w_now
         if updated:
-            diff = [
-                ops.subtract(ops.cast(a, "float64"), ops.cast(b, "float64"))
-                for a, b in zip(w_now, w_before, strict=True)
-            ]
-            usq = R.sq_norms(diff, ids)
+            usq = R.diff_sq_norms(w_now, w_before)
         else:
             usq = ops.full((len(vs),), math.nan, "float64")
         block = ops.concatenate(
             [
                 ops.ones((len(vs), 1), "float64"),
-                R.moments(gs, ids),
-                ops.expand_dims(R.sq_norms(w_before, ids), 1),
+                R.moments(gs),
+                ops.expand_dims(R.sq_norms(w_before), 1),
                 ops.expand_dims(usq, 1),
             ],
             axis=1,
@@ -335,92 +336,98 @@ class GradientMonitor(keras.callbacks.Callback):
         self._emit(host[1:])
 
     def _emit(self, vec: np.ndarray) -> None:
-        n = len(self._params)
-        p = vec[: n * P_COLS].reshape(n, P_COLS)
-        layers = vec[n * P_COLS :].reshape(-1, L_COLS)
-        pe = {name: row[L_PE] for name, row in zip(self._layers, layers, strict=True)}
-        self._emit_params(p, pe)
-        self._emit_layers(layers)
+        """Keep a step's numbers; they become rows in batches (see :meth:`_materialize`)."""
+        self._pending.append((self._step, np.array(vec, dtype=np.float64)))
+        if len(self._pending) >= PENDING_STEPS:
+            self._materialize()
+
+    def _materialize(self) -> None:
+        """Turn the kept step vectors into rows of both tables, all steps at once."""
+        if not self._pending:
+            return
+        steps = np.array([s for s, _ in self._pending], dtype=np.int64)
+        vecs = np.stack([v for _, v in self._pending])
+        self._pending = []
+        n, m = len(self._params), len(self._layers)
+        p = vecs[:, : n * P_COLS].reshape(len(steps), n, P_COLS)
+        lay = vecs[:, n * P_COLS :].reshape(len(steps), m, L_COLS)
+        self._param_rows(steps, p, lay[:, :, L_PE])
+        self._layer_rows(steps, lay)
 
     def _depth(self, layer: str) -> int:
         return self._tracer.depth(layer)
 
-    def _emit_params(self, p: np.ndarray, pe_sq: dict[str, float]) -> None:
-        keep = np.flatnonzero(p[:, P_PRESENT] > 0)
-        if not len(keep):
+    def _param_rows(self, steps: np.ndarray, p: np.ndarray, pe_sq: np.ndarray) -> None:
+        s_idx, p_idx = np.nonzero(p[:, :, P_PRESENT] > 0)
+        if not len(s_idx):
             return
-        chosen = [self._params[i] for i in keep]
-        m = p[keep, P_MOM]
-        numel = np.array([int(np.prod(v.shape)) for _, _, v in chosen], dtype=np.int64)
-        s, ss = m[:, R.SUM], m[:, R.SUMSQ]
-        mean = s / numel
+        layers = np.array([layer for layer, _, _ in self._params], dtype=object)
+        names = np.array([param for _, param, _ in self._params], dtype=object)
+        numel = np.array([int(np.prod(v.shape)) for _, _, v in self._params], dtype=np.int64)
+        depth = np.array([self._depth(layer) for layer in layers], dtype=np.int64)
+        col = {name: j for j, name in enumerate(self._layers)}
+        layer_col = np.array([col.get(layer, -1) for layer in layers])
+        rows = p[s_idx, p_idx]
+        m, k = rows[:, P_MOM], numel[p_idx]
+        mean = m[:, R.SUM] / k
+        ss = m[:, R.SUMSQ]
+        j = layer_col[p_idx]
+        pe = np.full(len(s_idx), np.nan)
+        if pe_sq.shape[1]:
+            kernel = (names[p_idx] == "kernel") & (j >= 0)
+            pe = np.where(kernel, pe_sq[s_idx, np.maximum(j, 0)], np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):
-            var = np.maximum(ss / numel - mean * mean, 0.0)
-            wn, un = np.sqrt(p[keep, P_WSQ]), np.sqrt(p[keep, P_USQ])
-            ratio = un / wn
-        pe = np.array(
-            [
-                math.sqrt(pe_sq[layer])
-                if param == "kernel" and np.isfinite(pe_sq.get(layer, math.nan))
-                else math.nan
-                for layer, param, _ in chosen
-            ]
-        )
-        self._buffers["params"].extend(
-            {
-                "step": np.full(len(keep), self._step, dtype=np.int64),
-                "layer": [layer for layer, _, _ in chosen],
-                "param": [param for _, param, _ in chosen],
-                "depth": np.array([self._depth(layer) for layer, _, _ in chosen]),
-                "numel": numel,
-                "grad_norm": np.sqrt(ss),
-                "grad_rms": np.sqrt(ss / numel),
-                "grad_mean": mean,
-                "grad_std": np.sqrt(var),
-                "grad_max_abs": m[:, R.MAX_ABS],
-                "grad_zero_frac": m[:, R.ZEROS] / numel,
-                "grad_nonfinite": m[:, R.NONFINITE],
-                "weight_norm": wn,
-                "update_norm": un,
-                "update_ratio": ratio,
-                "pe_grad_rms": pe,
-            }
-        )
+            wn, un = np.sqrt(rows[:, P_WSQ]), np.sqrt(rows[:, P_USQ])
+            self._buffers["params"].extend(
+                {
+                    "step": steps[s_idx],
+                    "layer": layers[p_idx],
+                    "param": names[p_idx],
+                    "depth": depth[p_idx],
+                    "numel": k,
+                    "grad_norm": np.sqrt(ss),
+                    "grad_rms": np.sqrt(ss / k),
+                    "grad_mean": mean,
+                    "grad_std": np.sqrt(np.maximum(ss / k - mean * mean, 0.0)),
+                    "grad_max_abs": m[:, R.MAX_ABS],
+                    "grad_zero_frac": m[:, R.ZEROS] / k,
+                    "grad_nonfinite": m[:, R.NONFINITE],
+                    "weight_norm": wn,
+                    "update_norm": un,
+                    "update_ratio": un / wn,
+                    "pe_grad_rms": np.sqrt(pe),
+                }
+            )
 
-    def _emit_layers(self, rows: np.ndarray) -> None:
-        out: dict[str, list[Any]] = {c: [] for c in TABLES["layers"]}
-        for name, row in sorted(
-            zip(self._layers, rows, strict=True), key=lambda t: self._depth(t[0])
-        ):
-            if np.all(np.isnan(row)):
-                continue
-            values = self._layer_values(name, row)
-            for c, v in zip(TABLES["layers"], values, strict=True):
-                out[c].append(v)
-        if out["step"]:
-            self._buffers["layers"].extend(out)
-
-    def _layer_values(self, name: str, row: np.ndarray) -> list[Any]:
-        s, ss, n, sat = row[:4]
-        act = self._tracer.acts.get(name)
-        if n > 0:
-            mean = s / n
-            stats = [mean, math.sqrt(max(ss / n - mean * mean, 0.0)), math.sqrt(ss / n)]
-        else:
-            stats = [math.nan] * 3
-        saturating = act is not None and act.family == "saturating" and n > 0
-        rectifier = act is not None and act.family == "rectifier"
-        return [
-            self._step,
-            name,
-            self._depth(name),
-            self._tracer.kinds.get(name, ""),
-            act.name if act else "",
-            *stats,
-            sat / n if saturating else math.nan,
-            row[L_DEAD] if rectifier else math.nan,
-            math.sqrt(row[L_BWD]) if np.isfinite(row[L_BWD]) else math.nan,
-        ]
+    def _layer_rows(self, steps: np.ndarray, lay: np.ndarray) -> None:
+        order = sorted(range(len(self._layers)), key=lambda j: self._depth(self._layers[j]))
+        lay = lay[:, order]
+        names = np.array([self._layers[j] for j in order], dtype=object)
+        acts = [self._tracer.acts.get(name) for name in names]
+        family = np.array([a.family if a else "" for a in acts], dtype=object)
+        s_idx, l_idx = np.nonzero(~np.all(np.isnan(lay), axis=2))
+        if not len(s_idx):
+            return
+        rows = lay[s_idx, l_idx]
+        total, ss, n, sat = (rows[:, c] for c in range(4))
+        fam = family[l_idx]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = total / n
+            self._buffers["layers"].extend(
+                {
+                    "step": steps[s_idx],
+                    "layer": names[l_idx],
+                    "depth": np.array([self._depth(x) for x in names], dtype=np.int64)[l_idx],
+                    "kind": np.array([self._tracer.kinds.get(x, "") for x in names])[l_idx],
+                    "activation": np.array([a.name if a else "" for a in acts])[l_idx],
+                    "act_mean": mean,
+                    "act_std": np.sqrt(np.maximum(ss / n - mean * mean, 0.0)),
+                    "act_rms": np.sqrt(ss / n),
+                    "saturated_frac": np.where(fam == "saturating", sat / n, np.nan),
+                    "dead_frac": np.where(fam == "rectifier", rows[:, L_DEAD], np.nan),
+                    "backward_norm": np.sqrt(rows[:, L_BWD]),
+                }
+            )
 
     # ------------------------------------------------------------- probe
     def _run_probe(self) -> None:
