@@ -178,6 +178,14 @@ def _evaluate(model: nn.Module, loss: str, x: torch.Tensor, y: torch.Tensor) -> 
     return res
 
 
+def _unwatched_copy(model: nn.Module, spec: ModelSpec, n_inputs: int) -> nn.Module:
+    """The model's current weights in a model the monitor does not watch: evaluating the watched
+    one would add the evaluation's forward passes to the next recorded step's statistics."""
+    copy = build_mlp(spec, n_inputs, 0)
+    copy.load_state_dict(model.state_dict())
+    return copy
+
+
 def _batches(n: int, batch: int, rng: np.random.Generator | None) -> list[np.ndarray]:
     order = rng.permutation(n) if rng is not None else np.arange(n)
     return [order[i : i + batch] for i in range(0, n, batch)]
@@ -240,8 +248,9 @@ def train(
                     out.status = "non_finite"
                     out.message = f"non-finite loss ({value}) at step {step - 1}"
                     return out
-            ev_tr = _evaluate(model, train.loss, x, y)
-            ev_te = _evaluate(model, train.loss, xt, yt)
+            unwatched = _unwatched_copy(model, variant.model, data.n_features)
+            ev_tr = _evaluate(unwatched, train.loss, x, y)
+            ev_te = _evaluate(unwatched, train.loss, xt, yt)
             out.epochs.append(
                 {
                     "epoch": epoch,
