@@ -89,45 +89,69 @@ def sq_norms(tensors: Sequence[torch.Tensor]) -> np.ndarray | torch.Tensor:
     return torch.stack(torch._foreach_norm([t.detach() for t in tensors])).double().square()
 
 
-class UpdateMeter:
-    """Measures ||W_after - W_before|| per tensor across an optimizer step.
+class ParamViews:
+    """The watched parameters, flattened cheaply: numpy views of CPU parameters are made once
+    and reused while each parameter keeps its storage (optimizers update in place)."""
 
-    Small CPU models keep a float64 copy; large ones reuse preallocated buffers
-    (one copy before the step, an in-place difference and one multi-tensor norm after).
+    def __init__(self, tensors: Sequence[torch.Tensor]) -> None:
+        self.tensors = [t.detach() for t in tensors]
+        self.small = self.tensors[0].device.type == "cpu" and (
+            sum(t.numel() for t in self.tensors) <= SMALL
+        )
+        self.starts = segment_starts(self.tensors)
+        self._ptrs: list[int] = []
+        self._views: list[np.ndarray] = []
+
+    def flat64(self) -> np.ndarray:
+        """All elements as one float64 vector (small CPU sets only)."""
+        ptrs = [t.data_ptr() for t in self.tensors]
+        if ptrs != self._ptrs:  # first use, or a parameter was given new storage
+            self._views = [_np(t).reshape(-1) for t in self.tensors]
+            self._ptrs = ptrs
+        return np.concatenate(self._views, dtype=np.float64)
+
+
+class UpdateMeter:
+    """Measures ||W_before|| and ||W_after - W_before|| per tensor across an optimizer step.
+
+    Small CPU models keep a float64 copy; large ones reuse preallocated buffers (one copy before
+    the step, an in-place difference and one multi-tensor norm after).
     """
 
     def __init__(self) -> None:
         self._flat: np.ndarray | None = None
         self._bufs: list[torch.Tensor] = []
-        self._tensors: list[torch.Tensor] = []
+        self._views: ParamViews | None = None
 
-    def before(self, tensors: Sequence[torch.Tensor]) -> None:
-        self._tensors = [t.detach() for t in tensors]
-        total = sum(t.numel() for t in tensors)
-        if tensors[0].device.type == "cpu" and total <= SMALL:
-            self._flat = flat_cpu(tensors).astype(np.float64)
-            return
+    def before(self, views: ParamViews) -> np.ndarray | torch.Tensor:
+        """Snapshot the parameters; returns their squared norms."""
+        self._views = views
+        if views.small:
+            self._flat = views.flat64()
+            return np.add.reduceat(np.square(self._flat), views.starts)
         self._flat = None
-        if [b.shape for b in self._bufs] != [t.shape for t in self._tensors] or any(
-            b.dtype != t.dtype or b.device != t.device
-            for b, t in zip(self._bufs, self._tensors, strict=True)
+        ts = views.tensors
+        if [b.shape for b in self._bufs] != [t.shape for t in ts] or any(
+            b.dtype != t.dtype or b.device != t.device for b, t in zip(self._bufs, ts, strict=True)
         ):
-            self._bufs = [torch.empty_like(t) for t in self._tensors]
-        torch._foreach_copy_(self._bufs, self._tensors)
+            self._bufs = [torch.empty_like(t) for t in ts]
+        torch._foreach_copy_(self._bufs, ts)
+        return torch.stack(torch._foreach_norm(self._bufs)).double().square()
 
     def after(self) -> np.ndarray | torch.Tensor | None:
-        if not self._tensors:
+        """Squared norms of the update since :meth:`before` (None if nothing was snapshot)."""
+        views, self._views = self._views, None
+        if views is None:
             return None
-        tensors, self._tensors = self._tensors, []
         if self._flat is not None:
-            diff = flat_cpu(tensors).astype(np.float64) - self._flat
+            diff = views.flat64() - self._flat
             self._flat = None
-            return np.add.reduceat(np.square(diff), segment_starts(tensors))
-        torch._foreach_sub_(self._bufs, tensors)
+            return np.add.reduceat(np.square(diff), views.starts)
+        torch._foreach_sub_(self._bufs, views.tensors)
         return torch.stack(torch._foreach_norm(self._bufs)).double().square()
 
     def clear(self) -> None:
-        self._flat, self._bufs, self._tensors = None, [], []
+        self._flat, self._bufs, self._views = None, [], None
 
 
 def nonfinite_counts(tensors: Sequence[torch.Tensor]) -> np.ndarray:

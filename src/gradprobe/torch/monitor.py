@@ -54,6 +54,44 @@ class _Layer:
     pending: torch.Tensor | None = None  # output waiting to see whether an activation follows
 
 
+@dataclass
+class _ParamSet:
+    """What stays the same from step to step about the parameters that have gradients."""
+
+    layers: np.ndarray
+    pnames: np.ndarray
+    depth: np.ndarray
+    numel: np.ndarray
+    is_weight: np.ndarray
+    views: _GradViews
+    order_size: int
+
+    @classmethod
+    def build(cls, mon: Monitor, have: tuple[int, ...]) -> _ParamSet:
+        chosen = [mon._params[i] for i in have]
+        params = [p for _, _, p in chosen]
+        return cls(
+            layers=np.array([layer for layer, _, _ in chosen], dtype=object),
+            pnames=np.array([pn for _, pn, _ in chosen], dtype=object),
+            depth=np.array([mon._depth(layer) for layer, _, _ in chosen], dtype=np.int64),
+            numel=np.array([p.numel() for p in params], dtype=np.int64),
+            is_weight=np.array([pn == "weight" for _, pn, _ in chosen]),
+            views=_GradViews(params),
+            order_size=len(mon._order),
+        )
+
+
+class _GradViews(R.ParamViews):
+    """Parameter views that also hand out the parameters themselves, to read ``.grad``."""
+
+    def __init__(self, params: list[torch.Tensor]) -> None:
+        super().__init__(params)
+        self._params = params
+
+    def params(self) -> list[torch.Tensor]:
+        return self._params
+
+
 class _FunctionalActivations(TorchFunctionMode):
     """Sees functional activations (``F.relu(x)``, ``x.sigmoid()``) during a recorded forward."""
 
@@ -142,8 +180,8 @@ class Monitor:
         self._functional: bool | None = None  # None: not known yet; found on the first forward
         self._mode: _FunctionalActivations | None = None
         self._updates = R.UpdateMeter()
-        self._grad_params: list[tuple[str, str, torch.Tensor]] = []
-        self._pending_grads: dict[str, Any] | None = None
+        self._param_sets: dict[tuple[int, ...], _ParamSet] = {}
+        self._current: _ParamSet | None = None
         self._collector = R.Collector()
         self._persistent: list[RemovableHandle] = []
         self._armed: list[RemovableHandle] = []
@@ -169,7 +207,9 @@ class Monitor:
                 "do not call monitor.step() as well (or watch without the optimizer)"
             )
         if self._recording():
-            self._read_grads()
+            ps = self._read_grads()
+            if ps is not None:
+                self._collector.put("w", R.sq_norms(ps.views.tensors))
             self._finish(updates=None)
         self._advance()
 
@@ -370,9 +410,9 @@ class Monitor:
     # ------------------------------------------------------- optimizer hooks
     def _before_update(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._recording():
-            self._read_grads()
-            if self._grad_params:
-                self._updates.before([p for _, _, p in self._grad_params])
+            ps = self._read_grads()
+            if ps is not None:
+                self._collector.put("w", self._updates.before(ps.views))
 
     def _after_update(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._recording():
@@ -380,18 +420,18 @@ class Monitor:
         self._advance()
 
     # ---------------------------------------------------------- step bodies
-    def _read_grads(self) -> None:
-        self._grad_params = [
-            (layer, pname, p) for layer, pname, p in self._params if p.grad is not None
-        ]
-        if not self._grad_params:
-            self._pending_grads = None
-            return
-        grads = [p.grad for _, _, p in self._grad_params]
-        weights = [p for _, _, p in self._grad_params]
-        self._collector.put("g", R.moments(grads))  # type: ignore[arg-type]
-        self._collector.put("w", R.sq_norms(weights))
-        self._pending_grads = {"grads": grads}
+    def _read_grads(self) -> _ParamSet | None:
+        """Queue the gradient moments of every parameter that has a gradient now."""
+        have = tuple(i for i, (_, _, p) in enumerate(self._params) if p.grad is not None)
+        if not have:
+            self._current = None
+            return None
+        ps = self._param_sets.get(have)
+        if ps is None or ps.order_size != len(self._order):
+            ps = self._param_sets[have] = _ParamSet.build(self, have)
+        self._collector.put("g", R.moments([p.grad for p in ps.views.params()]))
+        self._current = ps
+        return ps
 
     def _finish(self, updates: Any) -> None:
         if updates is not None:
@@ -404,8 +444,8 @@ class Monitor:
                 if x.shape == d.shape:
                     self._collector.put(f"p:{name}", (x * d).mean())
         host = self._collector.resolve()
-        if self._pending_grads is not None:
-            self._emit_params(host)
+        if self._current is not None:
+            self._emit_params(self._current, host)
         elif not self._warned_empty:
             self._warned_empty = True
             warnings.warn(
@@ -416,8 +456,7 @@ class Monitor:
             )
         self._emit_layers(self._gather_layers(rows, host))
         self._layers.clear()
-        self._pending_grads = None
-        self._grad_params = []
+        self._current = None
 
     def _reduce_layers(self) -> list[tuple[str, str, list[str]]]:
         """Queue the step's layer statistics: one batched reduction per group of same-shaped
@@ -483,40 +522,37 @@ class Monitor:
             self._disarm()
 
     # ---------------------------------------------------------- row building
-    def _emit_params(self, host: dict[str, np.ndarray]) -> None:
-        gp = self._grad_params
-        g, w = host["g"], host["w"]
-        numel = np.array([p.numel() for _, _, p in gp], dtype=np.int64)
-        nonfinite = np.zeros(len(gp), dtype=np.int64)
+    def _emit_params(self, ps: _ParamSet, host: dict[str, np.ndarray]) -> None:
+        g, n = host["g"], ps.numel
+        nonfinite = np.zeros(len(n), dtype=np.int64)
         suspect = ~np.isfinite(g[:, R.SUMSQ]) | ~np.isfinite(g[:, R.SUM])
         if suspect.any():
             idx = np.flatnonzero(suspect)
-            nonfinite[idx] = R.nonfinite_counts([p.grad for i in idx for p in [gp[i][2]]])
-        mean = g[:, R.SUM] / numel
-        with np.errstate(invalid="ignore"):
-            var = np.maximum(g[:, R.SUMSQ] / numel - mean * mean, 0.0)
-        weight_norm = np.sqrt(w)
-        update_norm = np.sqrt(host["u"]) if "u" in host else np.full(len(gp), np.nan)
-        with np.errstate(divide="ignore", invalid="ignore"):
+            grads = ps.views.params()
+            nonfinite[idx] = R.nonfinite_counts([grads[i].grad for i in idx])
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            mean = g[:, R.SUM] / n
+            var = np.maximum(g[:, R.SUMSQ] / n - mean * mean, 0.0)
+            weight_norm = np.sqrt(host["w"])
+            update_norm = np.sqrt(host["u"]) if "u" in host else np.full(len(n), np.nan)
             update_ratio = update_norm / weight_norm
-        pe = np.array([_scalar(host.get(f"p:{layer}")) for layer, _, _ in gp])
-        if not np.all(np.isnan(pe)):
-            pe = np.where([pn == "weight" for _, pn, _ in gp], np.sqrt(pe), np.nan)
-        layers = [layer for layer, _, _ in gp]
-        depth = np.array([self._known_depth(layer) for layer in layers], dtype=np.int64)
+        pe = np.full(len(n), np.nan)
+        if self.per_example:
+            pe_layer = np.array([_scalar(host.get(f"p:{layer}")) for layer in ps.layers])
+            pe = np.where(ps.is_weight, np.sqrt(pe_layer), np.nan)
         self._buffers["params"].extend(
             {
-                "step": np.full(len(gp), self._step, dtype=np.int64),
-                "layer": layers,
-                "param": [pn for _, pn, _ in gp],
-                "depth": depth,
-                "numel": numel,
+                "step": np.full(len(n), self._step, dtype=np.int64),
+                "layer": ps.layers,
+                "param": ps.pnames,
+                "depth": ps.depth,
+                "numel": n,
                 "grad_norm": np.sqrt(g[:, R.SUMSQ]),
-                "grad_rms": np.sqrt(g[:, R.SUMSQ] / numel),
+                "grad_rms": np.sqrt(g[:, R.SUMSQ] / n),
                 "grad_mean": mean,
                 "grad_std": np.sqrt(var),
                 "grad_max_abs": g[:, R.MAX_ABS],
-                "grad_zero_frac": g[:, R.ZEROS] / numel,
+                "grad_zero_frac": g[:, R.ZEROS] / n,
                 "grad_nonfinite": nonfinite,
                 "weight_norm": weight_norm,
                 "update_norm": update_norm,
@@ -524,10 +560,6 @@ class Monitor:
                 "pe_grad_rms": pe,
             }
         )
-
-    def _known_depth(self, layer: str) -> int:
-        """Depth of a layer; one never seen in a forward hook goes after all seen so far."""
-        return self._depth(layer)
 
     def _emit_layers(self, numbers: dict[str, dict[str, Any]]) -> None:
         cols: dict[str, list[Any]] = {c: [] for c in TABLES["layers"]}
