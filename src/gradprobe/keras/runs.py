@@ -34,7 +34,7 @@ def save_run(
     named = dict(monitors) if isinstance(monitors, Mapping) else {"model": monitors}
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    variants = [{"name": name, "note": ""} for name in named]
+    variants = [{"name": name, "note": "", "model": None} for name in named]
     write_json(
         root / "config.json",
         {"experiment": experiment, "framework": "keras", "variants": variants},
