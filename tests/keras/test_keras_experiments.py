@@ -62,3 +62,18 @@ def test_cli_run_keras_writes_a_loadable_run(tmp_path):
     assert outcome.status == "complete"
     assert sorted(run.table("params")["step"].unique()) == [0, 2]
     assert len(run.table("steps")) == 3 and len(run.table("firstlayer")) == 3
+
+
+def test_unsupported_options_fail_clearly():
+    import dataclasses
+
+    from gradprobe.errors import UsageError
+
+    exp = EXPERIMENTS["classification"]
+    spec = exp.variant("deep-sigmoid")
+    normed = dataclasses.replace(spec, model=dataclasses.replace(spec.model, norm="batch"))
+    with pytest.raises(UsageError, match="--norm"):
+        keras_backend.train(normed, classification(), exp.train)
+    clipped = dataclasses.replace(exp.train, clip_norm=1.0)
+    with pytest.raises(UsageError, match="--clip-norm"):
+        keras_backend.train(spec, classification(), clipped)

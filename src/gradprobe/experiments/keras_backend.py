@@ -19,6 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from gradprobe.errors import UsageError
 from gradprobe.experiments.data import Dataset
 from gradprobe.experiments.init import mlp_weights
 from gradprobe.experiments.outcome import Outcome
@@ -197,6 +198,25 @@ def _evaluate(model: keras.Model, loss: str, x: np.ndarray, y: np.ndarray) -> di
     return res
 
 
+def check_supported(variant: Variant, train: TrainSpec) -> None:
+    """Refuse, with the fix, what the Keras backend does not build yet (never train silently
+    something else than asked)."""
+    m = variant.model
+    unsupported = {
+        "--norm": getattr(m, "norm", "none") != "none",
+        "--residual": bool(getattr(m, "residual", False)),
+        "outputs > 1": getattr(m, "outputs", 1) != 1,
+        "--clip-norm": getattr(train, "clip_norm", None) is not None,
+        f"--loss {train.loss}": train.loss not in ("mse", "bce"),
+    }
+    bad = [name for name, on in unsupported.items() if on]
+    if bad:
+        raise UsageError(
+            f"--framework keras builds plain Dense MLPs with mse or bce loss; variant "
+            f"{variant.name!r} asks for {', '.join(bad)}; use --framework torch for it"
+        )
+
+
 def train(
     variant: Variant,
     data: Dataset,
@@ -207,6 +227,7 @@ def train(
     on_step: Callable[[int, float], None] | None = None,
 ) -> Outcome:
     """Train one variant from ``train.seed``; stops early on a non-finite loss or Ctrl-C."""
+    check_supported(variant, train)
     keras.utils.set_random_seed(train.seed)
     model = build_mlp(variant.model, data.n_features, train.seed)
     loss = make_loss(train.loss)
