@@ -36,6 +36,10 @@ _LAZY = {
     "Monitor": ("gradprobe.torch.monitor", "Monitor", "torch"),
     "predict": ("gradprobe.torch.predict", "predict", "torch"),
     "predict_mlp": ("gradprobe.theory", "predict_mlp", ""),
+    "check": ("gradprobe.torch.check", "check", "torch"),
+    "diagnose": ("gradprobe.diagnose", "diagnose", ""),
+    "Thresholds": ("gradprobe.diagnose", "Thresholds", ""),
+    "write_report": ("gradprobe.report", "write_report", ""),
 }
 
 __all__ = [
@@ -47,13 +51,17 @@ __all__ = [
     "MissingExtraError",
     "Run",
     "RunDirError",
+    "Thresholds",
     "UnknownChoiceError",
     "UsageError",
     "__version__",
+    "check",
+    "diagnose",
     "load_run",
     "predict",
     "predict_mlp",
     "watch",
+    "write_report",
 ]
 
 

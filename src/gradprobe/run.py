@@ -105,6 +105,18 @@ class Run:
     def to_pandas(self, table: str = "params") -> pd.DataFrame:
         return self.table(table)
 
+    def _repr_html_(self) -> str:
+        """A compact summary and the findings, for notebooks."""
+        from gradprobe.views.notebook import summary_html
+
+        return summary_html(self)
+
+    def plot(self) -> list[Any]:
+        """The per-layer charts as matplotlib figures."""
+        from gradprobe.views.notebook import plot
+
+        return plot(self)
+
 
 def load_run(path: str | Path) -> Run:
     """Load a run directory written by ``gradprobe run`` (complete, partial or interrupted)."""

@@ -150,7 +150,9 @@ def _options(f: Any) -> Any:
 
 def execute(experiment: str, as_json: bool, quiet: bool, out: str | None, **kw: Any) -> Run:
     """Resolve, run, plot, and print; returns the loaded run (shared by run and demo)."""
+    from gradprobe.cli.diagnose import print_verdicts
     from gradprobe.experiments.runner import default_run_dir, run_experiment
+    from gradprobe.report import write_report
     from gradprobe.views.plots import save_run_plots
 
     config = resolve(experiment, **kw)
@@ -159,11 +161,14 @@ def execute(experiment: str, as_json: bool, quiet: bool, out: str | None, **kw: 
     with _progress(quiet or as_json) as progress:
         outcome = run_experiment(config, run_dir, progress=_Bar(progress))
     plots = save_run_plots(outcome.run)
+    report = write_report(outcome.run)
     if as_json:
         click.echo(json.dumps(outcome.run.summary, default=str))
     else:
         print_tables(outcome.run, console)
         console.print(f"run directory: {run_dir}  ({len(plots)} plots in {run_dir / 'plots'})")
+        console.print(f"report: {report}")
+        print_verdicts(outcome.findings, outcome.run.variants, console)
     if outcome.status != "complete":
         err.print(f"[yellow]partial run: {outcome.message}[/]")
     return outcome.run

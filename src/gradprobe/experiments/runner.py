@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from gradprobe import __version__
+from gradprobe.diagnose import Finding, brief, diagnose, verdict
 from gradprobe.errors import MissingExtraError, UnknownChoiceError, UsageError
 from gradprobe.experiments import data as datasets
 from gradprobe.experiments.spec import EXPERIMENTS, RunConfig
@@ -47,6 +48,7 @@ class RunOutcome:
     run: Run
     status: str
     message: str
+    findings: list[Finding]
 
 
 BACKENDS = {
@@ -104,6 +106,20 @@ def environment() -> dict[str, Any]:
     return env
 
 
+def describe(data: datasets.Dataset, config: RunConfig) -> dict[str, Any]:
+    """What theory needs to know of the data: sizes and the inputs' second moment a^0."""
+    rows = data.x_train[: config.train.rows or len(data.x_train)]
+    return {
+        "name": data.name,
+        "task": data.task,
+        "n_features": data.n_features,
+        "n_train": int(len(data.x_train)),
+        "n_test": int(len(data.x_test)),
+        "rows_used": int(len(rows)),
+        "input_second_moment": float(np.mean(np.square(rows, dtype=np.float64))),
+    }
+
+
 def _steps_per_epoch(config: RunConfig, data: datasets.Dataset) -> int:
     rows = min(config.train.rows or len(data.x_train), len(data.x_train))
     batch = config.train.batch_size or rows
@@ -123,7 +139,10 @@ def run_experiment(
     progress = progress or _Silent()
     data = data if data is not None else load_dataset(config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "config.json", {**config.to_dict(), "environment": environment()})
+    write_json(
+        out_dir / "config.json",
+        {**config.to_dict(), "environment": environment(), "data": describe(data, config)},
+    )
     write_json(out_dir / "status.json", {"status": "running", "message": ""})
     extra: dict[str, list[pd.DataFrame]] = {"steps": [], "epochs": [], "firstlayer": []}
     status, message = "complete", ""
@@ -156,8 +175,9 @@ def run_experiment(
             break
     write_json(out_dir / "status.json", {"status": status, "message": message})
     run = load_run(out_dir)
-    write_json(out_dir / "summary.json", summarise(run))
-    return RunOutcome(load_run(out_dir), status, message)
+    findings = diagnose(run)
+    write_json(out_dir / "summary.json", summarise(run, findings))
+    return RunOutcome(load_run(out_dir), status, message, findings)
 
 
 def _first_nonfinite(params: pd.DataFrame) -> str:
@@ -171,8 +191,10 @@ def _first_nonfinite(params: pd.DataFrame) -> str:
     )
 
 
-def summarise(run: Run) -> dict[str, Any]:
-    """The summary object of a run (what ``gradprobe run --json`` prints)."""
+def summarise(run: Run, findings: list[Finding] | None = None) -> dict[str, Any]:
+    """The summary object of a run (what ``gradprobe run --json`` prints), with each variant's
+    verdict and findings (code, severity, layers) from :func:`gradprobe.diagnose.diagnose`."""
+    findings = diagnose(run) if findings is None else findings
     variants = []
     params, steps, epochs = run.table("params"), run.table("steps"), run.table("epochs")
     first = run.table("firstlayer")
@@ -184,6 +206,8 @@ def summarise(run: Run) -> dict[str, Any]:
             "final_loss": _last(steps, name, "loss"),
             "grad_norm_by_depth": [float(v) for v in norms],
             "first_last_ratio": ratio,
+            "verdict": verdict([f for f in findings if f.variant == name]),
+            "findings": brief(f for f in findings if f.variant == name),
         }
         for col in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
             v = _last(epochs, name, col)

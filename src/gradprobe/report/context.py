@@ -86,28 +86,20 @@ def _layer_table(rec: VariantRecords) -> list[dict[str, str]]:
     ]
 
 
-def _n_features(rec: VariantRecords) -> int | None:
-    first = rec.params[(rec.params["depth"] == rec.params["depth"].min())]
-    w, b = first[first["param"] == "weight"], first[first["param"] == "bias"]
-    if w.empty or b.empty or int(b["numel"].iloc[0]) == 0:
-        return None
-    return int(w["numel"].iloc[0]) // int(b["numel"].iloc[0])
-
-
 def _theory(run: Run, rec: VariantRecords) -> dict[str, Any] | None:
-    """Mean-field prediction beside the first recorded step, for the run's MLP variants."""
-    spec = next((v for v in run.config.get("variants", []) if v.get("name") == rec.variant), None)
-    n_in = _n_features(rec)
-    if spec is None or n_in is None or rec.steps.size == 0:
-        return None
-    from gradprobe.theory import predict_mlp
+    """Mean-field prediction beside the first recorded step, for the run's MLP variants.
 
-    m = spec["model"]
-    widths = [n_in] + [int(m["width"])] * int(m["depth"]) + [1]
-    try:
-        p = predict_mlp(widths, m["activation"], m["init"])
-    except Exception as exc:  # an activation or init the theory does not cover
-        return {"error": f"no prediction for this variant: {exc}"}
+    The widths, activation, initialisation and the inputs' second moment come from the run's
+    config (see :func:`gradprobe.views.plots.theory_prediction`).
+    """
+    from gradprobe.views.plots import theory_prediction
+
+    if rec.steps.size == 0:
+        return None
+    p = theory_prediction(run, rec.variant)
+    if p is None:
+        return None
+    widths = list(p.widths)
     first = int(rec.steps[0])
     measured = {}
     for key, column in (("weight", "pe_grad_rms"), ("backward", "backward_norm")):

@@ -241,6 +241,18 @@ class Monitor:
     def attached(self) -> bool:
         return self._attached
 
+    def _repr_html_(self) -> str:
+        """A compact summary and the findings, for notebooks."""
+        from gradprobe.views.notebook import summary_html
+
+        return summary_html(self)
+
+    def plot(self) -> list[Any]:
+        """The per-layer charts as matplotlib figures."""
+        from gradprobe.views.notebook import plot
+
+        return plot(self)
+
     def __enter__(self) -> Monitor:
         return self
 

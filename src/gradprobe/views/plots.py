@@ -7,6 +7,7 @@ Figure; :func:`save_run_plots` writes a run's PNGs. Nothing here imports torch o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -216,6 +217,9 @@ def save_run_plots(run: Run) -> list[Path]:
         figures["first-layer.png"] = first_layer_chart(
             first, f"{exp}: true first-layer gradient vs the notebook's estimate"
         )
+    theory = theory_chart(run, f"{exp}: theory at initialisation vs measurement")
+    if theory is not None:
+        figures["theory.png"] = theory
     paths = []
     for fname, fig in figures.items():
         path = out / fname
@@ -223,3 +227,78 @@ def save_run_plots(run: Run) -> list[Path]:
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def theory_prediction(run: Run, variant: str) -> Any:
+    """The mean-field prediction for one of the run's MLP variants, or None where it does not
+    apply (normalisation or residual layers, an unknown activation)."""
+    from gradprobe.errors import GradprobeError
+    from gradprobe.theory import predict_mlp
+
+    spec = next((v["model"] for v in run.config.get("variants", []) if v["name"] == variant), None)
+    data = run.config.get("data", {})
+    if spec is None or "n_features" not in data:
+        return None
+    if spec.get("norm", "none") != "none" or spec.get("residual", False):
+        return None
+    widths = [data["n_features"]] + [spec["width"]] * spec["depth"] + [spec.get("outputs", 1)]
+    try:
+        return predict_mlp(
+            widths,
+            spec["activation"],
+            spec["init"],
+            input_second_moment=data.get("input_second_moment", 1.0),
+        )
+    except (GradprobeError, ValueError, KeyError):
+        return None
+
+
+def measured_per_example(params: pd.DataFrame) -> np.ndarray:
+    """Per-example weight-gradient RMS of the first recorded step, input to output, last = 1."""
+    w = weight_rows(params).dropna(subset=["pe_grad_rms"])
+    if w.empty:
+        return np.array([])
+    first = w[w["step"] == w["step"].min()].sort_values("depth")
+    v = first["pe_grad_rms"].to_numpy(dtype=float)
+    return v / v[-1] if v[-1] > 0 else v
+
+
+def theory_chart(run: Run, title: str) -> Figure | None:
+    """Predicted (mean-field theory, with its seed-to-seed band) against measured per-example
+    weight-gradient norms at the first step, each normalised so the readout is 1."""
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    params = run.table("params")
+    n, drawn = 0, 0
+    for name in run.variants:
+        pred = theory_prediction(run, name)
+        meas = measured_per_example(params[params["variant"] == name])
+        if pred is None or len(meas) != len(pred.grad_norm_by_depth):
+            continue
+        x = np.arange(len(meas))
+        n = max(n, len(meas))
+        line = ax.plot(x, pred.grad_norm_by_depth, ls="--", label=f"{name}: predicted")[0]
+        lo, hi = (np.asarray(b, dtype=float) for b in pred.grad_norm_band)
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15)
+        ax.plot(
+            x,
+            _positive(meas),
+            marker="o",
+            ls="none",
+            color=line.get_color(),
+            label=f"{name}: measured",
+        )
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    _log_axis(ax, n, "per-example ||dL/dW|| / readout's (log)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.text(
+        0.01,
+        0.02,
+        "band: seed-to-seed spread exp(+-sqrt(5 beta)), beta = sum of 1/width",
+        transform=ax.transAxes,
+        fontsize=7,
+    )
+    return fig
