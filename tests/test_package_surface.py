@@ -82,6 +82,9 @@ def test_ruff_is_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     root = SRC.parent
     res = subprocess.run(
-        [ruff, "check", "src", "tests", "benchmarks", "examples"], cwd=root, capture_output=True, text=True
+        [ruff, "check", "src", "tests", "benchmarks", "examples"],
+        cwd=root,
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 0, res.stdout + res.stderr

@@ -300,3 +300,17 @@ def test_outputs_changed_in_place_later_are_never_misreported():
         for col in ("act_mean", "act_rms", "dead_frac"):
             assert close(float(layers.loc[(step, "b"), col]), expected[step][col], 1e-5), col
     mon.detach()
+
+
+def test_infinite_gradients_are_recorded_without_numpy_warnings(recwarn):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = gradprobe.watch(model, opt)
+    x = torch.randn(5, 6)
+    x[0, 0] = float("inf")
+    model(x).sum().backward()
+    opt.step()
+    frame = mon.to_pandas()
+    assert frame["grad_nonfinite"].sum() > 0
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    mon.detach()

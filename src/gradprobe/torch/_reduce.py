@@ -56,9 +56,10 @@ def moments(tensors: Sequence[torch.Tensor]) -> np.ndarray | torch.Tensor:
         flat = flat_cpu(tensors)
         starts = segment_starts(tensors)
         out = np.empty((len(tensors), 4))
-        out[:, SUM] = np.add.reduceat(flat, starts, dtype=np.float64)
-        out[:, SUMSQ] = np.add.reduceat(np.square(flat, dtype=np.float64), starts)
-        out[:, MAX_ABS] = np.maximum.reduceat(np.abs(flat), starts)
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf are counted, not warned
+            out[:, SUM] = np.add.reduceat(flat, starts, dtype=np.float64)
+            out[:, SUMSQ] = np.add.reduceat(np.square(flat, dtype=np.float64), starts)
+            out[:, MAX_ABS] = np.maximum.reduceat(np.abs(flat), starts)
         out[:, ZEROS] = np.add.reduceat(flat == 0, starts, dtype=np.int64)
         return out
     ts = [t.detach() for t in tensors]
@@ -128,7 +129,8 @@ class UpdateMeter:
         self._views = views
         if views.small:
             self._flat = views.flat64()
-            return np.add.reduceat(np.square(self._flat), views.starts)
+            with np.errstate(invalid="ignore", over="ignore"):
+                return np.add.reduceat(np.square(self._flat), views.starts)
         self._flat = None
         ts = views.tensors
         if [b.shape for b in self._bufs] != [t.shape for t in ts] or any(
@@ -144,9 +146,10 @@ class UpdateMeter:
         if views is None:
             return None
         if self._flat is not None:
-            diff = views.flat64() - self._flat
-            self._flat = None
-            return np.add.reduceat(np.square(diff), views.starts)
+            with np.errstate(invalid="ignore", over="ignore"):
+                diff = views.flat64() - self._flat
+                self._flat = None
+                return np.add.reduceat(np.square(diff), views.starts)
         torch._foreach_sub_(self._bufs, views.tensors)
         return torch.stack(torch._foreach_norm(self._bufs)).double().square()
 
