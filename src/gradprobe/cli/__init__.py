@@ -44,6 +44,7 @@ _COMMANDS = {
     "gradprobe.cli.run": ("list_cmd", "run_cmd", "plot_cmd", "demo_cmd"),
     "gradprobe.cli.predict": ("predict",),
     "gradprobe.cli.diagnose": ("diagnose_cmd", "report_cmd", "check_cmd"),
+    "gradprobe.cli.lab": ("sweep_cmd", "remedies_cmd"),
 }
 for _module, _names in _COMMANDS.items():
     _mod = importlib.import_module(_module)

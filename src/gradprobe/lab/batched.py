@@ -269,7 +269,8 @@ class _Recorder:
         ps = self.net.params()
         numel = np.array([p[0].numel() for p in ps])
         mean = g[..., 0] / numel
-        var = np.maximum(g[..., 1] / numel - mean * mean, 0.0)
+        with np.errstate(invalid="ignore", over="ignore"):  # a diverged seed: inf - inf
+            var = np.maximum(g[..., 1] / numel - mean * mean, 0.0)
         wn, un = np.sqrt(w), np.sqrt(u[s_idx])
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = un / wn  # zero-initialised biases: inf, as the monitor records

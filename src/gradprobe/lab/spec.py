@@ -255,7 +255,9 @@ def parse(raw: Mapping[str, Any], source: str = "command line") -> SweepSpec:
     variant = raw.get("variant")
     if variant is not None:
         if data.kind != "builtin":
-            raise where.fail("variant", variant, f"no variant: only {', '.join(BUILTIN)} have")
+            raise where.fail(
+                "variant", variant, f"no variant (only {', '.join(BUILTIN)} have variants)"
+            )
         names = [v.name for v in EXPERIMENTS[data.name].variants]
         if variant not in names:
             raise where.fail("variant", variant, f"one of {', '.join(names)}")
