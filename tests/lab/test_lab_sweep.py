@@ -28,7 +28,7 @@ def test_sweep_writes_one_row_per_cell_and_seed_and_resumes(tmp_path):
     summary = run_plan(p, tmp_path)
     assert summary["status"] == "complete" and summary["finished"] == 4
     res = load_results(tmp_path)
-    assert COLUMNS <= set(res.columns) and len(res) == 8
+    assert set(res.columns) >= COLUMNS and len(res) == 8
     deep = res[(res["activation"] == "sigmoid") & (res["depth"] == 4)]
     assert (deep["first_last_ratio"] < 0.1).all() and deep["findings"].str.contains(
         "vanishing"

@@ -29,6 +29,7 @@ from gradprobe.experiments.data import Dataset
 from gradprobe.experiments.init import mlp_weights
 from gradprobe.experiments.spec import ModelSpec, TrainSpec
 from gradprobe.experiments.torch_backend import build_mlp, make_optimizer
+from gradprobe.lab.estimate import supports  # noqa: F401  (re-exported)
 from gradprobe.records import conform
 from gradprobe.torch._activations import MODULES, Activation
 
@@ -44,11 +45,6 @@ _FUNCS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "linear": lambda z: z,
 }
 _ACTS: dict[str, Activation] = {a.name: a for a in MODULES.values()}
-
-
-def supports(model: ModelSpec) -> bool:
-    """Whether seeds of ``model`` can train batched (no normalisation layer)."""
-    return model.norm == "none"
 
 
 @dataclass

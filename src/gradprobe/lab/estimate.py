@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from gradprobe.lab.batched import supports
+from gradprobe.experiments.spec import ModelSpec
 from gradprobe.lab.spec import Cell
 
 FLOP_RATE = 2e9  # flop/s of one CPU core on small float32 matrix products (measured, rounded)
@@ -19,6 +19,11 @@ STEP_OVERHEAD_S = 4e-3  # one watched step of one model, sequential
 BATCHED_STEP_OVERHEAD_S = 3e-3  # one step of a batched stack, records included
 DIAGNOSE_S = 0.05  # the diagnosis of one seed's records
 BATCHED_MAX_FLOP = 2e6  # batch only where one model's step is below this much arithmetic
+
+
+def supports(model: ModelSpec) -> bool:
+    """Whether seeds of ``model`` can train batched (no normalisation layer)."""
+    return model.norm == "none"
 
 
 def n_weights(cell: Cell, n_inputs: int) -> int:
