@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
+import random
 import statistics
 import time
 
@@ -80,15 +81,27 @@ def compare(name: str, model: nn.Module, x, y, block: int, repeats: int) -> list
         for step, _ in watched.values():
             step()
     times: dict[str, list[float]] = {"bare": [], **{k: [] for k in configs}}
+    ratios: dict[str, list[float]] = {k: [] for k in configs}
+    rng = random.Random(0)
+    runners = {"bare": bare_step, **{k: step for k, (step, _) in watched.items()}}
     for _ in range(repeats):
-        times["bare"].append(time_block(bare_step, block))
-        for label, (step, _) in watched.items():
-            times[label].append(time_block(step, block))
+        order = list(runners)
+        rng.shuffle(order)  # no configuration always runs right after another
+        got = {label: time_block(runners[label], block) for label in order}
+        for label, t in got.items():
+            times[label].append(t)
+        for label in configs:
+            ratios[label].append(got[label] / got["bare"])
     base = statistics.median(times["bare"])
-    lines.append(f"{name}: bare step {base * 1e3:.3f} ms (median of {repeats} blocks of {block})")
+    lines.append(
+        f"{name}: bare step {base * 1e3:.3f} ms (median of {repeats} blocks of {block} steps)"
+    )
     for label in configs:
         med = statistics.median(times[label])
-        lines.append(f"  {label:<26} {med * 1e3:.3f} ms  {med / base:.3f}x")
+        lines.append(
+            f"  {label:<26} {med * 1e3:.3f} ms  {med / base:.3f}x"
+            f"  (median of per-block ratios {statistics.median(ratios[label]):.3f}x)"
+        )
     for _, mon in watched.values():
         mon.detach()
     return lines
@@ -120,8 +133,8 @@ def main() -> None:
         mlp(50, 512, 512, nn.ReLU),
         x,
         y,
-        block=2,
-        repeats=max(5, reps // 2),
+        block=10,
+        repeats=max(3, reps // 6),
     ):
         print(line)
 

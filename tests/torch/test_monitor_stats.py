@@ -43,6 +43,7 @@ def assert_grad_rows(frame, model: nn.Module, step: int) -> None:
 def reduce_path(request, monkeypatch):
     """Run each test through both reduction paths (small-model numpy and large-model torch)."""
     monkeypatch.setattr(_reduce, "SMALL", (1 << 20) if request.param == "numpy" else 0)
+    monkeypatch.setattr(_reduce, "NUMPY_ON_CPU", request.param == "numpy")
     return request.param
 
 

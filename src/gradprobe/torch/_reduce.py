@@ -62,19 +62,19 @@ def moments(tensors: Sequence[torch.Tensor]) -> np.ndarray | torch.Tensor:
             out[:, MAX_ABS] = np.maximum.reduceat(np.abs(flat), starts)
         out[:, ZEROS] = np.add.reduceat(flat == 0, starts, dtype=np.int64)
         return out
-    ts = [t.detach() for t in tensors]
-    norms = torch._foreach_norm(ts)
-    maxabs = torch._foreach_norm(ts, float("inf"))
     rows = []
-    for t, norm, mx in zip(ts, norms, maxabs, strict=True):
-        n = t.numel()
+    for t in tensors:  # tensor by tensor: the later passes find it still in cache
+        x = t.detach()
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        lo, hi = torch.aminmax(x)  # one pass; far faster than an inf-norm on the CPU
         rows.append(
             torch.stack(
                 [
-                    t.sum(dtype=torch.float64),
-                    norm.double().square(),
-                    mx.double(),
-                    (n - torch.count_nonzero(t)).double(),
+                    x.sum(dtype=torch.float64),
+                    torch.linalg.vector_norm(x).double().square(),
+                    torch.maximum(-lo, hi).double(),
+                    (x.numel() - torch.count_nonzero(x)).double(),
                 ]
             )
         )
@@ -162,6 +162,7 @@ def nonfinite_counts(tensors: Sequence[torch.Tensor]) -> np.ndarray:
     return np.array([int((~torch.isfinite(t.detach())).sum()) for t in tensors], dtype=np.int64)
 
 
+NUMPY_ON_CPU = True  # tests switch it off to run the accelerator path on the CPU
 DEFER = 1 << 16  # layer outputs and dL/dh up to this size wait for the step's batched reduction
 
 
@@ -171,9 +172,11 @@ def output_stats(
     """Per tensor (all of one shape): sum, sum of squares, element count, saturated count
     (shape (k, 4)); and for rectifiers, per unit, whether any example was positive (k, units).
 
-    One stacked reduction per statistic for all k tensors: a handful of kernel launches per
-    step instead of a handful per layer.
+    On the CPU each tensor is read in place by numpy (float32 pairwise sums, no copies); on an
+    accelerator one stacked reduction per statistic covers all k tensors.
     """
+    if outs[0].device.type == "cpu" and NUMPY_ON_CPU:
+        return _output_stats_cpu(outs, act, unit_dim)
     x = torch.stack([o.detach() for o in outs])
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
@@ -192,6 +195,26 @@ def output_stats(
         ud = unit_dim % (x.ndim - 1) + 1
         alive = x.amax(dim=tuple(d for d in range(1, x.ndim) if d != ud)) > 0
     return stats, alive
+
+
+def _output_stats_cpu(
+    outs: Sequence[torch.Tensor], act: Activation | None, unit_dim: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    stats = np.zeros((len(outs), 4))
+    saturating = act is not None and act.family == "saturating"
+    rectifier = act is not None and act.family == "rectifier" and outs[0].ndim >= 2
+    alive = []
+    with np.errstate(invalid="ignore", over="ignore"):
+        for i, o in enumerate(outs):
+            a = _np(o)
+            f = a.reshape(-1)
+            stats[i, :3] = f.sum(), np.square(f).sum(), f.size
+            if saturating:
+                stats[i, 3] = np.count_nonzero((f < act.low) | (f > act.high))  # type: ignore[union-attr]
+            if rectifier:
+                ud = unit_dim % a.ndim
+                alive.append(a.max(axis=tuple(d for d in range(a.ndim) if d != ud)) > 0)
+    return stats, (np.stack(alive) if rectifier else None)
 
 
 def norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:

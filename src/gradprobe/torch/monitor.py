@@ -276,7 +276,7 @@ class Monitor:
         for path, module in model.named_modules():
             for pname, p in module.named_parameters(recurse=False):
                 owners.setdefault(module, path or ROOT)  # frozen layers still show their signal
-                if not p.requires_grad or id(p) in seen:
+                if not p.requires_grad or id(p) in seen or p.numel() == 0:
                     continue
                 seen.add(id(p))
                 params.append((path or ROOT, pname, p))
