@@ -129,7 +129,7 @@ def _options(f: Any) -> Any:
         click.option(
             "--every", type=int, default=1, show_default=True, help="Record every N-th step."
         ),
-        click.option("--framework", default="torch", show_default=True, help="torch."),
+        click.option("--framework", default="torch", show_default=True, help="torch or keras."),
         click.option(
             "--data-home",
             type=click.Path(file_okay=False),

@@ -87,7 +87,8 @@ def load_dataset(config: RunConfig) -> datasets.Dataset:
     return datasets.classification()
 
 
-def environment() -> dict[str, Any]:
+def environment(framework: str = "torch") -> dict[str, Any]:
+    """Versions and time; imports only the framework the run uses."""
     env: dict[str, Any] = {
         "gradprobe": __version__,
         "python": platform.python_version(),
@@ -96,13 +97,16 @@ def environment() -> dict[str, Any]:
         "pandas": pd.__version__,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    try:
+    if framework == "torch":
         import torch
 
         env["torch"] = torch.__version__
         env["torch_threads"] = torch.get_num_threads()
-    except ImportError:  # pragma: no cover - torch-free installs
-        pass
+    elif framework == "keras":
+        import keras
+
+        env["keras"] = keras.__version__
+        env["keras_backend"] = keras.backend.backend()
     return env
 
 
@@ -141,7 +145,11 @@ def run_experiment(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(
         out_dir / "config.json",
-        {**config.to_dict(), "environment": environment(), "data": describe(data, config)},
+        {
+            **config.to_dict(),
+            "environment": environment(config.framework),
+            "data": describe(data, config),
+        },
     )
     write_json(out_dir / "status.json", {"status": "running", "message": ""})
     extra: dict[str, list[pd.DataFrame]] = {"steps": [], "epochs": [], "firstlayer": []}

@@ -235,7 +235,9 @@ def theory_prediction(run: Run, variant: str) -> Any:
     from gradprobe.errors import GradprobeError
     from gradprobe.theory import predict_mlp
 
-    spec = next((v["model"] for v in run.config.get("variants", []) if v["name"] == variant), None)
+    spec = next(
+        (v.get("model") for v in run.config.get("variants", []) if v.get("name") == variant), None
+    )
     data = run.config.get("data", {})
     if spec is None or "n_features" not in data:
         return None
