@@ -22,16 +22,9 @@ from __future__ import annotations
 import numpy as np
 
 from gradprobe.errors import UnknownChoiceError
+from gradprobe.theory.init import INITS  # one list of schemes for drawing and for predicting
 
-INITS = (
-    "glorot_uniform",
-    "glorot_normal",
-    "he_uniform",
-    "he_normal",
-    "lecun_normal",
-    "orthogonal",
-    "torch_default",
-)
+__all__ = ["INITS", "bias", "kernel", "mlp_weights"]
 _TRUNC = 0.87962566103423978  # std of a standard normal truncated to [-2, 2]
 
 
