@@ -31,9 +31,7 @@ class UnknownChoiceError(UsageError, ValueError):
 
     def __init__(self, what: str, got: object, choices: Iterable[str]) -> None:
         self.what, self.got, self.choices = what, got, list(choices)
-        super().__init__(
-            f"unknown {what} {got!r}: expected one of {', '.join(self.choices)}"
-        )
+        super().__init__(f"unknown {what} {got!r}: expected one of {', '.join(self.choices)}")
 
 
 class DataError(GradprobeError):
@@ -53,8 +51,7 @@ class MissingExtraError(GradprobeError, ImportError):
 
     def __init__(self, package: str, extra: str, feature: str) -> None:
         super().__init__(
-            f"{feature} needs {package}, which is not installed: "
-            f"pip install 'gradprobe[{extra}]'"
+            f"{feature} needs {package}, which is not installed: pip install 'gradprobe[{extra}]'"
         )
 
 
