@@ -127,9 +127,9 @@ def main() -> None:
         repeats=reps,
     ):
         print(line)
-    x, y = torch.randn(128, 512), torch.randn(128, 1)
+    x, y = torch.randn(512, 512), torch.randn(512, 1)
     for line in compare(
-        "deep wide ReLU MLP 50x512, batch 128",
+        "deep wide ReLU MLP 50x512, batch 512",
         mlp(50, 512, 512, nn.ReLU),
         x,
         y,
