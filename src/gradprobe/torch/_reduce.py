@@ -175,9 +175,9 @@ def output_stats(
     On the CPU each tensor is read in place by numpy (float32 pairwise sums, no copies); on an
     accelerator one stacked reduction per statistic covers all k tensors.
     """
-    if outs[0].device.type == "cpu" and NUMPY_ON_CPU:
-        return _output_stats_cpu(outs, act, unit_dim)
-    x = torch.stack([o.detach() for o in outs])
+    if outs[0].device.type == "cpu" and NUMPY_ON_CPU and outs[0].numel() <= DEFER:
+        return _output_stats_cpu(outs, act, unit_dim)  # small: numpy's lower call overhead wins
+    x = torch.stack([o.detach() for o in outs]) if len(outs) > 1 else outs[0].detach()[None]
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
     flat = x.reshape(len(outs), -1)
