@@ -58,7 +58,7 @@ def test_all_is_complete_and_every_name_resolves():
         "experiments",
         "views",
         "cli",
-        "diagnose",
+        "diagnosis",
         "report",
         "keras",
         "lab",
@@ -88,3 +88,13 @@ def test_ruff_is_clean():
         text=True,
     )
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_diagnose_is_the_function_even_after_its_subpackage_is_imported():
+    code = (
+        "import gradprobe.diagnosis.rules, gradprobe.experiments.runner, gradprobe\n"
+        "assert callable(gradprobe.diagnose), type(gradprobe.diagnose)\n"
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from gradprobe.diagnosis import Thresholds, diagnose
 from gradprobe.errors import (
     CaptureError,
     DataError,
@@ -37,8 +38,6 @@ _LAZY = {
     "predict": ("gradprobe.torch.predict", "predict", "torch"),
     "predict_mlp": ("gradprobe.theory", "predict_mlp", ""),
     "check": ("gradprobe.torch.check", "check", "torch"),
-    "diagnose": ("gradprobe.diagnose", "diagnose", ""),
-    "Thresholds": ("gradprobe.diagnose", "Thresholds", ""),
     "write_report": ("gradprobe.report", "write_report", ""),
 }
 

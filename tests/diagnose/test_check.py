@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from gradprobe.diagnose import diagnose  # noqa: E402
+from gradprobe.diagnosis import diagnose  # noqa: E402
 from gradprobe.errors import CaptureError, UsageError  # noqa: E402
 from gradprobe.torch.check import CheckResult, check  # noqa: E402
 

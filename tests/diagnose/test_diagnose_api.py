@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradprobe.diagnose import RULES, Finding, Remedy, Thresholds, brief, diagnose, verdict
-from gradprobe.diagnose.flow import depth_trend, persistent
+from gradprobe.diagnosis import RULES, Finding, Remedy, Thresholds, brief, diagnose, verdict
+from gradprobe.diagnosis.flow import depth_trend, persistent
 from gradprobe.errors import UnknownChoiceError, UsageError
 from gradprobe.records import conform
 
@@ -168,7 +168,7 @@ def test_registry_has_the_codes_of_the_issue():
 
 def test_diagnose_imports_neither_torch_nor_tensorflow():
     code = (
-        "import sys, gradprobe.diagnose; "
+        "import sys, gradprobe.diagnosis; "
         "print(any(m in sys.modules for m in ('torch', 'tensorflow')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from diagnose_cases import case
 
-from gradprobe.diagnose import diagnose
-from gradprobe.diagnose.view import split
+from gradprobe.diagnosis import diagnose
+from gradprobe.diagnosis.view import split
 
 SEEDS = range(4)
 

@@ -8,10 +8,10 @@ import pkgutil
 
 import pytest
 
-import gradprobe.diagnose
+import gradprobe.diagnosis
 
-MODULES = ["gradprobe.diagnose"] + [
-    m.name for m in pkgutil.walk_packages(gradprobe.diagnose.__path__, "gradprobe.diagnose.")
+MODULES = ["gradprobe.diagnosis"] + [
+    m.name for m in pkgutil.walk_packages(gradprobe.diagnosis.__path__, "gradprobe.diagnosis.")
 ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gradprobe.diagnose import diagnose
+from gradprobe.diagnosis import diagnose
 from gradprobe.experiments import data as datasets
 from gradprobe.experiments.spec import resolve
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gradprobe.diagnose import Finding, diagnose, verdict
+from gradprobe.diagnosis import Finding, diagnose, verdict
 from gradprobe.experiments.init import INITS
 from gradprobe.experiments.spec import ACTIVATIONS, resolve
 from gradprobe.run import Run, load_run

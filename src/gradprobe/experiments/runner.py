@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from gradprobe import __version__
-from gradprobe.diagnose import Finding, brief, diagnose, verdict
+from gradprobe.diagnosis import Finding, brief, diagnose, verdict
 from gradprobe.errors import MissingExtraError, UnknownChoiceError, UsageError
 from gradprobe.experiments import data as datasets
 from gradprobe.experiments.spec import EXPERIMENTS, RunConfig
@@ -201,7 +201,7 @@ def _first_nonfinite(params: pd.DataFrame) -> str:
 
 def summarise(run: Run, findings: list[Finding] | None = None) -> dict[str, Any]:
     """The summary object of a run (what ``gradprobe run --json`` prints), with each variant's
-    verdict and findings (code, severity, layers) from :func:`gradprobe.diagnose.diagnose`."""
+    verdict and findings (code, severity, layers) from :func:`gradprobe.diagnosis.diagnose`."""
     findings = diagnose(run) if findings is None else findings
     variants = []
     params, steps, epochs = run.table("params"), run.table("steps"), run.table("epochs")

@@ -171,7 +171,7 @@ def _seed_stats(
 
 def _findings(params: pd.DataFrame, layers: pd.DataFrame) -> dict[int, str]:
     """seed -> 'severity:code' items of the diagnosis, comma-separated ('' when healthy)."""
-    from gradprobe.diagnose import diagnose
+    from gradprobe.diagnosis import diagnose
 
     if params.empty:
         return {}

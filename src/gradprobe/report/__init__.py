@@ -18,7 +18,7 @@ from pathlib import Path
 
 import jinja2
 
-from gradprobe.diagnose import Thresholds
+from gradprobe.diagnosis import Thresholds
 from gradprobe.report.context import build
 from gradprobe.run import Run, load_run
 

@@ -11,8 +11,8 @@ import math
 from datetime import datetime
 from typing import Any
 
-from gradprobe.diagnose import Finding, Thresholds, diagnose, verdict
-from gradprobe.diagnose.view import VariantRecords, split
+from gradprobe.diagnosis import Finding, Thresholds, diagnose, verdict
+from gradprobe.diagnosis.view import VariantRecords, split
 from gradprobe.report import charts
 from gradprobe.run import Run
 
@@ -192,7 +192,7 @@ def _comparison(run: Run, recs: list[VariantRecords], findings: list[Finding]) -
     for rec in recs:
         s = summary.get(rec.variant, {})
         first = int(rec.steps[0]) if rec.steps.size else -1
-        from gradprobe.diagnose.flow import step_ratio
+        from gradprobe.diagnosis.flow import step_ratio
 
         rows.append(
             {

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from gradprobe.diagnose import Finding, Thresholds, diagnose, verdict
+from gradprobe.diagnosis import Finding, Thresholds, diagnose, verdict
 from gradprobe.errors import CaptureError, UsageError
 from gradprobe.records import weight_rows
 from gradprobe.torch.monitor import watch

@@ -18,8 +18,8 @@ import jinja2
 import pandas as pd
 from matplotlib.figure import Figure
 
-from gradprobe.diagnose import diagnose, verdict
-from gradprobe.diagnose.view import split
+from gradprobe.diagnosis import diagnose, verdict
+from gradprobe.diagnosis.view import split
 
 _TEMPLATE = jinja2.Environment(autoescape=True).from_string(
     """<div class="gradprobe-summary" style="font-family:system-ui,sans-serif;font-size:13px">

@@ -231,28 +231,10 @@ def save_run_plots(run: Run) -> list[Path]:
 
 def theory_prediction(run: Run, variant: str) -> Any:
     """The mean-field prediction for one of the run's MLP variants, or None where it does not
-    apply (normalisation or residual layers, an unknown activation)."""
-    from gradprobe.errors import GradprobeError
-    from gradprobe.theory import predict_mlp
+    apply (see :func:`gradprobe.theory.runs.predict_variant`)."""
+    from gradprobe.theory.runs import predict_variant
 
-    spec = next(
-        (v.get("model") for v in run.config.get("variants", []) if v.get("name") == variant), None
-    )
-    data = run.config.get("data", {})
-    if spec is None or "n_features" not in data:
-        return None
-    if spec.get("norm", "none") != "none" or spec.get("residual", False):
-        return None
-    widths = [data["n_features"]] + [spec["width"]] * spec["depth"] + [spec.get("outputs", 1)]
-    try:
-        return predict_mlp(
-            widths,
-            spec["activation"],
-            spec["init"],
-            input_second_moment=data.get("input_second_moment", 1.0),
-        )
-    except (GradprobeError, ValueError, KeyError):
-        return None
+    return predict_variant(run.config, variant)
 
 
 def measured_per_example(params: pd.DataFrame) -> np.ndarray:

@@ -7,7 +7,7 @@ Example:
 
 from __future__ import annotations
 
-from gradprobe.diagnose.finding import Remedy
+from gradprobe.diagnosis.finding import Remedy
 
 SATURATING = {"sigmoid", "tanh", "softsign", "hardsigmoid", "hardtanh"}
 

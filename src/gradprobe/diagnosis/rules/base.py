@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from gradprobe.diagnose.finding import Finding
-from gradprobe.diagnose.thresholds import Thresholds
-from gradprobe.diagnose.view import VariantRecords
+from gradprobe.diagnosis.finding import Finding
+from gradprobe.diagnosis.thresholds import Thresholds
+from gradprobe.diagnosis.view import VariantRecords
 
 
 class Rule(Protocol):

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from gradprobe.diagnose.thresholds import Thresholds
-from gradprobe.diagnose.view import VariantRecords
+from gradprobe.diagnosis.thresholds import Thresholds
+from gradprobe.diagnosis.view import VariantRecords
 
 MEASURES = {
     "backward": ("backward_norm", "backward signal ||dL/dh||"),

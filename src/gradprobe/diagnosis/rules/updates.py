@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradprobe.diagnose import flow
-from gradprobe.diagnose import remedies as R
-from gradprobe.diagnose.finding import WARNING, Finding
-from gradprobe.diagnose.rules.base import fmt
-from gradprobe.diagnose.thresholds import Thresholds
-from gradprobe.diagnose.view import VariantRecords
+from gradprobe.diagnosis import flow
+from gradprobe.diagnosis import remedies as R
+from gradprobe.diagnosis.finding import WARNING, Finding
+from gradprobe.diagnosis.rules.base import fmt
+from gradprobe.diagnosis.thresholds import Thresholds
+from gradprobe.diagnosis.view import VariantRecords
 
 
 def _ratio_hits(rec: VariantRecords, th: Thresholds, low: bool) -> tuple[dict, list[int]]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gradprobe.diagnose import flow
-from gradprobe.diagnose import remedies as R
-from gradprobe.diagnose.finding import ERROR, WARNING, Finding
-from gradprobe.diagnose.rules.base import fmt
-from gradprobe.diagnose.thresholds import Thresholds
-from gradprobe.diagnose.view import VariantRecords
+from gradprobe.diagnosis import flow
+from gradprobe.diagnosis import remedies as R
+from gradprobe.diagnosis.finding import ERROR, WARNING, Finding
+from gradprobe.diagnosis.rules.base import fmt
+from gradprobe.diagnosis.thresholds import Thresholds
+from gradprobe.diagnosis.view import VariantRecords
 
 
 def _persistent_layers(  # noqa: D103 - layers where ``column`` > ``limit`` persistently

@@ -1,6 +1,6 @@
 """What the rules read: one variant's two record tables, with step x depth grids ready.
 
-:func:`split` accepts what :func:`gradprobe.diagnose.diagnose` accepts: a loaded
+:func:`split` accepts what :func:`gradprobe.diagnosis.diagnose` accepts: a loaded
 :class:`~gradprobe.run.Run`, a live monitor (anything with ``to_pandas(table)``), or a
 ``(params, layers)`` pair of frames (see :mod:`gradprobe.records`).
 """
@@ -26,6 +26,7 @@ class VariantRecords:
     variant: str
     params: pd.DataFrame
     layers: pd.DataFrame
+    prediction: Any = None  # gradprobe.theory's MLPPrediction when the run's config allows one
 
     @cached_property
     def weights(self) -> pd.DataFrame:
@@ -114,6 +115,21 @@ def split(obj: Any) -> list[VariantRecords]:
     params = params if "variant" in params.columns else params.assign(variant="")
     layers = layers if "variant" in layers.columns else layers.assign(variant="")
     return [
-        VariantRecords(v, params[params["variant"] == v], layers[layers["variant"] == v])
+        VariantRecords(
+            v,
+            params[params["variant"] == v],
+            layers[layers["variant"] == v],
+            _prediction(obj, v),
+        )
         for v in _ordered_variants(obj, params, layers)
     ]
+
+
+def _prediction(obj: Any, variant: str) -> Any:
+    """The theory's prediction for a variant of a loaded run (None for anything else)."""
+    config = getattr(obj, "config", None)
+    if not isinstance(config, dict):
+        return None
+    from gradprobe.theory.runs import predict_variant
+
+    return predict_variant(config, variant)

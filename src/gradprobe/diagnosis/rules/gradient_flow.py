@@ -1,8 +1,8 @@
 """``vanishing`` and ``exploding``: the backward signal shrinks or grows steadily with depth.
 
 A step counts when the first/last ratio r passes ``ratio_low`` (``ratio_high``), widened to the
-net's seed spread, and the per-layer factor agrees (:mod:`gradprobe.diagnose.flow`); the finding
-needs it on enough steps (:func:`~gradprobe.diagnose.flow.persistent`).
+net's seed spread, and the per-layer factor agrees (:mod:`gradprobe.diagnosis.flow`); the finding
+needs it on enough steps (:func:`~gradprobe.diagnosis.flow.persistent`).
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gradprobe.diagnose import flow
-from gradprobe.diagnose import remedies as R
-from gradprobe.diagnose.finding import ERROR, WARNING, Finding
-from gradprobe.diagnose.rules.base import fmt
-from gradprobe.diagnose.thresholds import Thresholds
-from gradprobe.diagnose.view import VariantRecords
+from gradprobe.diagnosis import flow
+from gradprobe.diagnosis import remedies as R
+from gradprobe.diagnosis.finding import ERROR, WARNING, Finding
+from gradprobe.diagnosis.rules.base import fmt
+from gradprobe.diagnosis.thresholds import Thresholds
+from gradprobe.diagnosis.view import VariantRecords
 
 
 def _scan(rec: VariantRecords, th: Thresholds, high: bool) -> dict[str, Any] | None:

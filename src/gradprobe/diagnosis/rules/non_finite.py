@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gradprobe.diagnose import remedies as R
-from gradprobe.diagnose.finding import ERROR, Finding
-from gradprobe.diagnose.thresholds import Thresholds
-from gradprobe.diagnose.view import VariantRecords
+from gradprobe.diagnosis import remedies as R
+from gradprobe.diagnosis.finding import ERROR, Finding
+from gradprobe.diagnosis.thresholds import Thresholds
+from gradprobe.diagnosis.view import VariantRecords
 
 
 def _bad_params(p: pd.DataFrame) -> pd.DataFrame:

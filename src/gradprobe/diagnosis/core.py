@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gradprobe.diagnose.finding import Finding
-from gradprobe.diagnose.rules import RULES, Rule
-from gradprobe.diagnose.thresholds import Thresholds
-from gradprobe.diagnose.view import split
+from gradprobe.diagnosis.finding import Finding
+from gradprobe.diagnosis.rules import RULES, Rule
+from gradprobe.diagnosis.thresholds import Thresholds
+from gradprobe.diagnosis.view import split
 from gradprobe.errors import UnknownChoiceError, UsageError
 
 
