@@ -32,6 +32,7 @@ from gradprobe.theory.meanfield import (
     jacobian_spectrum_var,
 )
 from gradprobe.theory.predict import LayerPrediction, MLPPrediction, layer_variances, predict_mlp
+from gradprobe.theory.runs import predict_variant
 from gradprobe.theory.verdicts import Verdict, verdict
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "layer_variances",
     "log_tolerance",
     "predict_mlp",
+    "predict_variant",
     "residual_gain",
     "residual_ratio",
     "seed_spread",
