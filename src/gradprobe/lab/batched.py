@@ -30,7 +30,7 @@ from gradprobe.experiments.init import mlp_weights
 from gradprobe.experiments.spec import ModelSpec, TrainSpec
 from gradprobe.experiments.torch_backend import build_mlp, make_optimizer
 from gradprobe.lab.estimate import supports  # noqa: F401  (re-exported)
-from gradprobe.records import conform
+from gradprobe.records import LAYER_KEYS, LAYER_STATS, conform
 from gradprobe.torch._activations import MODULES, Activation
 
 _FUNCS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -307,9 +307,7 @@ class _Recorder:
             cols["layer"].append(np.full(n, self.net.names[depth], dtype=object))
             cols["depth"].append(np.full(n, depth))
             cols["activation"].append(np.full(n, act.name if act else "", dtype=object))
-            for j, c in enumerate(
-                ("act_mean", "act_std", "act_rms", "saturated_frac", "dead_frac", "backward_norm")
-            ):
+            for j, c in enumerate(LAYER_STATS):
                 cols[c].append(stats[:, j])
         self._layers.append({k: np.concatenate(v) for k, v in cols.items()})
 
@@ -321,19 +319,8 @@ class _Recorder:
         return frame
 
 
-_LAYER_COLS = (
-    "seed",
-    "step",
-    "layer",
-    "depth",
-    "activation",
-    "act_mean",
-    "act_std",
-    "act_rms",
-    "saturated_frac",
-    "dead_frac",
-    "backward_norm",
-)
+# the layers table's columns, less "kind" (always Linear here), with the seed first
+_LAYER_COLS = ("seed", *(c for c in LAYER_KEYS if c != "kind"), *LAYER_STATS)
 
 
 def _frame(chunks: list[dict[str, np.ndarray]], table: str, **const: str) -> pd.DataFrame:
