@@ -6,7 +6,8 @@ Every message says what was expected, what was got, and how to fix it::
     ├── UsageError                  a bad option, value or combination (CLI exit status 2)
     │   └── UnknownChoiceError      a name that is not one of the valid choices (lists them)
     ├── DataError                   a dataset that cannot be found or read
-    ├── RunDirError                 a run directory that is missing, partial or corrupt
+    ├── RunDirError                 a run directory that is partial or corrupt
+    │   └── NoRunDirError           no run directory at the path given (also a UsageError)
     ├── CaptureError                a model or optimizer the monitor cannot watch
     └── MissingExtraError           an optional dependency is not installed (says which extra)
 
@@ -40,6 +41,10 @@ class DataError(GradprobeError):
 
 class RunDirError(GradprobeError):
     """A run directory that is missing, partial or corrupt."""
+
+
+class NoRunDirError(RunDirError, UsageError):
+    """No run directory at the path given: a usage error (CLI exit status 2)."""
 
 
 class CaptureError(GradprobeError):

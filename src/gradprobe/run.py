@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from gradprobe.errors import RunDirError
+from gradprobe.errors import NoRunDirError, RunDirError
 from gradprobe.records import TABLES, concat_tables
 
 EXTRA_TABLES = ("steps", "epochs", "firstlayer")
@@ -122,7 +122,7 @@ def load_run(path: str | Path) -> Run:
     """Load a run directory written by ``gradprobe run`` (complete, partial or interrupted)."""
     root = Path(path)
     if not root.is_dir():
-        raise RunDirError(
+        raise NoRunDirError(
             f"{root}: no such run directory (expected a folder made by 'gradprobe run')"
         )
     config = _read_json(root / "config.json")

@@ -98,7 +98,7 @@ def test_bad_values_exit_2_with_one_line(args, expected, tmp_path):
 
 def test_plot_of_a_missing_or_corrupt_run_dir_is_one_line(tmp_path):
     res = CliRunner().invoke(main, ["plot", str(tmp_path / "nope")])
-    assert res.exit_code == 1 and "no such run directory" in res.output
+    assert res.exit_code == 2 and "no such run directory" in res.output
     run = tmp_path / "run"
     assert (
         invoke("run", "classification", "-q", "--variant", "deep-relu", "--out", str(run)).exit_code

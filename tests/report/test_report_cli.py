@@ -42,7 +42,7 @@ def test_report_writes_the_file_and_prints_its_path(small_run, tmp_path, monkeyp
 
 def test_missing_run_dir_is_one_line_naming_it(tmp_path):
     r = invoke("diagnose", str(tmp_path / "nope"))
-    assert r.exit_code == 1
+    assert r.exit_code == 2  # a path that is not there is a usage error
     assert r.output.count("\n") == 1 and "nope" in r.output and "no such run directory" in r.output
 
 
