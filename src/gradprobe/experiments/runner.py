@@ -10,7 +10,6 @@ import importlib
 import math
 import platform
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,5 +243,3 @@ def _last(frame: pd.DataFrame, variant: str, col: str) -> float:
     f = frame[frame["variant"] == variant]
     return float(f[col].iloc[-1]) if len(f) else math.nan
 
-
-RunFn = Callable[..., RunOutcome]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -647,10 +646,3 @@ def watch(
         per_example=per_example,
         log_dir=log_dir,
     )
-
-
-def iter_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:  # pragma: no cover
-    """Module paths of the layers that own trainable parameters, in registration order."""
-    for path, module in model.named_modules():
-        if any(p.requires_grad for p in module.parameters(recurse=False)):
-            yield path or ROOT, module
