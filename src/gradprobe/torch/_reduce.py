@@ -32,8 +32,11 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def flat_cpu(tensors: Sequence[torch.Tensor]) -> np.ndarray:
-    """All elements of CPU tensors, concatenated (one copy)."""
-    return np.concatenate([_np(t).reshape(-1) for t in tensors])
+    """All elements of CPU tensors, concatenated (one copy, one call)."""
+    flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+    if flat.dtype in (torch.float16, torch.bfloat16):
+        flat = flat.float()
+    return flat.numpy()
 
 
 def segment_starts(tensors: Sequence[torch.Tensor]) -> np.ndarray:
@@ -44,23 +47,27 @@ def segment_starts(tensors: Sequence[torch.Tensor]) -> np.ndarray:
 SMALL = 1 << 20  # below this many elements in all, numpy's single pass over one copy is fastest
 
 
-def moments(tensors: Sequence[torch.Tensor]) -> np.ndarray | torch.Tensor:
+def moments(
+    tensors: Sequence[torch.Tensor], starts: np.ndarray | None = None, small: bool | None = None
+) -> np.ndarray | torch.Tensor:
     """Per tensor: sum, sum of squares, max |x|, count of exact zeros; shape (n, 4).
 
     Small CPU sets are concatenated once and reduced with ``reduceat`` (float64 sums); large
     sets and accelerator tensors use one torch reduction per statistic, in place, with no sync.
-    Empty tensors are not allowed.
+    Empty tensors are not allowed. ``starts`` and ``small`` may be given when already known
+    (see :class:`ParamViews`).
     """
-    total = sum(t.numel() for t in tensors)
-    if tensors[0].device.type == "cpu" and total <= SMALL:
+    if small is None:
+        small = tensors[0].device.type == "cpu" and sum(t.numel() for t in tensors) <= SMALL
+    if small:
         flat = flat_cpu(tensors)
-        starts = segment_starts(tensors)
+        starts = segment_starts(tensors) if starts is None else starts
         out = np.empty((len(tensors), 4))
         with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf are counted, not warned
             out[:, SUM] = np.add.reduceat(flat, starts, dtype=np.float64)
             out[:, SUMSQ] = np.add.reduceat(np.square(flat, dtype=np.float64), starts)
             out[:, MAX_ABS] = np.maximum.reduceat(np.abs(flat), starts)
-        out[:, ZEROS] = np.add.reduceat(flat == 0, starts, dtype=np.int64)
+        out[:, ZEROS] = np.add.reduceat((flat == 0).view(np.int8), starts, dtype=np.int64)
         return out
     rows = []
     for t in tensors:  # tensor by tensor: the later passes find it still in cache
@@ -162,8 +169,9 @@ def nonfinite_counts(tensors: Sequence[torch.Tensor]) -> np.ndarray:
     return np.array([int((~torch.isfinite(t.detach())).sum()) for t in tensors], dtype=np.int64)
 
 
-NUMPY_ON_CPU = True  # tests switch it off to run the accelerator path on the CPU
+NUMPY_ON_CPU = True  # tests switch it off to run the accelerator path of moments on the CPU
 DEFER = 1 << 16  # layer outputs and dL/dh up to this size wait for the step's batched reduction
+EXACT_F32_COUNT = 1 << 24  # a float32 sum of 0/1 values is exact up to this many terms
 
 
 def output_stats(
@@ -172,8 +180,9 @@ def output_stats(
     """Per tensor (all of one shape): sum, sum of squares, element count, saturated count
     (shape (k, 4)); and for rectifiers, per unit, whether any example was positive (k, units).
 
-    On the CPU each tensor is read in place by numpy (float32 pairwise sums, no copies); on an
-    accelerator one stacked reduction per statistic covers all k tensors.
+    Small CPU tensors are read in place by numpy, one at a time (float32 pairwise sums, no
+    copies); otherwise the k tensors are stacked once and each statistic is one reduction over
+    all of them, with no synchronisation.
     """
     if outs[0].device.type == "cpu" and NUMPY_ON_CPU and outs[0].numel() <= DEFER:
         return _output_stats_cpu(outs, act, unit_dim)  # small: numpy's lower call overhead wins
@@ -183,14 +192,16 @@ def output_stats(
     flat = x.reshape(len(outs), -1)
     n = flat.shape[1]
     stats = torch.empty(len(outs), 4, dtype=torch.float64, device=x.device)
-    stats[:, 0] = flat.sum(1)
+    stats[:, 0] = flat.sum(1, dtype=torch.float64) if n > DEFER else flat.sum(1)
     stats[:, 1] = torch.linalg.vector_norm(flat, dim=1).double().square()
     stats[:, 2] = n
     stats[:, 3] = 0
     alive = None
     if act is not None and act.family == "saturating":
         mid, half = (act.low + act.high) / 2, (act.high - act.low) / 2
-        stats[:, 3] = flat.sub(mid).abs_().gt_(half).sum(1)
+        # |x - mid| > half as 0./1. in place, summed: far cheaper than a boolean count
+        hits = flat.sub(mid).abs_().gt_(half)
+        stats[:, 3] = hits.sum(1) if n <= EXACT_F32_COUNT else hits.sum(1, dtype=torch.float64)
     elif act is not None and act.family == "rectifier" and x.ndim >= 3:
         ud = unit_dim % (x.ndim - 1) + 1
         alive = x.amax(dim=tuple(d for d in range(1, x.ndim) if d != ud)) > 0

@@ -34,6 +34,7 @@ from gradprobe.errors import CaptureError, GradprobeWarning, UsageError
 from gradprobe.records import TABLES, RecordBuffer
 from gradprobe.torch import _reduce as R
 from gradprobe.torch._activations import FUNCTIONS, MODULES, Activation
+from gradprobe.torch._rows import LayerMeta, ParamMeta, PendingRows
 
 ROOT = "(root)"
 
@@ -64,19 +65,27 @@ class _ParamSet:
     is_weight: np.ndarray
     views: _GradViews
     order_size: int
+    meta: ParamMeta
 
     @classmethod
     def build(cls, mon: Monitor, have: tuple[int, ...]) -> _ParamSet:
         chosen = [mon._params[i] for i in have]
         params = [p for _, _, p in chosen]
-        return cls(
+        meta = ParamMeta(
             layers=np.array([layer for layer, _, _ in chosen], dtype=object),
             pnames=np.array([pn for _, pn, _ in chosen], dtype=object),
             depth=np.array([mon._depth(layer) for layer, _, _ in chosen], dtype=np.int64),
             numel=np.array([p.numel() for p in params], dtype=np.int64),
+        )
+        return cls(
+            layers=meta.layers,
+            pnames=meta.pnames,
+            depth=meta.depth,
+            numel=meta.numel,
             is_weight=np.array([pn == "weight" for _, pn, _ in chosen]),
             views=_GradViews(params),
             order_size=len(mon._order),
+            meta=meta,
         )
 
 
@@ -160,6 +169,8 @@ class Monitor:
         self.activations, self.backward, self.per_example = activations, backward, per_example
         folder = Path(log_dir) if log_dir is not None else None
         self._buffers = {t: RecordBuffer(t, folder, max_rows_in_memory) for t in TABLES}
+        self._rows = PendingRows(self._buffers["params"], self._buffers["layers"])
+        self._layer_metas: dict[tuple[Any, ...], LayerMeta] = {}
         self._params, self._owner_names = self._trainable(model)
         if not self._params:
             raise CaptureError(
@@ -219,16 +230,19 @@ class Monitor:
         """
         if table not in TABLES:
             raise UsageError(f"unknown table {table!r}: expected one of {', '.join(TABLES)}")
+        self._rows.materialize()
         return self._buffers[table].to_pandas()
 
     def flush(self) -> None:
         """Write the records held in memory to ``log_dir`` (no-op without one)."""
+        self._rows.materialize()
         for buf in self._buffers.values():
             buf.flush()
 
     def detach(self) -> None:
         """Remove every hook this monitor added; records stay readable."""
         self._disarm()
+        self._rows.materialize()
         for h in self._persistent:
             h.remove()
         self._persistent.clear()
@@ -261,7 +275,8 @@ class Monitor:
     def __repr__(self) -> str:
         return (
             f"Monitor({type(self.model).__name__}, every={self.every}, "
-            f"steps_seen={self._step}, rows={len(self._buffers['params'])})"
+            f"steps_seen={self._step}, "
+            f"rows={len(self._buffers['params']) + self._rows.pending_params()})"
         )
 
     # ------------------------------------------------------------- structure
@@ -406,6 +421,8 @@ class Monitor:
     def _end_forward(self, module: nn.Module, inputs: tuple, output: Any) -> None:
         self._resolve_pending()
         self._last = None
+        if not (self.activations or self.backward or self.per_example):
+            self._disarm()  # gradients only: the layer hooks were there to learn the depth order
 
     # --------------------------------------------------------- backward hook
     def _on_backward(self, name: str, grad: torch.Tensor) -> None:
@@ -440,7 +457,9 @@ class Monitor:
         ps = self._param_sets.get(have)
         if ps is None or ps.order_size != len(self._order):
             ps = self._param_sets[have] = _ParamSet.build(self, have)
-        self._collector.put("g", R.moments([p.grad for p in ps.views.params()]))
+        views = ps.views
+        grads = [p.grad for p in views.params()]
+        self._collector.put("g", R.moments(grads, views.starts, views.small))
         self._current = ps
         return ps
 
@@ -541,70 +560,43 @@ class Monitor:
             idx = np.flatnonzero(suspect)
             grads = ps.views.params()
             nonfinite[idx] = R.nonfinite_counts([grads[i].grad for i in idx])
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            mean = g[:, R.SUM] / n
-            var = np.maximum(g[:, R.SUMSQ] / n - mean * mean, 0.0)
-            weight_norm = np.sqrt(host["w"])
-            update_norm = np.sqrt(host["u"]) if "u" in host else np.full(len(n), np.nan)
-            update_ratio = update_norm / weight_norm
-        pe = np.full(len(n), np.nan)
+        nan = np.full(len(n), np.nan)
+        pe = nan
         if self.per_example:
             pe_layer = np.array([_scalar(host.get(f"p:{layer}")) for layer in ps.layers])
-            pe = np.where(ps.is_weight, np.sqrt(pe_layer), np.nan)
-        self._buffers["params"].extend(
-            {
-                "step": np.full(len(n), self._step, dtype=np.int64),
-                "layer": ps.layers,
-                "param": ps.pnames,
-                "depth": ps.depth,
-                "numel": n,
-                "grad_norm": np.sqrt(g[:, R.SUMSQ]),
-                "grad_rms": np.sqrt(g[:, R.SUMSQ] / n),
-                "grad_mean": mean,
-                "grad_std": np.sqrt(var),
-                "grad_max_abs": g[:, R.MAX_ABS],
-                "grad_zero_frac": g[:, R.ZEROS] / n,
-                "grad_nonfinite": nonfinite,
-                "weight_norm": weight_norm,
-                "update_norm": update_norm,
-                "update_ratio": update_ratio,
-                "pe_grad_rms": pe,
-            }
-        )
+            with np.errstate(invalid="ignore"):
+                pe = np.where(ps.is_weight, np.sqrt(pe_layer), np.nan)
+        u = np.asarray(host["u"], dtype=np.float64) if "u" in host else nan
+        w = np.asarray(host["w"], dtype=np.float64)
+        self._rows.add_params(self._step, ps.meta, g, w, u, pe, nonfinite)
 
     def _emit_layers(self, numbers: dict[str, dict[str, Any]]) -> None:
-        cols: dict[str, list[Any]] = {c: [] for c in TABLES["layers"]}
-        for name in sorted(numbers, key=self._depth):
-            d, acc = numbers[name], self._layers[name]
-            act = acc.act
-            mean = std = rms = sat = dead = math.nan
-            if d["m"] is not None:
-                s, ss, n, nsat = d["m"]
-                with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-                    mean, rms = s / n, np.sqrt(ss / n)
-                    std = np.sqrt(max(ss / n - mean * mean, 0.0))
-                if act is not None and act.family == "saturating":
-                    sat = nsat / n
-            if d["alive"] is not None and d["alive"].size:
-                dead = 1.0 - float(np.mean(d["alive"]))
-            bwd = math.sqrt(d["bsq"]) if d["bsq"] is not None else math.nan
-            values = (
-                self._step,
-                name,
-                self._depth(name),
-                self._kinds.get(name, ""),
-                act.name if act else "",
-                mean,
-                std,
-                rms,
-                sat,
-                dead,
-                bwd,
+        if not numbers:
+            return
+        names = sorted(numbers, key=self._depth)
+        acts = tuple(self._layers[name].act for name in names)
+        key = (tuple(names), acts)
+        meta = self._layer_metas.get(key)
+        if meta is None:
+            meta = self._layer_metas[key] = LayerMeta(
+                names=np.array(names, dtype=object),
+                depth=np.array([self._depth(nm) for nm in names], dtype=np.int64),
+                kinds=np.array([self._kinds.get(nm, "") for nm in names], dtype=object),
+                acts=np.array([a.name if a else "" for a in acts], dtype=object),
+                saturating=np.array([a is not None and a.family == "saturating" for a in acts]),
             )
-            for c, v in zip(TABLES["layers"], values, strict=True):
-                cols[c].append(v)
-        if cols["step"]:
-            self._buffers["layers"].extend(cols)
+        m = np.full((len(names), 4), np.nan)
+        dead = np.full(len(names), np.nan)
+        bsq = np.full(len(names), np.nan)
+        for i, name in enumerate(names):
+            d = numbers[name]
+            if d["m"] is not None:
+                m[i] = d["m"]
+            if d["alive"] is not None and d["alive"].size:
+                dead[i] = 1.0 - float(np.mean(d["alive"]))
+            if d["bsq"] is not None:
+                bsq[i] = d["bsq"]
+        self._rows.add_layers(self._step, meta, m, dead, bsq)
 
 
 def _cat(values: list[Any]) -> Any:
