@@ -28,6 +28,9 @@ class Activation:
     # saturating only: the output is saturated outside [low, high]
     low: float = -math.inf
     high: float = math.inf
+    # rectifiers whose output is never negative (relu, relu6, softplus): a unit is alive exactly
+    # when its sum over the batch is positive, so the sum gives both numbers in one pass
+    nonneg: bool = False
 
 
 _S = math.sqrt(0.25 - 0.0025)  # sigmoid: s(1-s) < 0.0025  <=>  |s - 0.5| > _S
@@ -37,7 +40,7 @@ TANH = Activation("tanh", "saturating", -_T, _T)
 
 
 def _rect(name: str) -> Activation:
-    return Activation(name, "rectifier")
+    return Activation(name, "rectifier", nonneg=name in ("relu", "relu6", "softplus"))
 
 
 MODULES: dict[type[nn.Module], Activation] = {

@@ -157,11 +157,19 @@ class UpdateMeter:
                 diff = views.flat64() - self._flat
                 self._flat = None
                 return np.add.reduceat(np.square(diff), views.starts)
-        torch._foreach_sub_(self._bufs, views.tensors)
-        return torch.stack(torch._foreach_norm(self._bufs)).double().square()
+        # ||before - after|| read in one pass per tensor, nothing written
+        dist = [_dist(b, t) for b, t in zip(self._bufs, views.tensors, strict=True)]
+        return torch.stack(dist).double().square()
 
     def clear(self) -> None:
         self._flat, self._bufs, self._views = None, [], None
+
+
+def _dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """||a - b|| (half types summed in float32, where their own range would overflow)."""
+    if a.dtype in (torch.float16, torch.bfloat16):
+        return torch.linalg.vector_norm(a.float() - b.float())
+    return torch.dist(a, b)
 
 
 def nonfinite_counts(tensors: Sequence[torch.Tensor]) -> np.ndarray:
@@ -192,17 +200,25 @@ def output_stats(
     flat = x.reshape(len(outs), -1)
     n = flat.shape[1]
     stats = torch.empty(len(outs), 4, dtype=torch.float64, device=x.device)
-    stats[:, 0] = flat.sum(1, dtype=torch.float64) if n > DEFER else flat.sum(1)
-    stats[:, 1] = torch.linalg.vector_norm(flat, dim=1).double().square()
     stats[:, 2] = n
     stats[:, 3] = 0
     alive = None
+    rectifier = act is not None and act.family == "rectifier" and x.ndim >= 3
+    if rectifier and act.nonneg:  # type: ignore[union-attr]
+        # per-unit sums: their total is the sum, and a unit is alive iff its sum is positive
+        ud = unit_dim % (x.ndim - 1) + 1
+        per_unit = x.sum(dim=tuple(d for d in range(1, x.ndim) if d != ud), dtype=torch.float64)
+        stats[:, 0] = per_unit.sum(1)
+        alive = per_unit > 0
+    else:
+        stats[:, 0] = flat.sum(1, dtype=torch.float64) if n > DEFER else flat.sum(1)
+    stats[:, 1] = torch.linalg.vector_norm(flat, dim=1).double().square()
     if act is not None and act.family == "saturating":
         mid, half = (act.low + act.high) / 2, (act.high - act.low) / 2
         # |x - mid| > half as 0./1. in place, summed: far cheaper than a boolean count
         hits = flat.sub(mid).abs_().gt_(half)
         stats[:, 3] = hits.sum(1) if n <= EXACT_F32_COUNT else hits.sum(1, dtype=torch.float64)
-    elif act is not None and act.family == "rectifier" and x.ndim >= 3:
+    elif rectifier and alive is None:
         ud = unit_dim % (x.ndim - 1) + 1
         alive = x.amax(dim=tuple(d for d in range(1, x.ndim) if d != ud)) > 0
     return stats, alive
