@@ -1,17 +1,22 @@
 """The prediction against numpy backprop over many random 10-layer width-64 nets (slow reference).
 
-Per net: standardised inputs (batch 64), random labels, softmax cross-entropy; per-example weight
-gradients ||delta_b|| ||x_b|| of every layer, RMS over the batch. Two summaries over 200 seeds:
-the pooled RMS ratio (theory.md's protocol) and the geometric mean of per-net ratios.
+Per net: standardised inputs (batch 64), random labels, softmax cross-entropy over 10 classes;
+per-example weight gradients ||delta_b|| ||x_b|| of every layer, RMS over the batch. Two summaries
+over 200 seeds: the pooled RMS ratio (what mean-field theory predicts: E||grad W||^2 over random
+nets) and the geometric mean of per-net ratios (issue 5's acceptance measure).
 """
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import pytest
-from theory_reference import per_example_grad_rms
+from theory_reference import backprop, per_example_grad_rms
 
 from gradprobe.theory import predict_mlp
+from gradprobe.theory.readout import cross_entropy_moments
+from gradprobe.theory.recursion import readout_excess, run
 
 W = [64] * 10 + [10]
 SEEDS = 200
@@ -20,32 +25,40 @@ CASES = [
     for a in ("sigmoid", "tanh", "relu")
     for i in ("glorot_uniform", "he_uniform", "torch_default")
 ]
+# Measured geometric mean / prediction over these 200 seeds: 1.053 and 0.945. The geometric mean
+# of per-net ratios differs from the ensemble (pooled) one by a finite-width log-normal offset,
+# largest for ReLU; the theory predicts the ensemble, not that offset.
+GEO_MISSES = {
+    ("relu", "glorot_uniform"): "geometric mean 1.053x the prediction (pooled 1.005x)",
+    ("relu", "torch_default"): "geometric mean 0.945x the prediction (pooled 0.976x)",
+}
 
 
-def _measure(act: str, init: str) -> tuple[float, float]:
-    rms = np.array([per_example_grad_rms(W, act, init, seed) for seed in range(SEEDS)])
-    pooled = np.sqrt(np.mean(rms[:, 0] ** 2) / np.mean(rms[:, -1] ** 2))
-    geo = np.exp(np.mean(np.log(rms[:, 0] / rms[:, -1])))
-    return float(pooled), float(geo)
+@cache
+def _rms(act: str, init: str) -> np.ndarray:
+    return np.array([per_example_grad_rms(W, act, init, seed) for seed in range(SEEDS)])
 
 
 @pytest.mark.parametrize(("act", "init"), CASES)
-def test_first_to_readout_ratio_matches_backprop(act: str, init: str) -> None:
-    if (act, init) == ("relu", "he_uniform"):
-        pytest.xfail(
-            "ReLU/He: measured 1.10-1.13 vs 1.00 (theory.md 9.2 measured 1.11): the softmax "
-            "couples delta^L to W^L; see test_relu_he_exact_with_frozen_softmax"
-        )
-    predicted = predict_mlp(W, act, init).first_to_last
-    pooled, geo = _measure(act, init)
-    assert pooled == pytest.approx(predicted, rel=0.05)
-    # the geometric mean adds a log-normal (Jensen) offset; within 5% for sigmoid and tanh,
-    # within 6% for ReLU whose per-net spread is larger
-    assert geo == pytest.approx(predicted, rel=0.05 if act != "relu" else 0.06)
+def test_first_to_readout_ratio_matches_pooled_backprop(act: str, init: str) -> None:
+    rms = _rms(act, init)
+    pooled = np.sqrt(np.mean(rms[:, 0] ** 2) / np.mean(rms[:, -1] ** 2))
+    assert pooled == pytest.approx(predict_mlp(W, act, init).first_to_last, rel=0.05)
 
 
-def test_relu_he_exact_with_frozen_softmax() -> None:
-    """With p held at 1/K (no logit feedback) the pooled ratio is the predicted 1.00."""
+@pytest.mark.parametrize(("act", "init"), CASES)
+def test_first_to_readout_ratio_matches_geometric_mean(
+    act: str, init: str, request: pytest.FixtureRequest
+) -> None:
+    if (act, init) in GEO_MISSES:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=GEO_MISSES[act, init]))
+    rms = _rms(act, init)
+    geo = np.exp(np.mean(np.log(rms[:, 0] / rms[:, -1])))
+    assert geo == pytest.approx(predict_mlp(W, act, init).first_to_last, rel=0.05)
+
+
+def test_relu_he_is_gradient_independence_with_frozen_softmax() -> None:
+    """With p held at 1/K (no logit feedback) the pooled ratio is the independent 1.00."""
     rms = np.array(
         [
             per_example_grad_rms(W, "relu", "he_uniform", s, frozen_softmax=True)
@@ -53,7 +66,29 @@ def test_relu_he_exact_with_frozen_softmax() -> None:
         ]
     )
     pooled = np.sqrt(np.mean(rms[:, 0] ** 2) / np.mean(rms[:, -1] ** 2))
-    assert pooled == pytest.approx(predict_mlp(W, "relu", "he_uniform").first_to_last, rel=0.02)
+    independent = predict_mlp(W, "relu", "he_uniform", readout_coupling=False).first_to_last
+    assert pooled == pytest.approx(independent, rel=0.02)
+
+
+def test_readout_coupling_profile_relu_he() -> None:
+    """E||delta^l||^2 / E||delta^L||^2 layer by layer: the coupling's rise, 0 when p is frozen.
+
+    Gaussian weights (the split of W^l is exact for them); 1000 nets of batch 64. Measured (1500
+    nets): 1.278, 1.245, 1.216, 1.185, 1.149, 1.116, 1.081, 1.058, 1.031, 1 against the predicted
+    1.257, 1.232, 1.206, 1.179, 1.152, 1.123, 1.094, 1.064, 1.032, 1.
+    """
+    from gradprobe.theory import get_activation
+
+    acts, v, s = [get_activation("relu")] * 9, [2 / n for n in W[:-1]], [0.0] * 10
+    rec = run(W, acts, v, s)
+    m = cross_entropy_moments(W[-2] * v[-1] * rec.a[-2], 0.0, W[-1])
+    predicted = 1 + np.array(readout_excess(W, acts, v, s, rec, m.delta2, m.excess))
+    for frozen, expected in ((False, predicted), (True, np.ones(10))):
+        d2 = np.concatenate(
+            [backprop(W, "relu", "he_normal", s, frozen_softmax=frozen)[0] for s in range(1000)],
+            axis=1,
+        ).mean(axis=1)
+        assert d2 / d2[-1] == pytest.approx(expected, rel=0.04)
 
 
 def test_per_layer_profile_matches_for_sigmoid() -> None:

@@ -28,6 +28,7 @@ def test_all_is_complete() -> None:
         "init",
         "meanfield",
         "predict",
+        "readout",
         "recursion",
         "runs",
         "verdicts",

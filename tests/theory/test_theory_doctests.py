@@ -16,6 +16,7 @@ MODULES = [
     "gradprobe.theory.init",
     "gradprobe.theory.meanfield",
     "gradprobe.theory.predict",
+    "gradprobe.theory.readout",
     "gradprobe.theory.recursion",
     "gradprobe.theory.verdicts",
     "gradprobe.views.phase",

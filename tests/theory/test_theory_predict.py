@@ -27,15 +27,46 @@ TABLE_9_2 = [
 
 @pytest.mark.parametrize(("act", "init", "gain", "grad", "delta"), TABLE_9_2)
 def test_table_9_2(act: str, init: str, gain: float, grad: float, delta: float | None) -> None:
-    p = predict_mlp(W, act, init, gain=gain)
+    """theory.md's numbers are plain gradient independence (no readout coupling)."""
+    p = predict_mlp(W, act, init, gain=gain, readout_coupling=False)
     assert p.first_to_last == pytest.approx(grad, rel=0.002)
     assert p.grad_norm_by_depth[-1] == 1.0
+    assert p.independent_grad_norm_by_depth == p.grad_norm_by_depth
     if delta is not None:
         assert p.delta_norm_by_depth[0] == pytest.approx(delta, rel=0.006)
 
 
+# activation, init -> first/readout ratio with the softmax readout's coupling (10 classes), and
+# its rise over gradient independence
+COUPLED = [
+    ("relu", "he_uniform", 1.1211, 1.1211),
+    ("relu", "glorot_uniform", 1.3157, 1.0004),
+    ("sigmoid", "glorot_uniform", 5.2045e-6, 1.0031),
+    ("tanh", "glorot_uniform", 1.5383, 1.0020),
+    ("tanh", "torch_default", 0.05742, 1.0000),
+]
+
+
+@pytest.mark.parametrize(("act", "init", "ratio", "rise"), COUPLED)
+def test_softmax_readout_coupling(act: str, init: str, ratio: float, rise: float) -> None:
+    p = predict_mlp(W, act, init)
+    assert p.loss == "cross_entropy" and p.readout_coupling
+    assert p.first_to_last == pytest.approx(ratio, rel=2e-4)
+    assert p.first_to_last / p.independent_grad_norm_by_depth[0] == pytest.approx(rise, abs=2e-4)
+    assert p.grad_norm_by_depth[-1] == 1.0
+
+
+def test_single_output_losses_keep_gradient_independence() -> None:
+    for loss in ("mse", "binary_cross_entropy", None):
+        p = predict_mlp([64] * 10 + [1], "relu", "he_uniform", loss=loss)
+        assert not p.readout_coupling
+        assert p.grad_norm_by_depth == p.independent_grad_norm_by_depth
+    assert predict_mlp([64] * 10 + [1], "relu", "he_uniform").loss == "mse"
+    assert predict_mlp(W, "relu", "he_uniform", loss="mse").first_to_last == pytest.approx(1.0)
+
+
 def test_sigmoid_layers_4_to_8() -> None:
-    p = predict_mlp(W, "sigmoid", "glorot_uniform")
+    p = predict_mlp(W, "sigmoid", "glorot_uniform", readout_coupling=False)
     expected = [2.28e-4, 9.64e-4, 4.08e-3, 1.73e-2, 7.33e-2]
     assert p.grad_norm_by_depth[3:8] == pytest.approx(expected, rel=0.003)
 
@@ -110,8 +141,20 @@ def test_per_layer_activations_and_variances() -> None:
         ({"widths": [8, 8, 1], "weight_var": [1.0]}, UsageError),
         ({"widths": [8, 8, 1], "activation": ["relu", "tanh"]}, UsageError),
         ({"widths": [8, 8, 1], "batch_size": 0}, UsageError),
+        ({"widths": [8, 8, 1], "loss": "hinge"}, UnknownChoiceError),
+        ({"widths": [8, 8, 1], "loss": "cross_entropy"}, UsageError),
     ],
 )
 def test_bad_input_raises_clear_errors(kwargs: dict, error: type[Exception]) -> None:  # type: ignore[type-arg]
     with pytest.raises(error, match=r"expected|must|give|needs"):
         predict_mlp(**kwargs)
+
+
+def test_batch_prediction_with_a_binary_readout() -> None:
+    """B = 1 is the per-example prediction; larger B adds the cross-example (common) term."""
+    w = [16, 32, 32, 1]
+    one = predict_mlp(w, "sigmoid", batch_size=1, loss="binary_cross_entropy")
+    assert one.batch_grad_norm_by_depth == pytest.approx(one.grad_norm_by_depth)
+    big = predict_mlp(w, "sigmoid", batch_size=256, loss="bce")
+    assert big.batch_grad_norm_by_depth is not None
+    assert big.batch_grad_norm_by_depth[0] < one.batch_grad_norm_by_depth[0]

@@ -24,11 +24,29 @@ def sample_weights(rng, init: str, fan_in: int, fan_out: int, gain: float = 1.0)
     return w, b
 
 
-def per_example_grad_rms(widths, activation, init, seed, batch=64, gain=1.0, frozen_softmax=False):
-    """RMS over the batch of per-example ||dl/dW^l||_F = ||delta_b|| ||x_b||, layers in order.
+def _output_delta(rng, logits, loss, frozen):
+    """delta^L = dl/dh^L per example for random targets independent of the inputs."""
+    batch, k = logits.shape
+    if loss == "mse":  # targets N(0, 1)
+        target = rng.standard_normal((batch, k))
+        return (np.zeros_like(logits) if frozen else logits) - target
+    if loss == "binary_cross_entropy":  # one sigmoid output, labels 0/1
+        p = np.full_like(logits, 0.5) if frozen else 1 / (1 + np.exp(-logits))
+        return p - rng.integers(0, 2, (batch, 1))
+    z = logits - logits.max(1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    if frozen:
+        p = np.full_like(p, 1.0 / k)
+    return p - np.eye(k)[rng.integers(0, k, batch)]
 
-    Standardised Gaussian inputs, random labels, softmax cross-entropy, exact numpy backprop;
-    ``frozen_softmax`` holds p at 1/K (cuts the feedback of the logits into delta^L).
+
+def backprop(widths, activation, init, seed, batch=64, gain=1.0, frozen_softmax=False, loss="ce"):
+    """Per-example ||delta_b^l||^2 and ||x_b^{l-1}||^2, arrays (layers, batch), layers in order.
+
+    Standardised Gaussian inputs, random targets, exact numpy backprop. ``loss``: "ce" (softmax
+    cross-entropy, uniform labels), "binary_cross_entropy" or "mse" (N(0, 1) targets);
+    ``frozen_softmax`` cuts the feedback of the logits into delta^L (p held at 1/K, 1/2; for mse
+    delta = -target).
     """
     rng = np.random.default_rng(seed)
     act = get_activation(activation)
@@ -40,17 +58,22 @@ def per_example_grad_rms(widths, activation, init, seed, batch=64, gain=1.0, fro
         hs.append(xs[-1] @ w + b)
         if i < len(params) - 1:
             xs.append(act.phi(hs[-1]))
-    logits = hs[-1] - hs[-1].max(1, keepdims=True)
-    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    if frozen_softmax:
-        p = np.full_like(p, 1.0 / widths[-1])
-    delta = p - np.eye(widths[-1])[rng.integers(0, widths[-1], batch)]
-    norms = []
+    delta = _output_delta(rng, hs[-1], loss, frozen_softmax)
+    d2, x2 = [], []
     for i in range(len(params) - 1, -1, -1):
-        norms.insert(0, np.linalg.norm(delta, axis=1) * np.linalg.norm(xs[i], axis=1))
+        d2.insert(0, np.square(delta).sum(1))
+        x2.insert(0, np.square(xs[i]).sum(1))
         if i:
             delta = (delta @ params[i][0].T) * act.dphi(hs[i - 1])
-    return np.sqrt(np.mean(np.square(norms), axis=1))
+    return np.array(d2), np.array(x2)
+
+
+def per_example_grad_rms(
+    widths, activation, init, seed, batch=64, gain=1.0, frozen_softmax=False, loss="ce"
+):
+    """RMS over the batch of per-example ||dl/dW^l||_F = ||delta_b|| ||x_b||, layers in order."""
+    d2, x2 = backprop(widths, activation, init, seed, batch, gain, frozen_softmax, loss)
+    return np.sqrt(np.mean(d2 * x2, axis=1))
 
 
 def measured_first_to_last(widths, activation, init, seeds, batch=64, gain=1.0) -> float:

@@ -46,6 +46,14 @@ def _summary(pred: MLPPrediction) -> list[str]:
         f"seed-to-seed spread: x/ {pred.seed_spread:.2f} (beta = sum 1/width = {pred.beta:.3f}); "
         f"mu2/mu1^2 = {_fmt(pred.isometry_ratio)}",
     ]
+    rise = pred.first_to_last / pred.independent_grad_norm_by_depth[0]
+    if pred.readout_coupling:
+        lines.append(
+            f"readout: {pred.loss}, coupled to the readout weights (first/readout ratio x "
+            f"{rise:.3f} over gradient independence)"
+        )
+    else:
+        lines.append(f"readout: {pred.loss}, gradient independence")
     return lines + [f"note: {n}" for n in pred.notes]
 
 
@@ -73,6 +81,17 @@ def _check(depth: int, width: int, inputs: int | None, outputs: int, batch: int 
 @click.option("--outputs", default=1, show_default=True, help="Output units.")
 @click.option("--weight-var", type=float, default=None, help="sigma_w^2 = fan_in Var(W).")
 @click.option("--bias-var", type=float, default=None, help="sigma_b^2 = Var(b).")
+@click.option(
+    "--loss",
+    default=None,
+    help="Readout loss: cross_entropy, binary_cross_entropy or mse "
+    "[default: cross_entropy for >= 2 outputs, else mse].",
+)
+@click.option(
+    "--independent-readout",
+    is_flag=True,
+    help="Leave out the softmax readout's coupling (plain gradient independence).",
+)
 @click.option("--batch-size", type=int, default=None, help="Also predict batch-mean gradients.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 @click.option("--phase-plot", type=click.Path(dir_okay=False), default=None, help="Save a PNG.")
@@ -85,6 +104,8 @@ def predict(
     outputs: int,
     weight_var: float | None,
     bias_var: float | None,
+    loss: str | None,
+    independent_readout: bool,
     batch_size: int | None,
     as_json: bool,
     phase_plot: str | None,
@@ -93,7 +114,14 @@ def predict(
     _check(depth, width, inputs, outputs, batch_size)
     widths = [inputs or width] + [width] * depth + [outputs]
     pred = predict_mlp(
-        widths, activation, init, weight_var=weight_var, bias_var=bias_var, batch_size=batch_size
+        widths,
+        activation,
+        init,
+        weight_var=weight_var,
+        bias_var=bias_var,
+        batch_size=batch_size,
+        loss=loss,
+        readout_coupling=not independent_readout,
     )
     if phase_plot:
         _save_phase_plot(pred, activation, phase_plot)

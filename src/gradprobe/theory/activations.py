@@ -58,6 +58,17 @@ class Activation:
             return (self.slopes[0] ** 4 + self.slopes[1] ** 4) / 2
         return expect(lambda u: self.dphi(u) ** 4, q)
 
+    def coupling_moments(self, q: float) -> tuple[float, float, float]:
+        """E[phi'^2 phi^2], E[h phi' phi] and E[h^2 phi'^2] at h ~ N(0, q) (readout coupling)."""
+        if self.slopes:
+            lo, hi = self.slopes
+            return q * (lo**4 + hi**4) / 2, q * (lo**2 + hi**2) / 2, q * (lo**2 + hi**2) / 2
+        return (
+            expect(lambda u: (self.dphi(u) * self.phi(u)) ** 2, q),
+            expect(lambda u: u * self.dphi(u) * self.phi(u), q),
+            expect(lambda u: (u * self.dphi(u)) ** 2, q),
+        )
+
     def cross_moment(self, q_a: float, q_b: float, c: float) -> float:
         """E[phi(u_a) phi(u_b)] for u_a, u_b ~ N(0, q_a), N(0, q_b) with correlation c."""
         if self.slopes:

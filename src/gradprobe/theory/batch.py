@@ -9,10 +9,11 @@ For a batch-mean loss over B examples the weight gradient adds a cross-example t
 
 At the output, softmax cross-entropy with random labels gives qt^L_aa = (E||p||^2 + 1 - 2/K)/K and
 qt^L_ab = (E[p_a . p_b] - 1/K)/K; squared error with zero-mean targets independent of the inputs
-gives qt^L_aa = q^L_aa + E[t^2] and qt^L_ab = q^L_ab. The softmax moments are a fixed-seed Monte-
-Carlo average over correlated Gaussian logits. The prediction holds for sigmoid and ReLU; for tanh
-at large B it misses (the softmax's dependence on the logits breaks gradient independence, theory.md
-9.3).
+gives qt^L_aa = q^L_aa + E[t^2] and qt^L_ab = q^L_ab; binary cross-entropy (one sigmoid output,
+0/1 labels of probability 1/2) gives qt^L_aa = E[p^2] and qt^L_ab = E[p_a p_b] - 1/4. The softmax
+moments are a fixed-seed Monte-Carlo average over correlated Gaussian logits. The prediction holds
+for sigmoid and ReLU; for tanh at large B it misses (the softmax's dependence on the logits breaks
+gradient independence, theory.md 9.3).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from gradprobe.errors import UnknownChoiceError
+from gradprobe.theory._gauss import expect, expect2
 from gradprobe.theory.activations import Activation
 from gradprobe.theory.recursion import Recursion
 
-LOSSES = ("cross_entropy", "mse")
+LOSSES = ("cross_entropy", "binary_cross_entropy", "mse")
 _MC_SAMPLES = 200_000
 
 
@@ -44,12 +46,20 @@ def _softmax_moments(q_aa: float, q_ab: float, k: int) -> tuple[float, float]:
     return float((p_a * p_a).sum(1).mean()), float((p_a * p_b).sum(1).mean())
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(z / 2))
+
+
 def _output_terms(
     loss: str, q_aa: float, q_ab: float, k: int, target_second_moment: float
 ) -> tuple[float, float]:
     """(qt^L_aa, qt^L_ab) per output unit."""
     if loss == "mse":
         return q_aa + target_second_moment, q_ab
+    if loss == "binary_cross_entropy":  # labels 0/1 with probability 1/2, independent of inputs
+        c = q_ab / q_aa if q_aa > 0 else 0.0
+        e_pp = expect(lambda z: _sigmoid(z) ** 2, q_aa)  # E(p - y)^2 = E p^2 - E p + 1/2
+        return e_pp, expect2(_sigmoid, _sigmoid, q_aa, q_aa, c) - 0.25
     if loss != "cross_entropy":
         raise UnknownChoiceError("loss", loss, LOSSES)
     pp, pq = _softmax_moments(q_aa, q_ab, k)

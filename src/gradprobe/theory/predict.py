@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gradprobe.errors import UsageError
-from gradprobe.theory import batch, factors, meanfield, recursion
+from gradprobe.theory import batch, factors, meanfield, readout, recursion
 from gradprobe.theory._json import jsonable
 from gradprobe.theory.activations import Activation, get_activation
 from gradprobe.theory.init import canonical_init, init_variances
@@ -51,6 +51,9 @@ class MLPPrediction:
     the fixed point of the typical hidden layer; ``beta`` = sum 1/n_j over hidden widths and
     ``seed_spread`` = exp(sqrt(5 beta)) give the seed-to-seed band ``grad_norm_band``;
     ``isometry_ratio`` = mu2/mu1^2 and ``jacobian_spectrum_var`` describe the Jacobian spectrum.
+    ``loss`` is the readout loss assumed; ``readout_coupling`` says whether its coupling to the
+    readout's weights is included (softmax cross-entropy only); ``independent_grad_norm_by_depth``
+    is the plain gradient-independence prediction (theory.md 3.3), without it.
     """
 
     widths: tuple[int, ...]
@@ -59,6 +62,9 @@ class MLPPrediction:
     layers: tuple[LayerPrediction, ...]
     grad_norm_by_depth: tuple[float, ...]
     delta_norm_by_depth: tuple[float, ...]
+    loss: str
+    readout_coupling: bool
+    independent_grad_norm_by_depth: tuple[float, ...]
     batch_grad_norm_by_depth: tuple[float, ...] | None
     batch_size: int | None
     chi1: float
@@ -190,9 +196,12 @@ def _layers(
     v: Sequence[float],
     s: Sequence[float],
     rec: recursion.Recursion,
+    coupling: Sequence[float],
     batch_norms: Sequence[float] | None,
 ) -> tuple[LayerPrediction, ...]:
-    deltas, grads = _normalised(rec.delta2(widths)), _normalised(rec.grad2(widths))
+    rise = [1.0 + c for c in coupling]
+    deltas = _normalised([d * r for d, r in zip(rec.delta2(widths), rise, strict=True)])
+    grads = _normalised([g * r for g, r in zip(rec.grad2(widths), rise, strict=True)])
     names = [a.name for a in acts] + ["linear"]
     return tuple(
         LayerPrediction(
@@ -226,6 +235,8 @@ def predict_mlp(
     batch_size: int | None = None,
     input_cross_moment: float = 0.0,
     loss: str | None = None,
+    readout_coupling: bool = True,
+    target_second_moment: float = 1.0,
 ) -> MLPPrediction:
     """Predict per-layer gradient norms of an MLP at initialisation (mean field, theory.md 3.3).
 
@@ -234,18 +245,30 @@ def predict_mlp(
     (see :mod:`gradprobe.theory.init`; ``gain`` multiplies the weight std, e.g. 4 for the Theano
     sigmoid rule) unless ``weight_var`` (sigma_w^2 = fan_in * Var(W)) or ``bias_var`` (Var(b)) are
     given, each a scalar or one value per weight layer. ``input_second_moment`` is
-    a^0 = mean_i E[x_i^2]. With ``batch_size``, the two-point theory also predicts the batch-mean
-    gradient norms (``loss``: "cross_entropy", the default for >= 2 outputs, or "mse" for one;
-    ``input_cross_moment`` = mean_i E[x_ai x_bi] for two distinct examples)::
+    a^0 = mean_i E[x_i^2]::
 
         q^l = n_{l-1} v_l a^{l-1} + s_l,   a^l = E[phi(sqrt(q^l) z)^2]
         chi_l = n_{l+1} v_{l+1} E[phi'(sqrt(q^l) z)^2],   E[delta_l^2] = chi_l E[delta_{l+1}^2]
         ||grad W^l||^2 = n_{l-1} a^{l-1} n_l E[delta_l^2]   (per example)
 
+    ``loss`` is the readout's loss: "cross_entropy" (softmax, labels uniform over the classes; the
+    default for >= 2 outputs), "binary_cross_entropy" (one sigmoid output) or "mse" (the default
+    for one output; targets of second moment ``target_second_moment``). Softmax cross-entropy
+    makes delta^L depend on the readout's own weights, which raises E||delta^l||^2 below the
+    readout (:mod:`gradprobe.theory.readout`, :func:`gradprobe.theory.recursion.readout_excess`):
+    +12% in the first/readout ratio of a 10-layer width-64 ReLU/He net with 10 classes, a few
+    tenths of a percent for sigmoid and tanh. The single-output losses keep gradient independence
+    (why: :mod:`gradprobe.theory.readout`), as does ``readout_coupling=False`` (theory.md 3.3 and
+    9.2; always kept as ``independent_grad_norm_by_depth``). With ``batch_size``, the two-point
+    theory also predicts the batch-mean gradient norms (``input_cross_moment`` = mean_i
+    E[x_ai x_bi] for two distinct examples).
+
     Example (theory.md 9.1-9.2: sigmoid with Glorot init vanishes):
         >>> p = predict_mlp([64] * 10 + [10], "sigmoid", "glorot_uniform")
         >>> f"{p.chi1:.4f} {p.grad_norm_by_depth[0]:.3g} {p.verdict.kind}"
-        '0.0557 5.19e-06 vanishing'
+        '0.0557 5.2e-06 vanishing'
+        >>> f"{p.independent_grad_norm_by_depth[0]:.3g}"
+        '5.19e-06'
     """
     widths = _check_widths(widths)
     if batch_size is not None and int(batch_size) < 1:
@@ -256,14 +279,39 @@ def predict_mlp(
     acts = _activations(activation, len(widths) - 2)
     v, s = layer_variances(widths, init, weight_var, bias_var, gain)
     rec = recursion.run(widths, acts, v, s, input_second_moment)
+    loss = readout.check_loss(loss or readout.default_loss(widths[-1]), widths[-1])
+    coupled = readout_coupling and loss in readout.COUPLED_LOSSES
+    coupling = [0.0] * len(v)
+    if coupled:
+        q_u = widths[-2] * v[-1] * rec.a[-2]
+        m = readout.cross_entropy_moments(q_u, s[-1], widths[-1])
+        coupling = recursion.readout_excess(widths, acts, v, s, rec, m.delta2, m.excess)
     batch_norms = None
     if batch_size:
-        loss = loss or ("cross_entropy" if widths[-1] > 1 else "mse")
         g2 = batch.batch_grad2(
-            widths, acts, v, s, rec, int(batch_size), a0_ab=input_cross_moment, loss=loss
+            widths,
+            acts,
+            v,
+            s,
+            rec,
+            int(batch_size),
+            a0_ab=input_cross_moment,
+            loss=loss,
+            target_second_moment=target_second_moment,
         )
         batch_norms = _normalised(g2)
-    return _assemble(widths, init, acts, v, s, rec, batch_norms, batch_size, input_second_moment)
+    return _assemble(
+        widths,
+        init,
+        acts,
+        v,
+        s,
+        rec,
+        (coupling, loss, coupled),
+        batch_norms,
+        batch_size,
+        input_second_moment,
+    )
 
 
 def _assemble(
@@ -273,11 +321,13 @@ def _assemble(
     v: Sequence[float],
     s: Sequence[float],
     rec: recursion.Recursion,
+    readout_coupling: tuple[Sequence[float], str, bool],
     batch_norms: Sequence[float] | None,
     batch_size: int | None,
     a0: float,
 ) -> MLPPrediction:
-    layers = _layers(widths, acts, v, s, rec, batch_norms)
+    coupling, loss, coupled = readout_coupling
+    layers = _layers(widths, acts, v, s, rec, coupling, batch_norms)
     act = acts[-1] if acts else get_activation("linear")
     sw2, sb2 = _typical_hidden(widths, v, s)
     q_star = meanfield.fixed_point(act, sw2, sb2, q0=rec.q[0])
@@ -295,6 +345,9 @@ def _assemble(
         layers=layers,
         grad_norm_by_depth=grads,
         delta_norm_by_depth=deltas,
+        loss=loss,
+        readout_coupling=coupled,
+        independent_grad_norm_by_depth=_normalised(rec.grad2(widths)),
         batch_grad_norm_by_depth=tuple(batch_norms) if batch_norms else None,
         batch_size=int(batch_size) if batch_size else None,
         chi1=chi1,

@@ -1,0 +1,155 @@
+"""The loss at the readout: the two moments of delta^L that couple it to the readout's weights.
+
+Gradient independence treats the readout W^L as independent of delta^L = dl/dh^L, but delta^L is a
+function of the logits h^L = u + b, u = W^L x. For one example the exact split (Gaussian weights)
+W^L = u x^T / ||x||^2 + W_perp, with W_perp independent of u and of everything forward, gives::
+
+    (W^L)^T delta = x (u . delta) / ||x||^2 + W_perp^T delta
+
+so the backward signal carries a component along the forward activation x^{L-1}. Its size is set by
+two moments of the loss over u ~ N(0, q_u I_K), b ~ N(0, s I_K) and random targets:
+
+    delta2   = E||delta^L||^2
+    overlap2 = E[(u . delta^L)^2]      (q_u delta2 if delta^L were independent of u)
+
+Losses (K outputs, targets independent of the inputs): ``cross_entropy`` (softmax over K >= 2
+logits, labels uniform over the classes, delta = p - e_y), ``binary_cross_entropy`` (one sigmoid
+output, 0/1 labels) and ``mse`` (linear readout). Only softmax cross-entropy gets the coupling:
+there the excess overlap2 - q_u delta2 grows with K and dominates the readout's other
+finite-width effect, the net-to-net and example-to-example spread of the logit scale ||x^{L-1}||
+(which enters E||delta^L||^2 and correlates with every layer's norm). For one output the two are
+of the same size and pull in opposite directions: ReLU/He, 200 nets, measured first/readout ratio
+0.95 (mse) and 0.98 (bce) of gradient independence, where the coupling alone would say 1.15 and
+1.03. Those losses therefore keep gradient independence.
+
+The softmax moments are K-dimensional Gaussian integrals, reduced to 1-D ones without sampling:
+with 1/A^m = (1/Gamma(m)) int t^{m-1} e^{-tA} dt and A = sum_k e^{z_k}, the logits factorise, e.g.
+E[p_1^2] = int t E[e^{2 z} e^{-t e^z}] phi(t)^{K-1} dt with phi(t) = E[exp(-t e^z)]. Both the
+integral over z and the one over log t are trapezoid rules on smooth integrands (relative error
+below 1e-9 against a 10x finer grid; Monte Carlo agrees to its own noise), a few ms for any K.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from gradprobe.errors import UnknownChoiceError, UsageError
+
+LOSSES = ("cross_entropy", "binary_cross_entropy", "mse")
+COUPLED_LOSSES = ("cross_entropy",)
+_ALIASES = {
+    "ce": "cross_entropy",
+    "softmax": "cross_entropy",
+    "softmax_cross_entropy": "cross_entropy",
+    "bce": "binary_cross_entropy",
+    "binary": "binary_cross_entropy",
+    "squared_error": "mse",
+    "mean_squared_error": "mse",
+}
+SIGMA_MAX = 100.0  # beyond this logit std the softmax is one-hot; moments are scaled from here
+_Z_MAX = 8.0
+
+
+@dataclass(frozen=True)
+class ReadoutMoments:
+    """E||delta^L||^2 and E[(u . delta^L)^2] for one example (u = W^L x, the logits less b)."""
+
+    delta2: float
+    overlap2: float
+    independent_overlap2: float
+
+    @property
+    def excess(self) -> float:
+        """overlap2 - q_u delta2: what the coupling adds to the aligned component."""
+        return self.overlap2 - self.independent_overlap2
+
+
+def canonical_loss(name: str) -> str:
+    """The canonical loss name (``ce``, ``bce``, ``softmax``... are accepted aliases).
+
+    Example:
+        >>> canonical_loss("CE"), canonical_loss("bce")
+        ('cross_entropy', 'binary_cross_entropy')
+    """
+    key = str(name).lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key not in LOSSES:
+        raise UnknownChoiceError("loss", name, LOSSES)
+    return key
+
+
+def check_loss(loss: str, outputs: int) -> str:
+    """The canonical name of ``loss``, checked against the number of outputs."""
+    loss = canonical_loss(loss)
+    if loss == "cross_entropy" and outputs < 2:
+        raise UsageError(
+            "loss 'cross_entropy' (softmax) needs >= 2 outputs, got 1: give "
+            "loss='binary_cross_entropy' or 'mse'"
+        )
+    if loss == "binary_cross_entropy" and outputs != 1:
+        raise UsageError(
+            f"loss 'binary_cross_entropy' needs 1 output, got {outputs}: give "
+            "loss='cross_entropy' or 'mse'"
+        )
+    return loss
+
+
+def default_loss(outputs: int) -> str:
+    """Softmax cross-entropy for two or more outputs, squared error for one."""
+    return "cross_entropy" if outputs > 1 else "mse"
+
+
+@lru_cache(maxsize=64)
+def _softmax_moments(sigma: float, k: int) -> tuple[float, float]:
+    """E||p||^2 and E[(z . p)^2] for p = softmax(z), z ~ N(0, sigma^2 I_k)."""
+    if sigma > SIGMA_MAX:  # one-hot: ||p||^2 -> 1 and (z . p)^2 = max_k z_k^2 grows as sigma^2
+        pp, zp2 = _softmax_moments(SIGMA_MAX, k)
+        return pp, zp2 * (sigma / SIGMA_MAX) ** 2
+    dz = min(0.2, 1.0 / max(sigma, 1e-12))
+    n_z = 2 * int(math.ceil(_Z_MAX / dz))
+    z = np.linspace(-_Z_MAX, _Z_MAX, n_z)
+    w = np.full(n_z, z[1] - z[0])
+    w[[0, -1]] *= 0.5
+    w *= np.exp(-(z**2) / 2) / math.sqrt(2 * math.pi)
+    d_tau = 0.5
+    tau = np.arange(-sigma * _Z_MAX - 40.0, sigma * _Z_MAX + 5.0, d_tau)
+    x = tau[:, None] + sigma * z[None, :]  # log(t e^z)
+    ex = np.exp(np.minimum(x, 700.0))
+    e1, e2 = np.exp(x - ex), np.exp(2 * x - ex)  # (t e^z)^m exp(-t e^z), m = 1, 2
+    logit = sigma * z
+    with np.errstate(divide="ignore"):
+        log_phi = np.log(np.exp(-ex) @ w)
+    rest1 = np.exp((k - 1) * log_phi)
+    rest2 = np.exp((k - 2) * log_phi)
+    pp = k * float(np.sum((e2 @ w) * rest1)) * d_tau
+    zp2 = k * float(np.sum((e2 @ (w * logit**2)) * rest1)) * d_tau
+    zp2 += k * (k - 1) * float(np.sum((e1 @ (w * logit)) ** 2 * rest2)) * d_tau
+    return pp, zp2
+
+
+def cross_entropy_moments(q_u: float, bias_var: float, outputs: int) -> ReadoutMoments:
+    """delta2 and overlap2 of softmax cross-entropy with uniform labels (module doc).
+
+    ``q_u`` is the per-logit variance of u = W^L x (n_{L-1} v_L a^{L-1}), ``bias_var`` Var(b^L),
+    ``outputs`` the number of classes K >= 2.
+
+    Example (ReLU/He, 10 classes: the overlap is twice what independence would give):
+        >>> m = cross_entropy_moments(2.0, 0.0, 10)
+        >>> f"{m.delta2:.3f} {m.overlap2 / m.independent_overlap2:.3f}"
+        '1.076 2.033'
+    """
+    q_u, s, k = max(float(q_u), 0.0), max(float(bias_var), 0.0), int(outputs)
+    check_loss("cross_entropy", k)
+    var = q_u + s
+    if var <= 0:
+        return ReadoutMoments(1.0 - 1.0 / k, 0.0, 0.0)
+    lam = q_u / var  # E[u | z] = lam z; Var[u | z] = q_u (1 - lam)
+    pp, zp2 = _softmax_moments(math.sqrt(var), k)
+    delta2 = pp - 2.0 / k + 1.0
+    # E[(u.p - u_y)^2] = E(u.p)^2 - (2/K) E[(u.p) sum u] + q_u, and E[(z.p) sum z] = var (Stein)
+    overlap2 = lam * lam * zp2 + q_u * (1 - lam) * pp - 2.0 * q_u / k + q_u
+    return ReadoutMoments(delta2, overlap2, q_u * delta2)
