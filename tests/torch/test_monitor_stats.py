@@ -315,3 +315,38 @@ def test_infinite_gradients_are_recorded_without_numpy_warnings(recwarn):
     assert frame["grad_nonfinite"].sum() > 0
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
     mon.detach()
+
+
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        # plain SGD, two groups with their own lr: ||update|| = lr * ||g|| per parameter
+        lambda m: torch.optim.SGD(
+            [{"params": m[0].parameters(), "lr": 0.3}, {"params": m[2].parameters()}], lr=0.05
+        ),
+        lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, dampening=0.1),
+        lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=0.01),
+        lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, nesterov=True),
+        lambda m: torch.optim.SGD(m.parameters(), lr=0.05, weight_decay=0.1),
+        lambda m: torch.optim.Adam(m.parameters(), lr=0.01),
+    ],
+    ids=["sgd-groups", "momentum", "momentum-wd", "nesterov", "sgd-wd", "adam"],
+)
+def test_update_norm_is_the_change_of_the_weights(reduce_path, make_opt):
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 1))
+    opt = make_opt(model)
+    mon = gradprobe.watch(model, opt)
+    changes = []
+    for _ in range(4):
+        opt.zero_grad()
+        model(torch.randn(16, 6)).pow(2).mean().backward()
+        before = [p.detach().double().clone() for p in model.parameters()]
+        opt.step()
+        after = [p.detach().double() for p in model.parameters()]
+        changes.append([float((a - b).norm()) for a, b in zip(after, before, strict=True)])
+    frame = mon.to_pandas()
+    mon.detach()
+    for step, want in enumerate(changes):
+        got = frame[frame["step"] == step]["update_norm"].to_numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4)

@@ -190,6 +190,7 @@ class Monitor:
         self._functional: bool | None = None  # None: not known yet; found on the first forward
         self._mode: _FunctionalActivations | None = None
         self._updates = R.UpdateMeter()
+        self._sgd: _SgdPlan | None = None
         self._param_sets: dict[tuple[int, ...], _ParamSet] = {}
         self._current: _ParamSet | None = None
         self._collector = R.Collector()
@@ -437,14 +438,32 @@ class Monitor:
 
     # ------------------------------------------------------- optimizer hooks
     def _before_update(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._sgd = None
         if self._recording():
             ps = self._read_grads()
-            if ps is not None:
+            if ps is None:
+                return
+            self._sgd = _sgd_plan(optimizer, ps.views.params())
+            if self._sgd is None:
                 self._collector.put("w", self._updates.before(ps.views))
+            else:
+                self._collector.put("w", R.sq_norms(ps.views.tensors))
 
     def _after_update(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._recording():
-            self._finish(self._updates.after())
+            plan = self._sgd
+            if plan is None:
+                self._finish(self._updates.after())
+            elif plan.kind == "grad":
+                self._finish(None)
+            else:  # the step was -lr * momentum buffer
+                params = self._current.views.params() if self._current is not None else []
+                bufs = [optimizer.state.get(p, {}).get("momentum_buffer") for p in params]
+                if any(b is None for b in bufs):
+                    self._sgd = None  # a buffer we cannot read: no update norm this step
+                    self._finish(None)
+                else:
+                    self._finish(R.sq_norms(bufs))
         self._advance()
 
     # ---------------------------------------------------------- step bodies
@@ -474,6 +493,11 @@ class Monitor:
                 if x.shape == d.shape:
                     self._collector.put(f"p:{name}", (x * d).mean())
         host = self._collector.resolve()
+        plan, self._sgd = self._sgd, None
+        if plan is not None:  # SGD: ||update|| = lr * ||g|| or lr * ||momentum buffer||
+            base = host["g"][:, R.SUMSQ] if plan.kind == "grad" else host.get("u")
+            if base is not None:
+                host["u"] = plan.lr_sq * base
         if self._current is not None:
             self._emit_params(self._current, host)
         elif not self._warned_empty:
@@ -597,6 +621,41 @@ class Monitor:
             if d["bsq"] is not None:
                 bsq[i] = d["bsq"]
         self._rows.add_layers(self._step, meta, m, dead, bsq)
+
+
+@dataclass(frozen=True)
+class _SgdPlan:
+    """A ``torch.optim.SGD`` step whose update norm needs no snapshot of the weights.
+
+    ``kind`` is ``"grad"`` when the step is ``-lr * g`` (no momentum, no weight decay) and
+    ``"momentum"`` when it is ``-lr * buf`` (momentum without Nesterov; weight decay and
+    dampening are inside ``buf``). ``lr_sq`` holds each parameter's lr squared. The norm is the
+    step's own: the rounding of the weights to their precision is not in it.
+    """
+
+    kind: str
+    lr_sq: np.ndarray
+
+
+def _sgd_plan(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> _SgdPlan | None:
+    if type(optimizer) is not torch.optim.SGD:
+        return None
+    kinds, lr_of = set(), {}
+    for group in optimizer.param_groups:
+        if group.get("nesterov"):
+            return None
+        if group.get("momentum", 0):
+            kinds.add("momentum")
+        elif group.get("weight_decay", 0):
+            return None
+        else:
+            kinds.add("grad")
+        lr = float(group["lr"])
+        for p in group["params"]:
+            lr_of[id(p)] = lr
+    if len(kinds) != 1 or any(id(p) not in lr_of for p in params):
+        return None
+    return _SgdPlan(kinds.pop(), np.array([lr_of[id(p)] ** 2 for p in params]))
 
 
 def _cat(values: list[Any]) -> Any:
