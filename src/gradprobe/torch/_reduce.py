@@ -184,7 +184,7 @@ EXACT_F32_COUNT = 1 << 24  # a float32 sum of 0/1 values is exact up to this man
 
 def output_stats(
     outs: Sequence[torch.Tensor], act: Activation | None, unit_dim: int = -1
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray | None]:
     """Per tensor (all of one shape): sum, sum of squares, element count, saturated count
     (shape (k, 4)); and for rectifiers, per unit, whether any example was positive (k, units).
 

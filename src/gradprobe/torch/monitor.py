@@ -107,7 +107,7 @@ class _FunctionalActivations(TorchFunctionMode):
         super().__init__()
         self.monitor = monitor
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def,unused-ignore]
         out = func(*args, **(kwargs or {}))
         act = FUNCTIONS.get(func)
         if act is not None:
@@ -287,7 +287,9 @@ class Monitor:
     ) -> tuple[list[tuple[str, str, torch.Tensor]], dict[nn.Module, str]]:
         """(layer, param name, tensor) of each trainable parameter (shared ones once), and the
         path of every module that owns parameters, trainable or frozen."""
-        params, owners, seen = [], {}, set()
+        params: list[tuple[str, str, torch.Tensor]] = []
+        owners: dict[nn.Module, str] = {}
+        seen: set[int] = set()
         for path, module in model.named_modules():
             for pname, p in module.named_parameters(recurse=False):
                 owners.setdefault(module, path or ROOT)  # frozen layers still show their signal
@@ -477,7 +479,7 @@ class Monitor:
         if ps is None or ps.order_size != len(self._order):
             ps = self._param_sets[have] = _ParamSet.build(self, have)
         views = ps.views
-        grads = [p.grad for p in views.params()]
+        grads = [_grad(p) for p in views.params()]
         self._collector.put("g", R.moments(grads, views.starts, views.small))
         self._current = ps
         return ps
@@ -583,7 +585,7 @@ class Monitor:
         if suspect.any():
             idx = np.flatnonzero(suspect)
             grads = ps.views.params()
-            nonfinite[idx] = R.nonfinite_counts([grads[i].grad for i in idx])
+            nonfinite[idx] = R.nonfinite_counts([_grad(grads[i]) for i in idx])
         nan = np.full(len(n), np.nan)
         pe = nan
         if self.per_example:
@@ -656,6 +658,13 @@ def _sgd_plan(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> _
     if len(kinds) != 1 or any(id(p) not in lr_of for p in params):
         return None
     return _SgdPlan(kinds.pop(), np.array([lr_of[id(p)] ** 2 for p in params]))
+
+
+def _grad(p: torch.Tensor) -> torch.Tensor:
+    """The gradient of a parameter known to have one."""
+    g = p.grad
+    assert g is not None
+    return g
 
 
 def _cat(values: list[Any]) -> Any:
