@@ -18,6 +18,7 @@ MODULES = [
     "gradprobe.theory.predict",
     "gradprobe.theory.readout",
     "gradprobe.theory.recursion",
+    "gradprobe.theory.runs",
     "gradprobe.theory.verdicts",
     "gradprobe.views.phase",
     "gradprobe.torch.predict",

@@ -1,8 +1,10 @@
 """The prediction for a recorded run: read the architecture and data from its config.
 
 A run directory's ``config.json`` holds each variant's model (depth, width, activation, init,
-normalisation, residual) and, under ``data``, the number of input features and the inputs'
-second moment a^0. Plain MLPs are predicted; normalised or residual ones are not (returns None).
+normalisation, residual), the training loss (``mse``, ``bce`` or ``ce``; softmax cross-entropy
+couples delta^L to the readout's weights) and, under ``data``, the number of input features and
+the inputs' second moment a^0. Plain MLPs are predicted; normalised or residual ones are not
+(returns None).
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ def predict_variant(config: Mapping[str, Any], variant: str) -> MLPPrediction | 
         ...         "activation": "sigmoid", "init": "glorot_uniform", "outputs": 10}}],
         ...        "data": {"n_features": 64, "input_second_moment": 1.0}}
         >>> f"{predict_variant(cfg, 's').grad_norm_by_depth[0]:.3g}"
-        '5.19e-06'
+        '5.2e-06'
+        >>> cfg["train"] = {"loss": "mse"}
+        >>> p = predict_variant(cfg, "s")
+        >>> p.loss, f"{p.grad_norm_by_depth[0]:.3g}"
+        ('mse', '5.19e-06')
     """
     spec = next(
         (v.get("model") for v in config.get("variants", []) if v.get("name") == variant), None
@@ -41,6 +47,7 @@ def predict_variant(config: Mapping[str, Any], variant: str) -> MLPPrediction | 
             spec["activation"],
             spec["init"],
             input_second_moment=data.get("input_second_moment", 1.0),
+            loss=(config.get("train") or {}).get("loss"),
         )
     except (GradprobeError, ValueError, KeyError):
         return None
