@@ -13,9 +13,11 @@ is undone by :meth:`Patches.restore`:
 - ``optimizer.apply``: receives the gradients the train step computed (see ``monitor.py``).
 
 Each wrapper checks one Python flag, :attr:`Tracer.armed`; unarmed it only calls the original, so
-a step traced unarmed is the same graph as an unwatched one. Armed, the wrappers add backend ops
-(:mod:`gradprobe.keras._reduce`) whose results are kept in :class:`LayerAcc` until the optimizer
-wrapper packs them. This module never imports TensorFlow or torch.
+a step traced unarmed is the same graph as an unwatched one. Armed, the wrappers keep in
+:class:`LayerAcc` the activation outputs (reduced all together at the step's end, so tensors of
+one shape cost one op per statistic) and reduce the backward signal at once with backend ops
+(:mod:`gradprobe.keras._reduce`), until the optimizer wrapper packs them. This module never
+imports TensorFlow or torch.
 """
 
 from __future__ import annotations
@@ -59,8 +61,7 @@ class LayerAcc:
     """What one armed step gathered for one layer (tensors of the step's graph, or eager)."""
 
     act: Activation | None = None
-    moments: list[Any] = field(default_factory=list)
-    alive: list[Any] = field(default_factory=list)
+    outs: list[tuple[Any, Activation | None]] = field(default_factory=list)  # to be reduced
     bwd_sq: list[Any] = field(default_factory=list)
     x_rows: list[Any] = field(default_factory=list)
     d_rows: list[Any] = field(default_factory=list)
@@ -224,9 +225,7 @@ class Tracer:
         if act is not None and acc.act is None:
             acc.act = act
             self.acts.setdefault(name, act)
-        acc.moments.append(R.activation_moments(out, act))
-        if act is not None and act.family == "rectifier" and _rank(out) >= 2:
-            acc.alive.append(R.alive_units(out))
+        acc.outs.append((out, act))  # reduced with the other layers' outputs at the step's end
 
     def _backward(self, name: str, g: Any) -> None:
         acc = self.acc(name)

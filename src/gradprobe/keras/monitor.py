@@ -2,18 +2,25 @@
 
 How the numbers reach the records, on a recorded step:
 
-1. ``on_train_begin`` wraps, on the instances only, the model's layers (:mod:`._capture`) and
-   the ``apply`` method of the optimizer that receives the loss gradients (for a
-   ``LossScaleOptimizer``, its ``inner_optimizer``, which gets them unscaled), then makes fit
-   build its train function afresh so the wrappers are part of it.
+1. ``on_train_begin`` wraps, on the instances only, the model's layers (:mod:`._capture`), its
+   ``train_step``, and the ``apply`` method of the optimizer that receives the loss gradients
+   (for a ``LossScaleOptimizer``, its ``inner_optimizer``, which gets them unscaled), then makes
+   fit build its train function afresh so the wrappers are part of it. ``model.train_function``
+   becomes a thin Python function that counts steps and calls the armed or the unarmed one.
 2. Inside fit's step (a ``tf.function`` on TensorFlow, eager on torch) the wrappers reduce each
-   tensor with backend ops to a few numbers; the ``apply`` wrapper packs every number of the step
-   into one float64 vector, calls the real ``apply`` and stores the vector in one non-trainable
-   variable. Only that vector crosses to numpy, in ``on_train_batch_end``.
-3. With ``every > 1``, fit alternates between two train functions: one traced with the wrappers
-   armed, one traced unarmed, which is the same graph as an unwatched step (no cost at all).
-4. ``on_train_end`` (or :meth:`GradientMonitor.close`) undoes every wrapper and drops the
-   watched train functions; the model trains afterwards exactly as if never watched.
+   tensor with backend ops to a few numbers; the ``train_step`` wrapper counts the step on the
+   device, the ``apply`` wrapper packs every number of the step into one float64 vector, calls
+   the real ``apply`` and writes the vector into a ring buffer on the device (:mod:`._ring`).
+3. Nothing crosses to numpy per step: the ring is read in one transfer when it is full, at each
+   epoch's end and at the end of training, and its rows become records in one vectorised pass.
+   The monitor defines no per-batch callback method, so Keras keeps its asynchronous batch-end
+   dispatch and the monitor adds no callback work per batch.
+4. With ``every > 1``, the unrecorded steps run a train function traced unarmed, which is the
+   same graph as an unwatched step (no cost beyond one Python call).
+5. ``on_train_end`` (or :meth:`GradientMonitor.close`) reads what is left in the ring, undoes
+   every wrapper and drops the watched train functions; the model trains afterwards exactly as
+   if never watched. After an interrupted fit (Ctrl-C), :meth:`GradientMonitor.close` keeps
+   every step recorded so far.
 """
 
 from __future__ import annotations
@@ -31,16 +38,18 @@ from keras import ops
 from gradprobe.errors import CaptureError, UsageError
 from gradprobe.keras import _reduce as R
 from gradprobe.keras._capture import LayerAcc, Patches, Tracer, layer_of
+from gradprobe.keras._ring import Ring
 from gradprobe.records import TABLES, RecordBuffer
 
-# columns of a parameter's row of the step vector
-P_PRESENT, P_MOM, P_WSQ, P_USQ = 0, slice(1, 6), 6, 7
+# columns of a parameter's row of the step vector: present, then R.param_stats's columns
+P_PRESENT, P_STATS = 0, slice(1, 8)
 P_COLS = 8
 # columns of a layer's row: activation moments (4), dead fraction, ||dL/dh||^2, pe mean
 L_DEAD, L_BWD, L_PE = 4, 5, 6
 L_COLS = 7
 SUPPORTED_BACKENDS = ("tensorflow", "torch")
 PENDING_STEPS = 256  # step vectors kept before they become rows (one vectorised pass)
+RING_ROWS = 256  # recorded steps held on the device between two reads
 
 
 class GradientMonitor(keras.callbacks.Callback):
@@ -103,14 +112,16 @@ class GradientMonitor(keras.callbacks.Callback):
         self._params: list[tuple[str, str, Any]] = []  # (layer, param, variable)
         self._layers: list[str] = []
         self._patches = Patches()
-        self._out: Any = None
-        self._seq = 0.0
+        self._ring: Ring | None = None
+        self._calls: int | None = 0  # recorded steps counted on the device (None: read it)
+        self._launched: list[tuple[int, int]] = []  # (device count, step) not yet read
+        self._checked = False  # the first recorded step of this fit was read back
         self._scale: float | None = None
         self._skips_ok = False
-        self._fns: dict[bool, Any] = {}
-        self._recording = False
+        self._fns: dict[bool, Any] = {}  # armed or not -> train function
+        self._unwatched: Any = None  # what model.train_function is given back on close
         self._root = ""
-        self._pending: list[tuple[int, np.ndarray]] = []
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # (steps, vectors)
 
     # ---------------------------------------------------------------- public
     @property
@@ -147,18 +158,20 @@ class GradientMonitor(keras.callbacks.Callback):
             )
         self._adopt(variables)
         vec = self._step_vector(list(grads), list(variables), None, None, {})
-        self._emit(ops.convert_to_numpy(vec))
+        self._emit(self._step, ops.convert_to_numpy(vec))
         self._step += 1
 
     def close(self) -> None:
-        """Undo every wrapper and drop the watched train functions (idempotent)."""
+        """Keep what the device still holds, undo every wrapper, drop the watched train
+        functions (idempotent; after an interrupted fit, call it to keep what was recorded)."""
         self._patches.restore()
         self._tracer.patches.restore()
         self._tracer.armed = False
         model = getattr(self, "_model", None)
         if self._fns and model is not None:
-            model.train_function = None  # the next fit traces an unwatched step
-        self._fns = {}
+            model.train_function = self._unwatched  # None: the next fit traces an unwatched step
+        self._fns, self._unwatched = {}, None
+        self._drain()
 
     def __repr__(self) -> str:
         return (
@@ -169,38 +182,64 @@ class GradientMonitor(keras.callbacks.Callback):
     # ------------------------------------------------------- fit callbacks
     def on_train_begin(self, logs: dict | None = None) -> None:
         model = self.model
+        self.close()  # wrappers left by an interrupted fit
         _check_backend()
         _check_model(model)
         self._adopt(model.trainable_variables)
         self._layers = self._tracer.install(model)
         if self.probe is None:
             self._wrap_optimizer(model)
-            self._out = keras.Variable(
-                np.zeros(self._vector_size()), dtype="float64", trainable=False, name="gradprobe"
-            )
-            self._seq = 0.0
+            self._wrap_train_step(model)
+            self._ring = Ring(RING_ROWS, self._vector_size())
+            self._calls, self._checked = 0, False
             self._make_functions(model)
+        else:  # probe mode: fit's own steps run unwatched
+            model.make_train_function()
+            self._fns, self._unwatched = {False: model.train_function}, model.train_function
+        model.train_function = self._train_function
 
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        self._recording = self._is_recorded(self._step)
-        if self.probe is not None:
-            if self._recording:
-                self._run_probe()
-            return
-        self._tracer.reset()
-        self._tracer.armed = self._recording
-        if len(self._fns) > 1:
-            self.model.train_function = self._fns[self._recording]
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self._tracer.armed = False
-        if self.probe is None and self._recording:
-            self._read_step()
-        self._step += 1
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._drain()
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.close()
         self.flush()
+
+    # ------------------------------------------------------ fit's train step
+    def _train_function(self, *args: Any, **kwargs: Any) -> Any:
+        """What fit calls once per step: the armed or the unarmed train function."""
+        step = self._step
+        recorded = self._is_recorded(step)
+        if self.probe is not None:
+            if recorded:
+                self._run_probe(step)
+            out = self._fns[False](*args, **kwargs)
+        elif recorded:
+            out = self._armed_step(step, args, kwargs)
+        else:
+            out = self._fns[False](*args, **kwargs)
+        self._step += 1
+        return out
+
+    def _armed_step(self, step: int, args: tuple, kwargs: dict) -> Any:
+        ring = self._ring
+        assert ring is not None
+        if self._calls is None:
+            self._calls = ring.count()
+        self._tracer.armed = True
+        try:
+            out = self._fns[True](*args, **kwargs)
+        except BaseException:
+            self._calls = None  # the step may or may not have run: read the count next time
+            raise
+        finally:
+            self._tracer.armed = False
+        self._calls += 1
+        self._launched.append((self._calls, step))
+        if not self._checked or len(self._launched) >= ring.rows:
+            self._checked = True
+            self._drain()  # the first recorded step is read at once: it must have a row
+        return out
 
     # ---------------------------------------------------------- structure
     def _adopt(self, variables: Sequence[Any]) -> None:
@@ -216,12 +255,25 @@ class GradientMonitor(keras.callbacks.Callback):
                 known.add(id(v))
 
     def _vector_size(self) -> int:
-        return 1 + P_COLS * len(self._params) + L_COLS * len(self._layers)
+        return P_COLS * len(self._params) + L_COLS * len(self._layers)
 
     def _is_recorded(self, step: int) -> bool:
         if self.probe is not None and self.probe_steps is not None:
             return step in self.probe_steps
         return step % self.every == 0
+
+    def _wrap_train_step(self, model: Any) -> None:
+        """Count each armed step on the device; the tracer starts each step afresh."""
+        original = model.train_step
+
+        def train_step(*args: Any, **kwargs: Any) -> Any:
+            if self._tracer.armed:
+                self._tracer.reset()
+                assert self._ring is not None
+                self._ring.tick()
+            return original(*args, **kwargs)
+
+        self._patches.set(model, "train_step", train_step)
 
     def _wrap_optimizer(self, model: Any) -> None:
         """Wrap ``apply`` of the optimizer that sees the unscaled loss gradients."""
@@ -241,17 +293,17 @@ class GradientMonitor(keras.callbacks.Callback):
         self._patches.set(target, "apply", apply)
 
     def _watched_apply(self, original: Any, grads: list[Any], trainable_variables: Any) -> Any:
-        """Weights before, the real update, then the step's numbers into the side variable."""
+        """Weights before, the real update, then the step's numbers into the ring."""
         variables = list(trainable_variables or [v for _, _, v in self._params])
-        before = {
-            id(v): ops.copy(v.value) for v, g in zip(variables, grads, strict=True) if g is not None
-        }
+        _, vs, _ = self._present(grads, variables)
+        groups = R.shape_groups(vs)
+        before = R.stack_groups([v.value for v in vs], groups)
         result = original(grads, trainable_variables)
         if self._scale is not None:
             grads = [g if g is None else g / self._scale for g in grads]
         vec = self._step_vector(grads, variables, before, True, self._tracer.take())
-        seq = ops.reshape(self._out.value[0] + 1, (1,))
-        self._out.assign(ops.concatenate([seq, vec]))
+        assert self._ring is not None
+        self._ring.write(vec)
         return result
 
     def _make_functions(self, model: Any) -> None:
@@ -260,18 +312,21 @@ class GradientMonitor(keras.callbacks.Callback):
         for armed in (True, False) if self.every > 1 else (True,):
             model.make_train_function(force=True)
             self._fns[armed] = model.train_function
-        model.train_function = self._fns[True]
 
     # ------------------------------------------------------------ the step
     def _step_vector(
         self,
         grads: list[Any],
         variables: list[Any],
-        before: dict[int, Any] | None,
+        before: list[Any] | None,
         updated: bool | None,
         accs: dict[str, LayerAcc],
     ) -> Any:
-        """All numbers of one step as one float64 vector (backend ops only)."""
+        """All numbers of one step as one float64 vector (backend ops only).
+
+        ``before``: the weights before the update, as :func:`R.stack_groups` over the present
+        variables' shape groups (None: the weights now, and no update is seen).
+        """
         return ops.concatenate(
             [
                 ops.reshape(self._param_block(grads, variables, before, updated), (-1,)),
@@ -279,74 +334,125 @@ class GradientMonitor(keras.callbacks.Callback):
             ]
         )
 
+    def _present(
+        self, grads: list[Any], variables: list[Any]
+    ) -> tuple[list[int], list[Any], list[Any]]:
+        """Rows of ``self._params`` that have a gradient, their variables and gradients."""
+        by_id = {id(v): g for v, g in zip(variables, grads, strict=True) if g is not None}
+        rows = [i for i, (_, _, v) in enumerate(self._params) if id(v) in by_id]
+        vs = [self._params[i][2] for i in rows]
+        return rows, vs, [ops.convert_to_tensor(by_id[id(v)]) for v in vs]
+
     def _param_block(
         self,
         grads: list[Any],
         variables: list[Any],
-        before: dict[int, Any] | None,
+        before: list[Any] | None,
         updated: bool | None,
     ) -> Any:
-        by_id = {id(v): g for v, g in zip(variables, grads, strict=True) if g is not None}
-        rows = [i for i, (_, _, v) in enumerate(self._params) if id(v) in by_id]
+        rows, vs, gs = self._present(grads, variables)
         n = len(self._params)
         if not rows:
             return ops.zeros((n, P_COLS), "float64")
-        vs = [self._params[i][2] for i in rows]
-        gs = [ops.convert_to_tensor(by_id[id(v)]) for v in vs]
-        w_now = [v.value for v in vs]
-        w_before = [before[id(v)] for v in vs] if before is not None else w_now
-        if updated:
-            usq = R.diff_sq_norms(w_now, w_before)
-        else:
-            usq = ops.full((len(vs),), math.nan, "float64")
+        groups = R.shape_groups(vs)
+        now = R.stack_groups([v.value for v in vs], groups, copy=False)
+        before, after = (before, now) if updated else (now, None)
         block = ops.concatenate(
-            [
-                ops.ones((len(vs), 1), "float64"),
-                R.moments(gs),
-                ops.expand_dims(R.sq_norms(w_before), 1),
-                ops.expand_dims(usq, 1),
-            ],
-            axis=1,
+            [ops.ones((len(vs), 1), "float64"), R.param_stats(gs, before, after, groups)], axis=1
         )
         if len(rows) == n:
             return block
         return ops.scatter(np.asarray(rows, dtype="int32")[:, None], block, (n, P_COLS))
 
     def _layer_block(self, accs: dict[str, LayerAcc]) -> Any:
-        nan_row = ops.full((L_COLS,), math.nan, "float64")
-        rows = [_layer_row(accs[name]) if name in accs else nan_row for name in self._layers]
-        if not rows:
+        """(layers, L_COLS): activation moments, dead fraction, ||dL/dh||^2, per-example mean."""
+        n = len(self._layers)
+        if not n:
             return ops.zeros((0, L_COLS), "float64")
-        return ops.stack(rows)
+        at = {name: j for j, name in enumerate(self._layers)}
+        own = [(at[name], acc) for name, acc in accs.items() if name in at]
+        outs = [(j, out) for j, acc in own for out in acc.outs]
+        cols = [_nan((n, 4))]
+        if outs:
+            order, rows = R.activation_stats([out for _, out in outs])
+            cols[0] = R.by_layer(rows, [outs[i][0] for i in order], n)
+        cols.append(self._dead(own, n))
+        bwd = [(j, sq) for j, acc in own for sq in acc.bwd_sq]  # summed per layer
+        pe = [(j, v) for j, v in ((j, _pe(acc)) for j, acc in own) if v is not None]
+        for found in (bwd, pe):
+            owners = [j for j, _ in found]
+            cols.append(
+                R.by_layer(ops.stack([v for _, v in found])[:, None], owners, n)
+                if found
+                else _nan((n, 1))
+            )
+        return ops.concatenate(cols, axis=1)
+
+    @staticmethod
+    def _dead(own: list[tuple[int, LayerAcc]], n: int) -> Any:
+        """(n, 1): the fraction of a rectifier layer's units no example of the batch activated."""
+        single, owners, several = [], [], []
+        for j, acc in own:
+            relu = [o for o, a in acc.outs if a is not None and a.family == "rectifier"]
+            relu = [o for o in relu if len(o.shape) >= 2]
+            if len(relu) == 1:
+                single.append(relu[0])
+                owners.append(j)
+            elif relu:  # one unit is alive if any of the layer's outputs activated it
+                alive = R.alive_units(relu[0])
+                for o in relu[1:]:
+                    alive = ops.maximum(alive, R.alive_units(o))
+                several.append((j, ops.mean(alive)))
+        parts, who = [], []
+        if single:
+            order, fracs = R.alive_fractions(single)
+            parts.append(fracs)
+            who += [owners[i] for i in order]
+        if several:
+            parts.append(ops.stack([f for _, f in several]))
+            who += [j for j, _ in several]
+        if not parts:
+            return _nan((n, 1))
+        return 1.0 - R.by_layer(ops.concatenate(parts)[:, None], who, n)
 
     # ------------------------------------------------------------ host side
-    def _read_step(self) -> None:
-        host = np.asarray(self._out.numpy(), dtype=np.float64)
-        if host[0] == self._seq:
-            if self._skips_ok:
-                return  # the LossScaleOptimizer skipped this step (non-finite gradients)
+    def _drain(self) -> None:
+        """Read the ring once; each launched step whose row was written becomes pending."""
+        if not self._launched or self._ring is None:
+            return
+        launched, self._launched = self._launched, []
+        counts = np.array([c for c, _ in launched], dtype=np.int64)
+        steps = np.array([s for _, s in launched], dtype=np.int64)
+        rows = self._ring.read()[(counts - 1) % self._ring.rows]
+        written = rows[:, 0] == counts
+        self._emit_many(steps[written], rows[written, 1:])
+        if not written.all() and not self._skips_ok:
+            model = getattr(self, "_model", None)
             self.close()
             raise CaptureError(
-                f"step {self._step}: fit's train step never called {_opt_name(self.model)}."
+                f"step {steps[~written][0]}: fit's train step never called {_opt_name(model)}."
                 "apply/apply_gradients with the model's gradients, so nothing was recorded; "
                 "a custom train_step must update through self.optimizer (or call "
                 "monitor.record(grads, variables) from an eager custom loop)"
             )
-        self._seq = float(host[0])
-        self._emit(host[1:])
+        # with a LossScaleOptimizer a missing row is a skipped step (non-finite gradients)
 
-    def _emit(self, vec: np.ndarray) -> None:
+    def _emit(self, step: int, vec: np.ndarray) -> None:
         """Keep a step's numbers; they become rows in batches (see :meth:`_materialize`)."""
-        self._pending.append((self._step, np.array(vec, dtype=np.float64)))
-        if len(self._pending) >= PENDING_STEPS:
+        self._emit_many(np.array([step]), np.asarray(vec, dtype=np.float64)[None, :])
+
+    def _emit_many(self, steps: np.ndarray, vecs: np.ndarray) -> None:
+        self._pending.append((steps.astype(np.int64), np.array(vecs, dtype=np.float64)))
+        if sum(len(s) for s, _ in self._pending) >= PENDING_STEPS:
             self._materialize()
 
     def _materialize(self) -> None:
         """Turn the kept step vectors into rows of both tables, all steps at once."""
+        self._drain()
         if not self._pending:
             return
-        steps = np.array([s for s, _ in self._pending], dtype=np.int64)
-        vecs = np.stack([v for _, v in self._pending])
+        steps = np.concatenate([s for s, _ in self._pending])
+        vecs = np.concatenate([v for _, v in self._pending])
         self._pending = []
         n, m = len(self._params), len(self._layers)
         p = vecs[:, : n * P_COLS].reshape(len(steps), n, P_COLS)
@@ -368,7 +474,7 @@ class GradientMonitor(keras.callbacks.Callback):
         col = {name: j for j, name in enumerate(self._layers)}
         layer_col = np.array([col.get(layer, -1) for layer in layers])
         rows = p[s_idx, p_idx]
-        m, k = rows[:, P_MOM], numel[p_idx]
+        m, k = rows[:, P_STATS], numel[p_idx]
         mean = m[:, R.SUM] / k
         ss = m[:, R.SUMSQ]
         j = layer_col[p_idx]
@@ -377,7 +483,7 @@ class GradientMonitor(keras.callbacks.Callback):
             kernel = (names[p_idx] == "kernel") & (j >= 0)
             pe = np.where(kernel, pe_sq[s_idx, np.maximum(j, 0)], np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):
-            wn, un = np.sqrt(rows[:, P_WSQ]), np.sqrt(rows[:, P_USQ])
+            wn, un = np.sqrt(m[:, R.WSQ]), np.sqrt(m[:, R.USQ])
             self._buffers["params"].extend(
                 {
                     "step": steps[s_idx],
@@ -430,7 +536,7 @@ class GradientMonitor(keras.callbacks.Callback):
             )
 
     # ------------------------------------------------------------- probe
-    def _run_probe(self) -> None:
+    def _run_probe(self, step: int) -> None:
         from gradprobe.keras._probe import gradients
 
         x, y = self.probe  # type: ignore[misc]
@@ -443,29 +549,18 @@ class GradientMonitor(keras.callbacks.Callback):
             self._tracer.armed = False
         accs = self._tracer.take()
         vec = self._step_vector(grads, list(model.trainable_variables), None, None, accs)
-        self._emit(ops.convert_to_numpy(vec))
+        self._emit(step, ops.convert_to_numpy(vec))
 
 
-def _layer_row(acc: LayerAcc) -> Any:
-    """One layer's row: activation moments, dead fraction, ||dL/dh||^2, per-example mean."""
-    nan = ops.full((), math.nan, "float64")
-    mom = (
-        ops.sum(ops.stack(acc.moments), axis=0)
-        if acc.moments
-        else ops.full((4,), math.nan, "float64")
-    )
-    if acc.alive:
-        alive = acc.alive[0]
-        for a in acc.alive[1:]:
-            alive = ops.maximum(alive, a)
-        dead = 1.0 - ops.mean(alive)
-    else:
-        dead = nan
-    bwd = ops.sum(ops.stack(acc.bwd_sq)) if acc.bwd_sq else nan
-    pe = nan
+def _nan(shape: tuple[int, ...]) -> Any:
+    return ops.full(shape, math.nan, "float64")
+
+
+def _pe(acc: LayerAcc) -> Any:
+    """Mean over the batch of ||x_b||^2 ||delta_b||^2 (None: not measured)."""
     if acc.x_rows and acc.d_rows and len(acc.x_rows) == len(acc.d_rows):
-        pe = ops.mean(ops.concatenate(acc.x_rows) * ops.concatenate(acc.d_rows))
-    return ops.concatenate([ops.cast(mom, "float64"), ops.stack([dead, bwd, pe])])
+        return ops.mean(ops.concatenate(acc.x_rows) * ops.concatenate(acc.d_rows))
+    return None
 
 
 def _opt_name(model: Any) -> str:
