@@ -56,6 +56,34 @@ def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):  # type: igno
     return step, opt
 
 
+class CaptureFloor:
+    """The least any hook-based monitor pays for every statistic: a forward hook on every
+    module that keeps its output, a tensor hook on each output that keeps dL/dh, and optimizer
+    pre/post hooks that copy the gradients and the weights out once. No statistic is computed:
+    this is the cost of capturing alone, the floor under gradprobe's every=1 figure."""
+
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer) -> None:
+        self.kept: list[torch.Tensor] = []
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        for m in model.modules():
+            if m is not model:
+                m.register_forward_hook(self._forward)
+        opt.register_step_pre_hook(self._pre)
+        opt.register_step_post_hook(self._post)
+
+    def _forward(self, module, inputs, out):  # type: ignore[no-untyped-def]
+        self.kept.append(out)
+        if out.requires_grad:
+            out.register_hook(self.kept.append)
+
+    def _pre(self, opt, args, kwargs):  # type: ignore[no-untyped-def]
+        self.kept.append(torch.cat([p.grad.reshape(-1) for p in self.params]))
+        self.kept.append(torch.cat([p.detach().reshape(-1) for p in self.params]))
+
+    def _post(self, opt, args, kwargs):  # type: ignore[no-untyped-def]
+        self.kept.clear()
+
+
 def time_block(step, n: int) -> float:  # type: ignore[no-untyped-def]
     t0 = time.perf_counter()
     for _ in range(n):
@@ -76,30 +104,37 @@ def compare(name: str, model: nn.Module, x, y, block: int, repeats: int) -> list
         m = copy.deepcopy(model)
         step, opt = make_step(m, x, y)
         watched[label] = (step, gt.watch(m, opt, **kw))
+    m = copy.deepcopy(model)
+    floor_step, floor_opt = make_step(m, x, y)
+    CaptureFloor(m, floor_opt)
     for _ in range(3):  # warm-up
         bare_step()
+        floor_step()
         for step, _ in watched.values():
             step()
-    times: dict[str, list[float]] = {"bare": [], **{k: [] for k in configs}}
-    ratios: dict[str, list[float]] = {k: [] for k in configs}
+    floor = "capture floor (hooks, no statistics)"
+    labels = [*configs, floor]
+    times: dict[str, list[float]] = {"bare": [], **{k: [] for k in labels}}
+    ratios: dict[str, list[float]] = {k: [] for k in labels}
     rng = random.Random(0)
     runners = {"bare": bare_step, **{k: step for k, (step, _) in watched.items()}}
+    runners[floor] = floor_step
     for _ in range(repeats):
         order = list(runners)
         rng.shuffle(order)  # no configuration always runs right after another
         got = {label: time_block(runners[label], block) for label in order}
         for label, t in got.items():
             times[label].append(t)
-        for label in configs:
+        for label in labels:
             ratios[label].append(got[label] / got["bare"])
     base = statistics.median(times["bare"])
     lines.append(
         f"{name}: bare step {base * 1e3:.3f} ms (median of {repeats} blocks of {block} steps)"
     )
-    for label in configs:
+    for label in labels:
         med = statistics.median(times[label])
         lines.append(
-            f"  {label:<26} {med * 1e3:.3f} ms  {med / base:.3f}x"
+            f"  {label:<37} {med * 1e3:.3f} ms  {med / base:.3f}x"
             f"  (median of per-block ratios {statistics.median(ratios[label]):.3f}x)"
         )
     for _, mon in watched.values():
