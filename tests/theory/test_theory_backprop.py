@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from theory_reference import backprop, per_example_grad_rms
 
-from gradprobe.theory import predict_mlp
+from gradprobe.theory import get_activation, predict_mlp
 from gradprobe.theory.readout import cross_entropy_moments
 from gradprobe.theory.recursion import readout_excess, run
 
@@ -77,15 +77,16 @@ def test_readout_coupling_profile_relu_he() -> None:
     nets): 1.278, 1.245, 1.216, 1.185, 1.149, 1.116, 1.081, 1.058, 1.031, 1 against the predicted
     1.257, 1.232, 1.206, 1.179, 1.152, 1.123, 1.094, 1.064, 1.032, 1.
     """
-    from gradprobe.theory import get_activation
-
     acts, v, s = [get_activation("relu")] * 9, [2 / n for n in W[:-1]], [0.0] * 10
     rec = run(W, acts, v, s)
     m = cross_entropy_moments(W[-2] * v[-1] * rec.a[-2], 0.0, W[-1])
     predicted = 1 + np.array(readout_excess(W, acts, v, s, rec, m.delta2, m.excess))
     for frozen, expected in ((False, predicted), (True, np.ones(10))):
         d2 = np.concatenate(
-            [backprop(W, "relu", "he_normal", s, frozen_softmax=frozen)[0] for s in range(1000)],
+            [
+                backprop(W, "relu", "he_normal", seed, frozen_softmax=frozen)[0]
+                for seed in range(1000)
+            ],
             axis=1,
         ).mean(axis=1)
         assert d2 / d2[-1] == pytest.approx(expected, rel=0.04)
