@@ -29,6 +29,7 @@ def test_all_is_complete() -> None:
         "meanfield",
         "predict",
         "readout",
+        "spread",
         "recursion",
         "runs",
         "verdicts",

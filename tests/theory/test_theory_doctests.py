@@ -19,6 +19,7 @@ MODULES = [
     "gradprobe.theory.readout",
     "gradprobe.theory.recursion",
     "gradprobe.theory.runs",
+    "gradprobe.theory.spread",
     "gradprobe.theory.verdicts",
     "gradprobe.views.phase",
     "gradprobe.torch.predict",

@@ -14,6 +14,7 @@ from gradprobe.theory.readout import (
     check_loss,
     cross_entropy_moments,
     default_loss,
+    readout_moments,
 )
 
 
@@ -68,3 +69,20 @@ def test_loss_names_and_checks() -> None:
         check_loss("cross_entropy", 1)
     with pytest.raises(UsageError, match="needs 1 output"):
         check_loss("bce", 10)
+
+
+@pytest.mark.parametrize(("q_u", "s"), [(2.0, 0.0), (1.0, 0.3)])
+def test_binary_and_squared_error_moments_match_monte_carlo(q_u: float, s: float) -> None:
+    rng = np.random.default_rng(1)
+    n = 1_000_000
+    u = rng.standard_normal(n) * np.sqrt(q_u)
+    z = u + rng.standard_normal(n) * np.sqrt(s)
+    d = 1 / (1 + np.exp(-z)) - rng.integers(0, 2, n)
+    m = readout_moments("bce", q_u, s, 1)
+    assert m.delta2 == pytest.approx(np.mean(d * d), rel=3e-3)
+    assert m.overlap2 == pytest.approx(np.mean((u * d) ** 2), rel=1e-2)
+    u3 = rng.standard_normal((n, 3)) * np.sqrt(q_u)
+    d3 = u3 + rng.standard_normal((n, 3)) * np.sqrt(s) - rng.standard_normal((n, 3))
+    m = readout_moments("mse", q_u, s, 3)
+    assert m.delta2 == pytest.approx(np.mean((d3 * d3).sum(1)), rel=3e-3)
+    assert m.overlap2 == pytest.approx(np.mean((u3 * d3).sum(1) ** 2), rel=1e-2)

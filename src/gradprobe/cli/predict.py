@@ -49,8 +49,8 @@ def _summary(pred: MLPPrediction) -> list[str]:
     rise = pred.first_to_last / pred.independent_grad_norm_by_depth[0]
     if pred.readout_coupling:
         lines.append(
-            f"readout: {pred.loss}, coupled to the readout weights (first/readout ratio x "
-            f"{rise:.3f} over gradient independence)"
+            f"readout: {pred.loss}, coupled to the readout weights, logit-scale spread included "
+            f"(first/readout ratio x {rise:.3f} over gradient independence)"
         )
     else:
         lines.append(f"readout: {pred.loss}, gradient independence")
@@ -90,7 +90,7 @@ def _check(depth: int, width: int, inputs: int | None, outputs: int, batch: int 
 @click.option(
     "--independent-readout",
     is_flag=True,
-    help="Leave out the softmax readout's coupling (plain gradient independence).",
+    help="Leave out the readout's coupling and spread (plain gradient independence).",
 )
 @click.option("--batch-size", type=int, default=None, help="Also predict batch-mean gradients.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gradprobe.errors import UsageError
-from gradprobe.theory import batch, factors, meanfield, readout, recursion
+from gradprobe.theory import batch, factors, meanfield, readout, recursion, spread
 from gradprobe.theory._json import jsonable
 from gradprobe.theory.activations import Activation, get_activation
 from gradprobe.theory.init import canonical_init, init_variances
@@ -51,9 +51,10 @@ class MLPPrediction:
     the fixed point of the typical hidden layer; ``beta`` = sum 1/n_j over hidden widths and
     ``seed_spread`` = exp(sqrt(5 beta)) give the seed-to-seed band ``grad_norm_band``;
     ``isometry_ratio`` = mu2/mu1^2 and ``jacobian_spectrum_var`` describe the Jacobian spectrum.
-    ``loss`` is the readout loss assumed; ``readout_coupling`` says whether its coupling to the
-    readout's weights is included (softmax cross-entropy only); ``independent_grad_norm_by_depth``
-    is the plain gradient-independence prediction (theory.md 3.3), without it.
+    ``loss`` is the readout loss assumed; ``readout_coupling`` says whether the readout's coupling
+    to its own weights and the spread of the logit scale are included;
+    ``independent_grad_norm_by_depth`` is the plain gradient-independence prediction (theory.md
+    3.3), without them.
     """
 
     widths: tuple[int, ...]
@@ -196,12 +197,12 @@ def _layers(
     v: Sequence[float],
     s: Sequence[float],
     rec: recursion.Recursion,
-    coupling: Sequence[float],
+    coupling: tuple[Sequence[float], Sequence[float]],
     batch_norms: Sequence[float] | None,
 ) -> tuple[LayerPrediction, ...]:
-    rise = [1.0 + c for c in coupling]
-    deltas = _normalised([d * r for d, r in zip(rec.delta2(widths), rise, strict=True)])
-    grads = _normalised([g * r for g, r in zip(rec.grad2(widths), rise, strict=True)])
+    grad_f, delta_f = coupling
+    deltas = _normalised([d * r for d, r in zip(rec.delta2(widths), delta_f, strict=True)])
+    grads = _normalised([g * r for g, r in zip(rec.grad2(widths), grad_f, strict=True)])
     names = [a.name for a in acts] + ["linear"]
     return tuple(
         LayerPrediction(
@@ -220,6 +221,33 @@ def _layers(
             batch_grad_norm=batch_norms[i] if batch_norms else None,
         )
         for i in range(len(v))
+    )
+
+
+def _readout_coupling(
+    widths: Sequence[int],
+    acts: Sequence[Activation],
+    v: Sequence[float],
+    s: Sequence[float],
+    rec: recursion.Recursion,
+    loss: str,
+    target_second_moment: float,
+) -> tuple[list[float], list[float]]:
+    """Factors on E||grad W^l||^2 and E||delta^l||^2 from the readout's coupling and spread
+    (inputs taken as standardised Gaussian features: ln ||x^0||^2 spreads by 2/n_0)."""
+    q_u = widths[-2] * v[-1] * rec.a[-2]
+
+    def moments(scale: float) -> readout.ReadoutMoments:
+        return readout.readout_moments(loss, q_u * scale, s[-1], widths[-1], target_second_moment)
+
+    m = moments(1.0)
+    rise = recursion.readout_excess(widths, acts, v, s, rec, 1.0, 1.0)
+    sp = spread.spread(widths, acts, s, rec, 2.0 / widths[0])
+    grad_f, delta_f = spread.readout_factors(sp, moments, rise)
+    ratio = m.excess / m.delta2 if m.delta2 > 0 else 0.0
+    return (
+        [(1 + r * ratio) * f for r, f in zip(rise, grad_f, strict=True)],
+        [(1 + r * ratio) * f for r, f in zip(rise, delta_f, strict=True)],
     )
 
 
@@ -253,15 +281,17 @@ def predict_mlp(
 
     ``loss`` is the readout's loss: "cross_entropy" (softmax, labels uniform over the classes; the
     default for >= 2 outputs), "binary_cross_entropy" (one sigmoid output) or "mse" (the default
-    for one output; targets of second moment ``target_second_moment``). Softmax cross-entropy
-    makes delta^L depend on the readout's own weights, which raises E||delta^l||^2 below the
-    readout (:mod:`gradprobe.theory.readout`, :func:`gradprobe.theory.recursion.readout_excess`):
-    +12% in the first/readout ratio of a 10-layer width-64 ReLU/He net with 10 classes, a few
-    tenths of a percent for sigmoid and tanh. The single-output losses keep gradient independence
-    (why: :mod:`gradprobe.theory.readout`), as does ``readout_coupling=False`` (theory.md 3.3 and
-    9.2; always kept as ``independent_grad_norm_by_depth``). With ``batch_size``, the two-point
-    theory also predicts the batch-mean gradient norms (``input_cross_moment`` = mean_i
-    E[x_ai x_bi] for two distinct examples).
+    for one output; targets of second moment ``target_second_moment``). Two finite-width effects
+    of the readout are included beyond gradient independence: delta^L depends on the readout's
+    own weights (:mod:`gradprobe.theory.readout` and ``recursion.readout_excess``), and the logit
+    scale spreads from net to net and example to example (:mod:`gradprobe.theory.spread`). For a
+    10-layer width-64 ReLU/He net they take the first/readout ratio from 1.00 to 1.07 with softmax
+    over 10 classes (measured 1.08), to 0.94 with one squared-error output (measured 0.95);
+    sigmoid and tanh move by tenths of a percent.
+    ``readout_coupling=False`` leaves both out: plain gradient independence (theory.md 3.3 and
+    9.2), always kept as ``independent_grad_norm_by_depth``. With ``batch_size``, the two-point
+    theory (gradient independence) also predicts the batch-mean gradient norms
+    (``input_cross_moment`` = mean_i E[x_ai x_bi] for two distinct examples).
 
     Example (theory.md 9.1-9.2: sigmoid with Glorot init vanishes):
         >>> p = predict_mlp([64] * 10 + [10], "sigmoid", "glorot_uniform")
@@ -280,12 +310,9 @@ def predict_mlp(
     v, s = layer_variances(widths, init, weight_var, bias_var, gain)
     rec = recursion.run(widths, acts, v, s, input_second_moment)
     loss = readout.check_loss(loss or readout.default_loss(widths[-1]), widths[-1])
-    coupled = readout_coupling and loss in readout.COUPLED_LOSSES
-    coupling = [0.0] * len(v)
-    if coupled:
-        q_u = widths[-2] * v[-1] * rec.a[-2]
-        m = readout.cross_entropy_moments(q_u, s[-1], widths[-1])
-        coupling = recursion.readout_excess(widths, acts, v, s, rec, m.delta2, m.excess)
+    coupling = _readout_coupling(widths, acts, v, s, rec, loss, target_second_moment)
+    if not readout_coupling:
+        coupling = ([1.0] * len(v), [1.0] * len(v))
     batch_norms = None
     if batch_size:
         g2 = batch.batch_grad2(
@@ -307,7 +334,7 @@ def predict_mlp(
         v,
         s,
         rec,
-        (coupling, loss, coupled),
+        (coupling, loss, readout_coupling),
         batch_norms,
         batch_size,
         input_second_moment,
@@ -321,7 +348,7 @@ def _assemble(
     v: Sequence[float],
     s: Sequence[float],
     rec: recursion.Recursion,
-    readout_coupling: tuple[Sequence[float], str, bool],
+    readout_coupling: tuple[tuple[Sequence[float], Sequence[float]], str, bool],
     batch_norms: Sequence[float] | None,
     batch_size: int | None,
     a0: float,

@@ -12,15 +12,19 @@ two moments of the loss over u ~ N(0, q_u I_K), b ~ N(0, s I_K) and random targe
     delta2   = E||delta^L||^2
     overlap2 = E[(u . delta^L)^2]      (q_u delta2 if delta^L were independent of u)
 
-Losses (K outputs, targets independent of the inputs): ``cross_entropy`` (softmax over K >= 2
-logits, labels uniform over the classes, delta = p - e_y), ``binary_cross_entropy`` (one sigmoid
-output, 0/1 labels) and ``mse`` (linear readout). Only softmax cross-entropy gets the coupling:
-there the excess overlap2 - q_u delta2 grows with K and dominates the readout's other
-finite-width effect, the net-to-net and example-to-example spread of the logit scale ||x^{L-1}||
-(which enters E||delta^L||^2 and correlates with every layer's norm). For one output the two are
-of the same size and pull in opposite directions: ReLU/He, 200 nets, measured first/readout ratio
-0.95 (mse) and 0.98 (bce) of gradient independence, where the coupling alone would say 1.15 and
-1.03. Those losses therefore keep gradient independence.
+Losses (K outputs, targets independent of the inputs):
+
+* ``cross_entropy``: softmax over K >= 2 logits, labels uniform over the classes; delta = p - e_y.
+* ``binary_cross_entropy``: one logit, sigmoid, labels 0/1 with probability 1/2; delta = p - y.
+* ``mse``: linear readout, targets with second moment ``target_second_moment``; delta = h - y
+  (delta2 = K (q_u + s + t2), overlap2 = K (K + 2) q_u^2 + K q_u (s + t2)).
+
+The excess overlap2 - q_u delta2 is what the coupling carries down the net
+(:func:`gradprobe.theory.recursion.readout_excess`). Both moments also depend on the logit scale,
+which spreads from net to net and example to example (:mod:`gradprobe.theory.spread`); for one
+output that spread matters as much as the coupling and pulls the other way. The coupling is taken
+to first order: squared error on many outputs is beyond it (10 outputs of a ReLU/He net: excess
+seven times q_u delta2, first/readout ratio predicted 1.38, measured 1.57, independence 1.00).
 
 The softmax moments are K-dimensional Gaussian integrals, reduced to 1-D ones without sampling:
 with 1/A^m = (1/Gamma(m)) int t^{m-1} e^{-tA} dt and A = sum_k e^{z_k}, the logits factorise, e.g.
@@ -38,9 +42,9 @@ from functools import lru_cache
 import numpy as np
 
 from gradprobe.errors import UnknownChoiceError, UsageError
+from gradprobe.theory._gauss import expect
 
 LOSSES = ("cross_entropy", "binary_cross_entropy", "mse")
-COUPLED_LOSSES = ("cross_entropy",)
 _ALIASES = {
     "ce": "cross_entropy",
     "softmax": "cross_entropy",
@@ -129,6 +133,51 @@ def _softmax_moments(sigma: float, k: int) -> tuple[float, float]:
     zp2 = k * float(np.sum((e2 @ (w * logit**2)) * rest1)) * d_tau
     zp2 += k * (k - 1) * float(np.sum((e1 @ (w * logit)) ** 2 * rest2)) * d_tau
     return pp, zp2
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(z / 2))
+
+
+def _binary(q_u: float, s: float) -> tuple[float, float]:
+    var = q_u + s
+    if var <= 0:
+        return 0.25, 0.0
+    lam = q_u / var
+
+    def u2(z: np.ndarray) -> np.ndarray:  # E[u^2 | z]
+        return q_u * (1 - lam) + lam * lam * z * z
+
+    # (p - y)^2 averaged over y in {0, 1}: p^2 - p + 1/2
+    delta2 = expect(lambda z: _sigmoid(z) ** 2 - _sigmoid(z), var) + 0.5
+    overlap2 = expect(lambda z: u2(z) * (_sigmoid(z) ** 2 - _sigmoid(z)), var) + 0.5 * q_u
+    return delta2, overlap2
+
+
+def readout_moments(
+    loss: str, q_u: float, bias_var: float, outputs: int, target_second_moment: float = 1.0
+) -> ReadoutMoments:
+    """delta2 = E||delta^L||^2 and overlap2 = E[(u . delta^L)^2] for logits u + b (module doc).
+
+    ``q_u`` is the per-logit variance of u = W^L x (n_{L-1} v_L a^{L-1}), ``bias_var`` Var(b^L).
+
+    Example (one output, squared error with unit targets: delta2 = q_u + 1, overlap2 = 3 q_u^2 +
+    q_u):
+        >>> m = readout_moments("mse", 2.0, 0.0, 1)
+        >>> m.delta2, m.overlap2, m.excess
+        (3.0, 14.0, 8.0)
+    """
+    loss = check_loss(loss, outputs)
+    if loss == "cross_entropy":
+        return cross_entropy_moments(q_u, bias_var, outputs)
+    q_u, s, k = max(float(q_u), 0.0), max(float(bias_var), 0.0), int(outputs)
+    if loss == "binary_cross_entropy":
+        delta2, overlap2 = _binary(q_u, s)
+    else:
+        t2 = float(target_second_moment)
+        delta2 = k * (q_u + s + t2)
+        overlap2 = k * (k + 2) * q_u * q_u + k * q_u * (s + t2)
+    return ReadoutMoments(delta2, overlap2, q_u * delta2)
 
 
 def cross_entropy_moments(q_u: float, bias_var: float, outputs: int) -> ReadoutMoments:

@@ -25,7 +25,7 @@ below (h ~ N(0, q^{l-1}), w = h - b of variance q_w = q - s_{l-1}, a = a^{l-1}):
 
 If delta^L were independent of W^L, S_L = q_u R_L (q_u = n_{L-1} v_L a^{L-1}) and the S-terms would
 cancel the -E[phi'^2 phi^2]/a one at the top layer. The loss sets S_L = E[(u . delta^L)^2] instead
-(softmax cross-entropy, :mod:`gradprobe.theory.readout`); the excess S_L - q_u R_L, propagated
+(:mod:`gradprobe.theory.readout`); the excess S_L - q_u R_L, propagated
 down by the same linear map, adds to the independent E||delta^l||^2. It is O(1/n) per layer but
 accumulates with depth: +26% in E||delta^1||^2 for the 10-layer width-64 ReLU/He net with
 softmax over 10 classes (measured +28% over 1500 nets).
