@@ -30,6 +30,7 @@ def test_all_is_complete() -> None:
         "predict",
         "readout",
         "spread",
+        "typical",
         "recursion",
         "runs",
         "verdicts",

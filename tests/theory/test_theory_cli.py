@@ -45,6 +45,7 @@ def test_loss_and_independent_readout() -> None:
     assert mse["loss"] == "mse" and mse["independent_grad_norm_by_depth"][0] == pytest.approx(1.0)
     out = _run(*base)
     assert "readout: cross_entropy, coupled" in out.output and "x 1.072" in out.output
+    assert "typical net (geometric mean over nets): first/readout ratio 1.16" in out.output
 
 
 def test_options_reach_the_prediction() -> None:

@@ -20,6 +20,7 @@ MODULES = [
     "gradprobe.theory.recursion",
     "gradprobe.theory.runs",
     "gradprobe.theory.spread",
+    "gradprobe.theory.typical",
     "gradprobe.theory.verdicts",
     "gradprobe.views.phase",
     "gradprobe.torch.predict",

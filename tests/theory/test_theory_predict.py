@@ -56,6 +56,16 @@ def test_softmax_readout_coupling(act: str, init: str, ratio: float, rise: float
     assert p.grad_norm_by_depth[-1] == 1.0
 
 
+def test_typical_net() -> None:
+    """The geometric mean over nets: ReLU/Glorot above the ensemble value, sigmoid below."""
+    relu = predict_mlp(W, "relu", "glorot_uniform", batch_size=64)
+    assert relu.first_to_last_typical / relu.first_to_last == pytest.approx(1.066, abs=2e-3)
+    sig = predict_mlp(W, "sigmoid", "glorot_uniform")
+    assert sig.first_to_last_typical / sig.first_to_last == pytest.approx(0.987, abs=2e-3)
+    assert predict_mlp([64] * 200 + [10], "tanh").first_to_last_typical > 0
+    assert predict_mlp([8, 1], "tanh").first_to_last_typical == 1.0  # no hidden layer
+
+
 def test_single_output_losses() -> None:
     """One output: the logit-scale spread outweighs the coupling (ReLU/He measured 0.95, 0.98)."""
     w = [64] * 10 + [1]

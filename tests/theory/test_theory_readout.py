@@ -15,6 +15,7 @@ from gradprobe.theory.readout import (
     cross_entropy_moments,
     default_loss,
     readout_moments,
+    signal_overlaps,
 )
 
 
@@ -86,3 +87,23 @@ def test_binary_and_squared_error_moments_match_monte_carlo(q_u: float, s: float
     m = readout_moments("mse", q_u, s, 3)
     assert m.delta2 == pytest.approx(np.mean((d3 * d3).sum(1)), rel=3e-3)
     assert m.overlap2 == pytest.approx(np.mean((u3 * d3).sum(1) ** 2), rel=1e-2)
+
+
+def test_signal_overlaps_match_monte_carlo() -> None:
+    """rho^2, tau_d, tau_o of two examples' softmax delta^L (independent logits and labels)."""
+    rng = np.random.default_rng(2)
+    n, k, q_u = 400_000, 10, 2.0
+
+    def delta() -> np.ndarray:
+        z = rng.standard_normal((n, k)) * np.sqrt(q_u)
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        p[np.arange(n), rng.integers(0, k, n)] -= 1
+        return p
+
+    d1, d2 = delta(), delta()
+    norm2 = np.mean((d1 * d1).sum(1)) ** 2
+    rho2, tau_d, tau_o = signal_overlaps("cross_entropy", q_u, 0.0, k)
+    assert rho2 == pytest.approx(np.mean((d1 * d2).sum(1) ** 2) / norm2, rel=2e-2)
+    assert tau_d == pytest.approx(np.mean((d1**4).sum(1)) / norm2, rel=5e-3)
+    assert tau_o == pytest.approx(np.mean((d1**2 * d2**2).sum(1)) / norm2, rel=2e-2)

@@ -54,6 +54,10 @@ def _summary(pred: MLPPrediction) -> list[str]:
         )
     else:
         lines.append(f"readout: {pred.loss}, gradient independence")
+    lines.append(
+        f"typical net (geometric mean over nets): first/readout ratio "
+        f"{_fmt(pred.first_to_last_typical)}"
+    )
     return lines + [f"note: {n}" for n in pred.notes]
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gradprobe.errors import UsageError
-from gradprobe.theory import batch, factors, meanfield, readout, recursion, spread
+from gradprobe.theory import batch, factors, meanfield, readout, recursion, spread, typical
 from gradprobe.theory._json import jsonable
 from gradprobe.theory.activations import Activation, get_activation
 from gradprobe.theory.init import canonical_init, init_variances
@@ -54,7 +54,9 @@ class MLPPrediction:
     ``loss`` is the readout loss assumed; ``readout_coupling`` says whether the readout's coupling
     to its own weights and the spread of the logit scale are included;
     ``independent_grad_norm_by_depth`` is the plain gradient-independence prediction (theory.md
-    3.3), without them.
+    3.3), without them. ``first_to_last_typical`` is the geometric mean over nets of one net's
+    ratio (batch RMS of per-example norms), which sits off the ensemble value by a finite-width
+    log-normal offset (:mod:`gradprobe.theory.typical`).
     """
 
     widths: tuple[int, ...]
@@ -66,6 +68,7 @@ class MLPPrediction:
     loss: str
     readout_coupling: bool
     independent_grad_norm_by_depth: tuple[float, ...]
+    first_to_last_typical: float
     batch_grad_norm_by_depth: tuple[float, ...] | None
     batch_size: int | None
     chi1: float
@@ -251,6 +254,38 @@ def _readout_coupling(
     )
 
 
+def _typical_offset(
+    widths: Sequence[int],
+    init: str | None,
+    acts: Sequence[Activation],
+    v: Sequence[float],
+    s: Sequence[float],
+    rec: recursion.Recursion,
+    loss: str,
+    target_second_moment: float,
+    batch_size: int | None,
+) -> float:
+    """Geometric mean over nets / ensemble value of the first/readout ratio."""
+    if len(widths) < 3:
+        return 1.0
+    q_u, k = widths[-2] * v[-1] * rec.a[-2], widths[-1]
+
+    def moments(scale: float) -> readout.ReadoutMoments:
+        return readout.readout_moments(loss, q_u * scale, s[-1], k, target_second_moment)
+
+    overlaps = readout.signal_overlaps(loss, q_u, s[-1], k, target_second_moment)
+    return typical.typical_offset(
+        widths,
+        acts,
+        v,
+        s,
+        rec,
+        (moments, *overlaps),
+        typical.weight_kurtosis(init),
+        batch_size,
+    )
+
+
 def predict_mlp(
     widths: Sequence[int],
     activation: str | Sequence[str] = "relu",
@@ -313,6 +348,7 @@ def predict_mlp(
     coupling = _readout_coupling(widths, acts, v, s, rec, loss, target_second_moment)
     if not readout_coupling:
         coupling = ([1.0] * len(v), [1.0] * len(v))
+    offset = _typical_offset(widths, init, acts, v, s, rec, loss, target_second_moment, batch_size)
     batch_norms = None
     if batch_size:
         g2 = batch.batch_grad2(
@@ -334,7 +370,7 @@ def predict_mlp(
         v,
         s,
         rec,
-        (coupling, loss, readout_coupling),
+        (coupling, loss, readout_coupling, offset),
         batch_norms,
         batch_size,
         input_second_moment,
@@ -348,12 +384,12 @@ def _assemble(
     v: Sequence[float],
     s: Sequence[float],
     rec: recursion.Recursion,
-    readout_coupling: tuple[tuple[Sequence[float], Sequence[float]], str, bool],
+    readout_coupling: tuple[tuple[Sequence[float], Sequence[float]], str, bool, float],
     batch_norms: Sequence[float] | None,
     batch_size: int | None,
     a0: float,
 ) -> MLPPrediction:
-    coupling, loss, coupled = readout_coupling
+    coupling, loss, coupled, offset = readout_coupling
     layers = _layers(widths, acts, v, s, rec, coupling, batch_norms)
     act = acts[-1] if acts else get_activation("linear")
     sw2, sb2 = _typical_hidden(widths, v, s)
@@ -375,6 +411,7 @@ def _assemble(
         loss=loss,
         readout_coupling=coupled,
         independent_grad_norm_by_depth=_normalised(rec.grad2(widths)),
+        first_to_last_typical=grads[0] * offset,
         batch_grad_norm_by_depth=tuple(batch_norms) if batch_norms else None,
         batch_size=int(batch_size) if batch_size else None,
         chi1=chi1,

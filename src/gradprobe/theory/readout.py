@@ -135,6 +135,63 @@ def _softmax_moments(sigma: float, k: int) -> tuple[float, float]:
     return pp, zp2
 
 
+@lru_cache(maxsize=64)
+def softmax_powers(sigma: float, k: int) -> tuple[float, float, float, float]:
+    """E[p_1^m], m = 1..4, for p = softmax(z), z ~ N(0, sigma^2 I_k) (the same 1-D reduction:
+    E[p_1^m] = int t^{m-1} E[e^{mz} e^{-t e^z}] phi(t)^{k-1} dt / (m-1)!).
+
+    Example:
+        >>> [round(x, 6) for x in softmax_powers(0.0, 4)]
+        [0.25, 0.0625, 0.015625, 0.003906]
+    """
+    sigma = min(sigma, SIGMA_MAX)
+    dz = min(0.2, 1.0 / max(sigma, 1e-12))
+    n_z = 2 * int(math.ceil(_Z_MAX / dz))
+    z = np.linspace(-_Z_MAX, _Z_MAX, n_z)
+    w = np.full(n_z, z[1] - z[0])
+    w[[0, -1]] *= 0.5
+    w *= np.exp(-(z**2) / 2) / math.sqrt(2 * math.pi)
+    d_tau = 0.5
+    tau = np.arange(-sigma * _Z_MAX - 40.0, sigma * _Z_MAX + 5.0 + 2 * math.log(k + 1), d_tau)
+    x = tau[:, None] + sigma * z[None, :]
+    ex = np.exp(np.minimum(x, 700.0))
+    with np.errstate(divide="ignore"):
+        rest = np.exp((k - 1) * np.log(np.exp(-ex) @ w))
+    return tuple(  # type: ignore[return-value]
+        float(np.sum((np.exp(m * x - ex) @ w) * rest)) * d_tau / math.factorial(m - 1)
+        for m in (1, 2, 3, 4)
+    )
+
+
+def signal_overlaps(
+    loss: str, q_u: float, bias_var: float, outputs: int, target_second_moment: float = 1.0
+) -> tuple[float, float, float]:
+    """(rho^2, tau_d, tau_o) of the readout's delta for two examples with independent targets.
+
+    rho^2 = E[(delta_b . delta_b')^2] / E||delta||^2^2, tau_d = E[sum delta_i^4] / E||delta||^2^2,
+    tau_o = E[sum delta_bi^2 delta_b'i^2] / E||delta||^2^2; the two examples' logits are taken as
+    independent (their correlation is left out). Softmax: sum_i delta_i = 0 gives rho^2 = 1/(K-1)
+    and tau_o = 1/K exactly.
+
+    Example:
+        >>> [round(x, 4) for x in signal_overlaps("cross_entropy", 0.0, 0.0, 10)]
+        [0.1111, 0.8111, 0.1]
+    """
+    loss = check_loss(loss, outputs)
+    k = int(outputs)
+    var = max(q_u, 0.0) + max(bias_var, 0.0)
+    if loss == "mse":
+        return 1.0 / k, 3.0 / k, 1.0 / k
+    if loss == "binary_cross_entropy":
+        d2 = expect(lambda z: _sigmoid(z) ** 2 - _sigmoid(z), var) + 0.5
+        d4 = expect(lambda z: 0.5 * _sigmoid(z) ** 4 + 0.5 * (1 - _sigmoid(z)) ** 4, var)
+        return 1.0, d4 / d2**2, 1.0
+    p1, p2, p3, p4 = softmax_powers(math.sqrt(var), k)
+    delta2 = k * p2 - 2.0 / k + 1.0
+    one_minus4 = 1 - 4 * p1 + 6 * p2 - 4 * p3 + p4
+    return 1.0 / (k - 1), (one_minus4 + (k - 1) * p4) / delta2**2, 1.0 / k
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(z / 2))
 
