@@ -182,7 +182,9 @@ def _notes(
     if beta > factors.BETA_WARN:
         notes.append(
             f"beta = sum 1/width = {beta:.2f} > {factors.BETA_WARN}: single nets vary wildly "
-            "around this prediction (Hanin 2018); widen the hidden layers"
+            "around this prediction (Hanin 2018), and its finite-width parts (readout coupling, "
+            "logit-scale spread, typical net) are leading order in 1/width only; widen the "
+            "hidden layers"
         )
     if batch_size and any(a.name not in ("sigmoid", "relu") for a in acts):
         notes.append(
