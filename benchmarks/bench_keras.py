@@ -2,9 +2,12 @@
 
 Two workloads: the first 512 training rows as one batch (the notebook's measurement, one step per
 epoch), and the full training split with batch 32 (516 steps per epoch). Configurations run
-interleaved in one process; each fit's first epoch (which traces the train function, and for a
+interleaved in one process, in a shuffled order each round (so a change of machine load does not
+favour one configuration); each fit's first epoch (which traces the train function, and for a
 watched fit re-traces it) is left out, so the figures are steady-state time per epoch. The first
-epoch's extra time is reported separately. Prints medians and ratios to unwatched fit.
+epoch's extra time is reported separately. Prints medians and ratios to unwatched fit, of wall
+time and of this process's CPU time (steadier than wall time when other processes share the
+machine).
 
 Usage: ``python benchmarks/bench_keras.py [--repeats N] [--data-home DIR]``
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import time
 
@@ -26,17 +30,19 @@ from gradprobe.keras import GradientMonitor  # noqa: E402
 
 
 class EpochClock(keras.callbacks.Callback):
-    """Wall time of each epoch."""
+    """Wall time and process CPU time of each epoch."""
 
     def __init__(self) -> None:
         super().__init__()
         self.times: list[float] = []
+        self.cpu: list[float] = []
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._t0 = time.perf_counter()
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.times.append(time.perf_counter() - self._t0)
+        self.cpu.append(time.process_time() - self._c0)
 
 
 def build() -> keras.Sequential:
@@ -53,9 +59,12 @@ CONFIGS = {"plain": None, "every=1": 1, "every=10": 10}
 def bench(x: np.ndarray, y: np.ndarray, batch: int, epochs: int, repeats: int) -> dict:
     models = {name: build() for name in CONFIGS}
     steady: dict[str, list[float]] = {n: [] for n in CONFIGS}
+    cpu: dict[str, list[float]] = {n: [] for n in CONFIGS}
     first: dict[str, list[float]] = {n: [] for n in CONFIGS}
+    order = random.Random(0)
     for r in range(repeats + 1):  # round 0 warms up (imports, first traces)
-        for name, every in CONFIGS.items():
+        for name in order.sample(list(CONFIGS), len(CONFIGS)):
+            every = CONFIGS[name]
             clock = EpochClock()
             cbs = [clock] if every is None else [GradientMonitor(every=every), clock]
             models[name].fit(
@@ -63,21 +72,29 @@ def bench(x: np.ndarray, y: np.ndarray, batch: int, epochs: int, repeats: int) -
             )
             if r:
                 steady[name].append(statistics.median(clock.times[1:]))
+                cpu[name].append(statistics.median(clock.cpu[1:]))
                 first[name].append(clock.times[0])
     return {
-        n: {"epoch_s": statistics.median(steady[n]), "first_epoch_s": statistics.median(first[n])}
+        n: {
+            "epoch_s": statistics.median(steady[n]),
+            "cpu_s": statistics.median(cpu[n]),
+            "first_epoch_s": statistics.median(first[n]),
+        }
         for n in CONFIGS
     }
 
 
 def report(title: str, res: dict) -> None:
-    base = res["plain"]["epoch_s"]
+    base, base_cpu = res["plain"]["epoch_s"], res["plain"]["cpu_s"]
     print(f"\n{title}")
-    print(f"{'config':<10} {'median s/epoch':>15} {'ratio':>7} {'first epoch s':>14}")
+    print(
+        f"{'config':<10} {'median s/epoch':>15} {'ratio':>7} {'cpu s/epoch':>12} {'cpu ratio':>10}"
+        f" {'first epoch s':>14}"
+    )
     for name, r in res.items():
         print(
-            f"{name:<10} {r['epoch_s']:>15.5f} {r['epoch_s'] / base:>7.3f} "
-            f"{r['first_epoch_s']:>14.3f}"
+            f"{name:<10} {r['epoch_s']:>15.5f} {r['epoch_s'] / base:>7.3f} {r['cpu_s']:>12.5f}"
+            f" {r['cpu_s'] / base_cpu:>10.3f} {r['first_epoch_s']:>14.3f}"
         )
 
 
