@@ -242,4 +242,3 @@ def _last(frame: pd.DataFrame, variant: str, col: str) -> float:
         return math.nan
     f = frame[frame["variant"] == variant]
     return float(f[col].iloc[-1]) if len(f) else math.nan
-
