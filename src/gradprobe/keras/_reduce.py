@@ -61,15 +61,15 @@ def param_stats(
         raw = ops.reshape(ops.stack([grads[i] for i in g]), (len(g), -1))
         x, w = ops.cast(raw, F64), ops.cast(before[j], F64)
         n = ops.cast(ops.shape(raw)[1], F64)
-        usq = (
-            ops.sum(ops.square(ops.cast(after[j], F64) - w), axis=1)
+        usq = (  # the difference in the weights' dtype: exact for an update small against w
+            ops.sum(ops.square(ops.cast(after[j] - before[j], F64)), axis=1)
             if after is not None
             else ops.full((len(g),), float("nan"), F64)
         )
         cols = [
             ops.sum(x, axis=1),
             ops.sum(ops.square(x), axis=1),
-            ops.max(ops.abs(x), axis=1),
+            ops.cast(ops.max(ops.abs(raw), axis=1), F64),  # exact in any float dtype
             ops.sum(ops.square(w), axis=1),
             usq,
             n - _count(ops.cast(raw, "bool")),
