@@ -65,8 +65,11 @@ def moments(
         out = np.empty((len(tensors), 4))
         with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf are counted, not warned
             out[:, SUM] = np.add.reduceat(flat, starts, dtype=np.float64)
+            # squares in float64: the variance sum(x^2)/n - mean^2 must cancel exactly
             out[:, SUMSQ] = np.add.reduceat(np.square(flat, dtype=np.float64), starts)
-            out[:, MAX_ABS] = np.maximum.reduceat(np.abs(flat), starts)
+            out[:, MAX_ABS] = np.maximum(
+                np.maximum.reduceat(flat, starts), -np.minimum.reduceat(flat, starts)
+            )
         out[:, ZEROS] = np.add.reduceat((flat == 0).view(np.int8), starts, dtype=np.int64)
         return out
     rows = []
@@ -88,12 +91,8 @@ def moments(
     return torch.stack(rows)
 
 
-def sq_norms(tensors: Sequence[torch.Tensor]) -> np.ndarray | torch.Tensor:
-    """Per tensor ||x||^2 (one multi-tensor pass)."""
-    total = sum(t.numel() for t in tensors)
-    if tensors[0].device.type == "cpu" and total <= SMALL:
-        flat = flat_cpu(tensors)
-        return np.add.reduceat(np.square(flat, dtype=np.float64), segment_starts(tensors))
+def sq_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per tensor ||x||^2: one multi-tensor pass that reads each tensor once and copies nothing."""
     return torch.stack(torch._foreach_norm([t.detach() for t in tensors])).double().square()
 
 
