@@ -44,8 +44,14 @@ def mlp(depth: int, width: int, d_in: int, act: type[nn.Module]) -> nn.Sequentia
     return nn.Sequential(*layers)
 
 
+OPTIMIZER = "sgd"
+
+
 def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):  # type: ignore[no-untyped-def]
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    if OPTIMIZER == "adam":  # the update norm then comes from a snapshot of the weights
+        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    else:  # plain SGD: the update norm is lr * ||g||, no snapshot
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -59,8 +65,8 @@ def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):  # type: igno
 class CaptureFloor:
     """The least any hook-based monitor pays for every statistic: a forward hook on every
     module that keeps its output, a tensor hook on each output that keeps dL/dh, and optimizer
-    pre/post hooks that copy the gradients and the weights out once. No statistic is computed:
-    this is the cost of capturing alone, the floor under gradprobe's every=1 figure."""
+    pre/post hooks that keep the gradients. No statistic is computed, nothing is copied: this is
+    the cost of capturing alone, the floor under gradprobe's every=1 figure."""
 
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer) -> None:
         self.kept: list[torch.Tensor] = []
@@ -77,8 +83,7 @@ class CaptureFloor:
             out.register_hook(self.kept.append)
 
     def _pre(self, opt, args, kwargs):  # type: ignore[no-untyped-def]
-        self.kept.append(torch.cat([p.grad.reshape(-1) for p in self.params]))
-        self.kept.append(torch.cat([p.detach().reshape(-1) for p in self.params]))
+        self.kept.extend(p.grad for p in self.params)
 
     def _post(self, opt, args, kwargs):  # type: ignore[no-untyped-def]
         self.kept.clear()
@@ -145,33 +150,30 @@ def compare(name: str, model: nn.Module, x, y, block: int, repeats: int) -> list
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    ap.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    ap.add_argument("--only", choices=["small", "large"], default=None)
     args = ap.parse_args()
+    global OPTIMIZER
+    OPTIMIZER = args.optimizer
     torch.manual_seed(0)
     reps = 5 if args.quick else 41
     print(
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads,"
         f" torch {torch.__version__}"
     )
-    x, y = torch.randn(512, 8), torch.randn(512, 1)
-    for line in compare(
-        "California sigmoid 10x64, batch 512",
-        mlp(10, 64, 8, nn.Sigmoid),
-        x,
-        y,
-        block=10,
-        repeats=reps,
-    ):
-        print(line)
-    x, y = torch.randn(512, 512), torch.randn(512, 1)
-    for line in compare(
-        "deep wide ReLU MLP 50x512, batch 512",
-        mlp(50, 512, 512, nn.ReLU),
-        x,
-        y,
-        block=10,
-        repeats=max(3, reps // 6),
-    ):
-        print(line)
+    print(f"optimizer: {OPTIMIZER}")
+    if args.only != "large":
+        x, y = torch.randn(512, 8), torch.randn(512, 1)
+        model = mlp(10, 64, 8, nn.Sigmoid)
+        for line in compare("California sigmoid 10x64, batch 512", model, x, y, 10, reps):
+            print(line)
+    if args.only != "small":
+        x, y = torch.randn(512, 512), torch.randn(512, 1)
+        model = mlp(50, 512, 512, nn.ReLU)
+        for line in compare(
+            "deep wide ReLU MLP 50x512, batch 512", model, x, y, 10, max(3, reps // 4)
+        ):
+            print(line)
 
 
 if __name__ == "__main__":
