@@ -107,18 +107,25 @@ def default_loss(outputs: int) -> str:
     return "cross_entropy" if outputs > 1 else "mse"
 
 
-@lru_cache(maxsize=64)
-def _softmax_moments(sigma: float, k: int) -> tuple[float, float]:
-    """E||p||^2 and E[(z . p)^2] for p = softmax(z), z ~ N(0, sigma^2 I_k)."""
-    if sigma > SIGMA_MAX:  # one-hot: ||p||^2 -> 1 and (z . p)^2 = max_k z_k^2 grows as sigma^2
-        pp, zp2 = _softmax_moments(SIGMA_MAX, k)
-        return pp, zp2 * (sigma / SIGMA_MAX) ** 2
+def _z_grid(sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Trapezoid nodes and Gaussian-weighted weights for z ~ N(0, 1), fine enough that sigma*z
+    moves by at most 1 between nodes."""
     dz = min(0.2, 1.0 / max(sigma, 1e-12))
     n_z = 2 * int(math.ceil(_Z_MAX / dz))
     z = np.linspace(-_Z_MAX, _Z_MAX, n_z)
     w = np.full(n_z, z[1] - z[0])
     w[[0, -1]] *= 0.5
     w *= np.exp(-(z**2) / 2) / math.sqrt(2 * math.pi)
+    return z, w
+
+
+@lru_cache(maxsize=64)
+def _softmax_moments(sigma: float, k: int) -> tuple[float, float]:
+    """E||p||^2 and E[(z . p)^2] for p = softmax(z), z ~ N(0, sigma^2 I_k)."""
+    if sigma > SIGMA_MAX:  # one-hot: ||p||^2 -> 1 and (z . p)^2 = max_k z_k^2 grows as sigma^2
+        pp, zp2 = _softmax_moments(SIGMA_MAX, k)
+        return pp, zp2 * (sigma / SIGMA_MAX) ** 2
+    z, w = _z_grid(sigma)
     d_tau = 0.5
     tau = np.arange(-sigma * _Z_MAX - 40.0, sigma * _Z_MAX + 5.0, d_tau)
     x = tau[:, None] + sigma * z[None, :]  # log(t e^z)
@@ -145,12 +152,7 @@ def softmax_powers(sigma: float, k: int) -> tuple[float, float, float, float]:
         [0.25, 0.0625, 0.015625, 0.003906]
     """
     sigma = min(sigma, SIGMA_MAX)
-    dz = min(0.2, 1.0 / max(sigma, 1e-12))
-    n_z = 2 * int(math.ceil(_Z_MAX / dz))
-    z = np.linspace(-_Z_MAX, _Z_MAX, n_z)
-    w = np.full(n_z, z[1] - z[0])
-    w[[0, -1]] *= 0.5
-    w *= np.exp(-(z**2) / 2) / math.sqrt(2 * math.pi)
+    z, w = _z_grid(sigma)
     d_tau = 0.5
     tau = np.arange(-sigma * _Z_MAX - 40.0, sigma * _Z_MAX + 5.0 + 2 * math.log(k + 1), d_tau)
     x = tau[:, None] + sigma * z[None, :]
