@@ -180,6 +180,18 @@ def _finish(summary: dict[str, Any]) -> None:
 def sweep_cmd(source: str | None, data_file: str | None, **kw: Any) -> None:
     """Sweep configurations x seeds on a built-in experiment, a scikit-learn dataset, a data file
     (--data FILE --target COL) or a TOML spec file; writes a sweep directory."""
+    opts, spec = _options_and_spec(source, data_file, kw)
+    summary = _execute(spec, opts)
+    _show(summary, opts["as_json"])
+    _finish(summary)
+
+
+def _options_and_spec(
+    source: str | None, data_file: str | None, kw: dict[str, Any]
+) -> tuple[dict[str, Any], Any]:
+    """Split the running options from the spec options, and parse the spec (with --data-home)."""
+    import dataclasses
+
     from gradprobe.lab import parse
 
     opts = {k: kw.pop(k) for k in ("workers", "executor", "address", "out", "as_json", "quiet")}
@@ -187,12 +199,8 @@ def sweep_cmd(source: str | None, data_file: str | None, **kw: Any) -> None:
     raw, where = _raw(source, data_file, **kw)
     spec = parse(raw, where)
     if data_home:
-        import dataclasses
-
         spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, data_home=data_home))
-    summary = _execute(spec, opts)
-    _show(summary, opts["as_json"])
-    _finish(summary)
+    return opts, spec
 
 
 @click.command("remedies")
@@ -202,16 +210,9 @@ def sweep_cmd(source: str | None, data_file: str | None, **kw: Any) -> None:
 def remedies_cmd(source: str | None, data_file: str | None, only: str | None, **kw: Any) -> None:
     """Try the catalogue of remedies on one configuration, with seeds, and rank them by gradient
     health (the diagnosis) and test loss."""
-    import dataclasses
+    from gradprobe.lab import remedy_spec
 
-    from gradprobe.lab import parse, remedy_spec
-
-    opts = {k: kw.pop(k) for k in ("workers", "executor", "address", "out", "as_json", "quiet")}
-    data_home = kw.pop("data_home")
-    raw, where = _raw(source, data_file, **kw)
-    spec = parse(raw, where)
-    if data_home:
-        spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, data_home=data_home))
+    opts, spec = _options_and_spec(source, data_file, kw)
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     summary = _execute(remedy_spec(spec, names), opts)
     _show(summary, opts["as_json"])
