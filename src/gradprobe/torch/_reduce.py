@@ -93,7 +93,7 @@ def moments(
 
 def sq_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """Per tensor ||x||^2: one multi-tensor pass that reads each tensor once and copies nothing."""
-    return torch.stack(torch._foreach_norm([t.detach() for t in tensors])).double().square()
+    return norms(tensors).square()
 
 
 class ParamViews:

@@ -58,14 +58,10 @@ class _Layer:
 class _ParamSet:
     """What stays the same from step to step about the parameters that have gradients."""
 
-    layers: np.ndarray
-    pnames: np.ndarray
-    depth: np.ndarray
-    numel: np.ndarray
+    meta: ParamMeta  # layer, name, depth and size of each parameter
     is_weight: np.ndarray
     views: _GradViews
     order_size: int
-    meta: ParamMeta
 
     @classmethod
     def build(cls, mon: Monitor, have: tuple[int, ...]) -> _ParamSet:
@@ -78,14 +74,10 @@ class _ParamSet:
             numel=np.array([p.numel() for p in params], dtype=np.int64),
         )
         return cls(
-            layers=meta.layers,
-            pnames=meta.pnames,
-            depth=meta.depth,
-            numel=meta.numel,
+            meta=meta,
             is_weight=np.array([pn == "weight" for _, pn, _ in chosen]),
             views=_GradViews(params),
             order_size=len(mon._order),
-            meta=meta,
         )
 
 
@@ -579,7 +571,7 @@ class Monitor:
 
     # ---------------------------------------------------------- row building
     def _emit_params(self, ps: _ParamSet, host: dict[str, np.ndarray]) -> None:
-        g, n = host["g"], ps.numel
+        g, n = host["g"], ps.meta.numel
         nonfinite = np.zeros(len(n), dtype=np.int64)
         suspect = ~np.isfinite(g[:, R.SUMSQ]) | ~np.isfinite(g[:, R.SUM])
         if suspect.any():
@@ -589,7 +581,7 @@ class Monitor:
         nan = np.full(len(n), np.nan)
         pe = nan
         if self.per_example:
-            pe_layer = np.array([_scalar(host.get(f"p:{layer}")) for layer in ps.layers])
+            pe_layer = np.array([_scalar(host.get(f"p:{layer}")) for layer in ps.meta.layers])
             with np.errstate(invalid="ignore"):
                 pe = np.where(ps.is_weight, np.sqrt(pe_layer), np.nan)
         u = np.asarray(host["u"], dtype=np.float64) if "u" in host else nan
