@@ -13,7 +13,7 @@ from monitor_reference import Recorder, act_stats, grad_stats
 from torch import nn
 
 import gradprobe
-from gradprobe.torch import _reduce
+from gradprobe.torch import _native, _reduce
 
 RTOL = 1e-5
 
@@ -39,11 +39,15 @@ def assert_grad_rows(frame, model: nn.Module, step: int) -> None:
             assert close(got, v, atol=1e-9), (key, col, got, v)
 
 
-@pytest.fixture(params=["numpy", "torch"])
+@pytest.fixture(params=["native", "numpy", "torch"])
 def reduce_path(request, monkeypatch):
-    """Run each test through both reduction paths (small-model numpy and large-model torch)."""
-    monkeypatch.setattr(_reduce, "SMALL", (1 << 20) if request.param == "numpy" else 0)
-    monkeypatch.setattr(_reduce, "NUMPY_ON_CPU", request.param == "numpy")
+    """Run each test through every reduction path: the fused C pass (CPU, when built), numpy
+    (small CPU models without it) and torch (accelerators and large models)."""
+    if request.param == "native" and not _native.available():
+        pytest.fail("gradprobe._fused is not built: reinstall with a C compiler (pip install -e .)")
+    monkeypatch.setattr(_native, "ENABLED", request.param == "native")
+    monkeypatch.setattr(_reduce, "SMALL", (1 << 20) if request.param != "torch" else 0)
+    monkeypatch.setattr(_reduce, "NUMPY_ON_CPU", request.param != "torch")
     return request.param
 
 
@@ -281,7 +285,7 @@ class InPlaceResidual(nn.Module):
         return self.out(h2)
 
 
-def test_outputs_changed_in_place_later_are_never_misreported():
+def test_outputs_changed_in_place_later_are_never_misreported(reduce_path):
     torch.manual_seed(4)
     model = InPlaceResidual()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -296,8 +300,12 @@ def test_outputs_changed_in_place_later_are_never_misreported():
         model(x).sum().backward()
         opt.step()
     layers = mon.to_pandas("layers").set_index(["step", "layer"])
-    assert math.isnan(float(layers.loc[(0, "b"), "act_rms"]))  # lost, not wrong
-    for step in (1, 2):  # measured as soon as produced from then on
+    if reduce_path == "native":
+        measured = (0, 1, 2)  # the fused pass reads each output as soon as it is produced
+    else:
+        assert math.isnan(float(layers.loc[(0, "b"), "act_rms"]))  # deferred: lost, not wrong
+        measured = (1, 2)  # measured as soon as produced from then on
+    for step in measured:
         for col in ("act_mean", "act_rms", "dead_frac"):
             assert close(float(layers.loc[(step, "b"), col]), expected[step][col], 1e-5), col
     mon.detach()

@@ -12,11 +12,13 @@ slower than a bare one. Plain ufunc reductions have no threads.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from gradprobe.torch import _native
 from gradprobe.torch._activations import Activation
 
 # columns of the per-tensor moments
@@ -55,8 +57,12 @@ def moments(
     Small CPU sets are concatenated once and reduced with ``reduceat`` (float64 sums); large
     sets and accelerator tensors use one torch reduction per statistic, in place, with no sync.
     Empty tensors are not allowed. ``starts`` and ``small`` may be given when already known
-    (see :class:`ParamViews`).
+    (see :class:`ParamViews`). CPU tensors go through the fused C pass when it is built.
     """
+    if NUMPY_ON_CPU:
+        fused = _native.moments(tensors)
+        if fused is not None:
+            return fused
     if small is None:
         small = tensors[0].device.type == "cpu" and sum(t.numel() for t in tensors) <= SMALL
     if small:
@@ -91,9 +97,13 @@ def moments(
     return torch.stack(rows)
 
 
-def sq_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+def sq_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor | np.ndarray:
     """Per tensor ||x||^2: one multi-tensor pass that reads each tensor once and copies nothing."""
-    return norms(tensors).square()
+    if NUMPY_ON_CPU:
+        fused = _native.sq_norms(tensors)
+        if fused is not None:
+            return fused
+    return _torch_norms(tensors).square()
 
 
 class ParamViews:
@@ -191,8 +201,12 @@ def output_stats(
     copies); otherwise the k tensors are stacked once and each statistic is one reduction over
     all of them, with no synchronisation.
     """
-    if outs[0].device.type == "cpu" and NUMPY_ON_CPU and outs[0].numel() <= DEFER:
-        return _output_stats_cpu(outs, act, unit_dim)  # small: numpy's lower call overhead wins
+    if outs[0].device.type == "cpu" and NUMPY_ON_CPU:
+        fused = _native_output_stats(outs, act, unit_dim)
+        if fused is not None:
+            return fused
+        if outs[0].numel() <= DEFER:
+            return _output_stats_cpu(outs, act, unit_dim)  # small: numpy's lower call overhead wins
     x = torch.stack([o.detach() for o in outs]) if len(outs) > 1 else outs[0].detach()[None]
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
@@ -223,6 +237,36 @@ def output_stats(
     return stats, alive
 
 
+def _bounds(act: Activation | None, ndim: int, unit_dim: int) -> tuple[float, float, int | None]:
+    """The fused pass's arguments for an activation: the band outside which an output counts as
+    saturated (none: infinite), and the unit dimension when dead units are counted."""
+    saturating = act is not None and act.family == "saturating"
+    rectifier = act is not None and act.family == "rectifier" and ndim >= 2
+    low, high = (act.low, act.high) if saturating else (-math.inf, math.inf)  # type: ignore[union-attr]
+    return low, high, (unit_dim if rectifier else None)
+
+
+def _native_output_stats(
+    outs: Sequence[torch.Tensor], act: Activation | None, unit_dim: int
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    return _native.output_stats(outs, *_bounds(act, outs[0].ndim, unit_dim))
+
+
+def output_stats_now(
+    out: torch.Tensor, act: Activation | None, unit_dim: int = -1
+) -> tuple[tuple[float, float, float, float], np.ndarray | None] | None:
+    """:func:`output_stats` of one CPU tensor at once, through the fused pass, while the tensor
+    is still in cache; None where that pass does not apply (the caller defers the tensor)."""
+    if not NUMPY_ON_CPU:
+        return None
+    return _native.output_stats_one(out, *_bounds(act, out.ndim, unit_dim))
+
+
+def sq_norm_now(t: torch.Tensor) -> float | None:
+    """||t||^2 of one CPU tensor at once through the fused pass; None where it does not apply."""
+    return _native.sq_norm_one(t) if NUMPY_ON_CPU else None
+
+
 def _output_stats_cpu(
     outs: Sequence[torch.Tensor], act: Activation | None, unit_dim: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -243,8 +287,16 @@ def _output_stats_cpu(
     return stats, (np.stack(alive) if rectifier else None)
 
 
-def norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+def norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor | np.ndarray:
     """||x|| of each tensor, one multi-tensor reduction, as a float64 vector."""
+    if NUMPY_ON_CPU:
+        fused = _native.sq_norms(tensors)
+        if fused is not None:
+            return np.sqrt(fused)
+    return _torch_norms(tensors)
+
+
+def _torch_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack(torch._foreach_norm([t.detach() for t in tensors])).double()
 
 

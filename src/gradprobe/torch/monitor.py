@@ -48,10 +48,19 @@ class _Layer:
     outs: list[tuple[torch.Tensor, int]] = field(default_factory=list)  # small: reduced at step
     parts: list[tuple[Any, Any]] = field(default_factory=list)  # large ones: reduced at once
     grads: list[torch.Tensor] = field(default_factory=list)  # small dL/dh: reduced at the step
-    gnorms: list[torch.Tensor] = field(default_factory=list)  # large ones: their norms
+    gnorms: list[Any] = field(default_factory=list)  # large ones: their norms
     x_rows: list[Any] = field(default_factory=list)
     d_rows: list[Any] = field(default_factory=list)
     pending: torch.Tensor | None = None  # output waiting to see whether an activation follows
+    # numbers already on the host: CPU tensors reduced by the fused pass as they were produced
+    m: np.ndarray | None = None  # summed output moments (sum, sum of squares, count, saturated)
+    alive: np.ndarray | None = None  # units positive for some example
+    bsq: float | None = None  # ||dL/dh||^2
+
+    def add_output(self, row: tuple[float, float, float, float], alive: Any) -> None:
+        self.m = np.array(row) if self.m is None else self.m + row
+        if alive is not None:
+            self.alive = alive if self.alive is None else (self.alive | alive)
 
 
 @dataclass
@@ -365,6 +374,10 @@ class Monitor:
         """Keep a small output for the step's batched reduction; reduce a large one now."""
         conv = self._kinds.get(self._last or "", "").startswith("Conv")
         acc.unit_dim = 1 if conv and out.ndim > 2 else -1
+        now = R.output_stats_now(out, act, acc.unit_dim)
+        if now is not None:  # a CPU tensor, read while still in cache
+            acc.add_output(*now)
+            return
         out = out.detach()
         if out.numel() <= R.DEFER and not self._eager:
             acc.outs.append((out, out._version))
@@ -423,7 +436,10 @@ class Monitor:
     def _on_backward(self, name: str, grad: torch.Tensor) -> None:
         acc = self._layer(name)
         if self.backward:
-            if grad.numel() <= R.DEFER:
+            sq = R.sq_norm_now(grad)
+            if sq is not None:  # a CPU tensor, read while still in cache
+                acc.bsq = sq if acc.bsq is None else acc.bsq + sq
+            elif grad.numel() <= R.DEFER:
                 acc.grads.append(grad)
             else:
                 acc.gnorms.append(R.norms([grad]))
@@ -502,7 +518,7 @@ class Monitor:
                 GradprobeWarning,
                 stacklevel=3,
             )
-        self._emit_layers(self._gather_layers(rows, host))
+        self._emit_layers(self._gather_layers(rows, host, self._layers))
         self._layers.clear()
         self._current = None
 
@@ -528,7 +544,7 @@ class Monitor:
                     self._collector.put(f"o:{name}:{j}:alive", alive)
                 rows.append((f"o:{name}:{j}", "o", [name]))
             if acc.gnorms:
-                self._collector.put(f"g:{name}", torch.cat(acc.gnorms))
+                self._collector.put(f"g:{name}", _cat(acc.gnorms))
                 rows.append((f"g:{name}", "g", [name] * len(acc.gnorms)))
         for i, (key, items) in enumerate(groups.items()):
             names, tensors = [n for n, _ in items], [t for _, t in items]
@@ -544,10 +560,16 @@ class Monitor:
 
     @staticmethod
     def _gather_layers(
-        rows: list[tuple[str, str, list[str]]], host: dict[str, np.ndarray]
+        rows: list[tuple[str, str, list[str]]],
+        host: dict[str, np.ndarray],
+        layers: dict[str, _Layer],
     ) -> dict[str, dict[str, Any]]:
         """Per layer: summed output moments, units alive in any batch, backward ||dL/dh||^2."""
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, dict[str, Any]] = {
+            name: {"m": acc.m, "alive": acc.alive, "bsq": acc.bsq}
+            for name, acc in layers.items()
+            if acc.m is not None or acc.bsq is not None
+        }
         for key, kind, names in rows:
             values = np.atleast_2d(host[key]) if kind == "o" else np.ravel(host[key])
             alive = host.get(f"{key}:alive")

@@ -1,0 +1,385 @@
+/* gradprobe._fused: single-pass reductions of many CPU arrays in one call.
+
+Each function reads every element of every array exactly once, with the GIL released, and writes
+float64 results. Arrays are given as raw addresses (contiguous, C order) so that one call covers a
+whole step's tensors without a Python round trip per tensor; the Python side (gradprobe.torch._fast)
+checks dtypes, contiguity and sizes before it calls, and falls back to numpy/torch when this module
+is not built.
+
+Sums are accumulated in float64. Loops carry OpenMP SIMD reduction pragmas (compiled with
+-fopenmp-simd: vectorised, no OpenMP runtime). A pass over many elements is split between the
+calling thread and one POSIX thread.
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define GRADPROBE_THREADS
+#endif
+
+#define F32 0
+#define F64 1
+
+/* x86-64: an AVX2 copy of each kernel beside the baseline one, chosen at load time */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define KERNEL __attribute__((target_clones("avx2", "default")))
+#else
+#define KERNEL
+#endif
+
+/* float32 sums run in float32 lanes over blocks of this many elements, each block's total then
+   added in float64: vector-wide float32 arithmetic, with the rounding error of a short sum */
+#define BLOCK 256
+
+/* moments: per array sum, sum of squares, max |x|, count of exact zeros -> out[4*k .. 4*k+3] */
+#define MOMENTS_BODY(T)                                                                    \
+    {                                                                                      \
+        const T *x = (const T *)ptr;                                                       \
+        double s = 0.0, q = 0.0, m = 0.0, z = 0.0;                                         \
+        _Pragma("omp simd reduction(+:s,q,z) reduction(max:m)")                            \
+        for (int64_t i = 0; i < n; i++) {                                                  \
+            double v = (double)x[i];                                                       \
+            s += v;                                                                        \
+            q += v * v;                                                                    \
+            double a = fabs(v);                                                            \
+            m = a > m ? a : m;                                                             \
+            z += (v == 0.0) ? 1.0 : 0.0;                                                   \
+        }                                                                                  \
+        o[0] = s; o[1] = q; o[2] = m; o[3] = z;                                            \
+    }
+
+KERNEL static void moments_one(const void *ptr, int64_t n, int dtype, double *o)
+{
+    if (dtype == F32) MOMENTS_BODY(float) else MOMENTS_BODY(double)
+}
+
+/* sum of squares only */
+#define SUMSQ_BODY(T)                                                                      \
+    {                                                                                      \
+        const T *x = (const T *)ptr;                                                       \
+        double q = 0.0;                                                                    \
+        _Pragma("omp simd reduction(+:q)")                                                 \
+        for (int64_t i = 0; i < n; i++) {                                                  \
+            double v = (double)x[i];                                                       \
+            q += v * v;                                                                    \
+        }                                                                                  \
+        return q;                                                                          \
+    }
+
+KERNEL static double sumsq_one(const void *ptr, int64_t n, int dtype)
+{
+    if (dtype == F64) SUMSQ_BODY(double)
+    const float *x = (const float *)ptr;
+    double q = 0.0;
+    for (int64_t b = 0; b < n; b += BLOCK) {
+        int64_t e = b + BLOCK < n ? b + BLOCK : n;
+        float qb = 0.0f;
+        _Pragma("omp simd reduction(+:qb)")
+        for (int64_t i = b; i < e; i++) qb += x[i] * x[i];
+        q += (double)qb;
+    }
+    return q;
+}
+
+/* outputs: sum, sum of squares, count outside [low, high]; and, when unit_max is given, the max
+   over the other dimensions of each unit of an (outer, units, inner) array (unit_max has the
+   arrays' own dtype). The sum is taken in float64 (a mean near zero cancels); the sum of squares
+   and the count run in the arrays' dtype over short runs (at most BLOCK elements), each run's
+   total added in float64. */
+#define RUN(T, base, len, MAXV)                                                            \
+    for (int64_t b0 = 0; b0 < (len); b0 += BLOCK) {                                        \
+        int64_t e0 = b0 + BLOCK < (len) ? b0 + BLOCK : (len);                              \
+        double sb = 0;                                                                     \
+        T qb = 0, cb = 0;                                                                  \
+        _Pragma("omp simd reduction(+:sb,qb,cb)")                                          \
+        for (int64_t i = b0; i < e0; i++) {                                                \
+            T v = (base)[i];                                                               \
+            sb += (double)v;                                                               \
+            qb += v * v;                                                                   \
+            cb += (v < lo || v > hi) ? (T)1 : (T)0;                                        \
+            MAXV                                                                           \
+        }                                                                                  \
+        s += (double)sb; q += (double)qb; c += (double)cb;                                 \
+    }
+
+#define OUTPUT_BODY(T)                                                                     \
+    {                                                                                      \
+        const T *x = (const T *)ptr;                                                       \
+        T *umax = (T *)unit_max;                                                           \
+        const T lo = (T)low, hi = (T)high;                                                 \
+        double s = 0.0, q = 0.0, c = 0.0;                                                  \
+        int64_t n = outer * units * inner;                                                 \
+        if (umax == NULL) {                                                                \
+            RUN(T, x, n, )                                                                 \
+        } else if (inner == 1) {                                                           \
+            for (int64_t u = 0; u < units; u++) umax[u] = -INFINITY;                       \
+            for (int64_t r = 0; r < outer; r++) {                                          \
+                const T *row = x + r * units;                                              \
+                RUN(T, row, units, umax[i] = v > umax[i] ? v : umax[i];)                   \
+            }                                                                              \
+        } else {                                                                           \
+            for (int64_t u = 0; u < units; u++) umax[u] = -INFINITY;                       \
+            for (int64_t r = 0; r < outer; r++) {                                          \
+                for (int64_t u = 0; u < units; u++) {                                      \
+                    const T *blk = x + (r * units + u) * inner;                            \
+                    T mx = umax[u];                                                        \
+                    for (int64_t b0 = 0; b0 < inner; b0 += BLOCK) {                        \
+                        int64_t e0 = b0 + BLOCK < inner ? b0 + BLOCK : inner;              \
+                        double sb = 0;                                                     \
+                        T qb = 0, cb = 0;                                                  \
+                        _Pragma("omp simd reduction(+:sb,qb,cb) reduction(max:mx)")        \
+                        for (int64_t i = b0; i < e0; i++) {                                \
+                            T v = blk[i];                                                  \
+                            sb += (double)v;                                               \
+                            qb += v * v;                                                   \
+                            cb += (v < lo || v > hi) ? (T)1 : (T)0;                        \
+                            mx = v > mx ? v : mx;                                          \
+                        }                                                                  \
+                        s += (double)sb; q += (double)qb; c += (double)cb;                 \
+                    }                                                                      \
+                    umax[u] = mx;                                                          \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+        o[0] = s; o[1] = q; o[2] = (double)n; o[3] = c;                                    \
+    }
+
+KERNEL static void output_one(const void *ptr, int64_t outer, int64_t units, int64_t inner,
+                              int dtype, double low, double high, void *unit_max, double *o)
+{
+    if (dtype == F32) OUTPUT_BODY(float) else OUTPUT_BODY(double)
+}
+
+/* Arguments shared by the entry points: the address of an int64 array of data addresses, the
+   address of an int64 array of element counts, the number of arrays, the dtype code, and the
+   address of the float64 output. */
+
+/* A pass over many arrays: element range [g0, g1) of their concatenation, each array's part
+   reduced into its own row of o (width 4 for moments, 1 for sums of squares). */
+typedef struct {
+    const int64_t *a, *n;
+    Py_ssize_t k;
+    int dtype, width;
+    int64_t g0, g1;
+    double *o;
+} pass_t;
+
+static void *run_pass(void *arg)
+{
+    pass_t *p = (pass_t *)arg;
+    int64_t start = 0;
+    for (Py_ssize_t j = 0; j < p->k; start += p->n[j], j++) {
+        int64_t lo = p->g0 > start ? p->g0 - start : 0;
+        int64_t hi = p->g1 - start < p->n[j] ? p->g1 - start : p->n[j];
+        double *o = p->o + p->width * j;
+        if (hi <= lo) {
+            for (int c = 0; c < p->width; c++) o[c] = 0.0;  /* 0 is neutral for max |x| too */
+            continue;
+        }
+        size_t item = p->dtype == F32 ? sizeof(float) : sizeof(double);
+        const char *base = (const char *)(uintptr_t)p->a[j] + (size_t)lo * item;
+        if (p->width == 4)
+            moments_one(base, hi - lo, p->dtype, o);
+        else
+            o[0] = sumsq_one(base, hi - lo, p->dtype);
+    }
+    return NULL;
+}
+
+/* Passes over more elements than this run on two threads, each over half of the elements (the
+   second core is otherwise idle while the reductions run between training steps). */
+#define TWO_THREADS (1 << 21)
+
+static void run_split(pass_t *whole)
+{
+    int64_t total = 0;
+    for (Py_ssize_t j = 0; j < whole->k; j++) total += whole->n[j];
+    whole->g0 = 0;
+    whole->g1 = total;
+#ifdef GRADPROBE_THREADS
+    if (total > TWO_THREADS) {
+        pass_t second = *whole;
+        double *part = (double *)malloc(sizeof(double) * whole->width * whole->k);
+        pthread_t th;
+        if (part != NULL) {
+            second.o = part;
+            second.g0 = whole->g1 = total / 2;
+            if (pthread_create(&th, NULL, run_pass, &second) == 0) {
+                run_pass(whole);
+                pthread_join(th, NULL);
+                for (Py_ssize_t j = 0; j < whole->k; j++) {
+                    double *o = whole->o + whole->width * j, *q = part + whole->width * j;
+                    if (whole->width == 4) {
+                        o[0] += q[0];
+                        o[1] += q[1];
+                        o[2] = q[2] > o[2] ? q[2] : o[2];
+                        o[3] += q[3];
+                    } else {
+                        o[0] += q[0];
+                    }
+                }
+                free(part);
+                return;
+            }
+            free(part);
+            whole->g1 = total;
+        }
+    }
+#endif
+    run_pass(whole);
+}
+
+static PyObject *fused_pass(PyObject *args, int width)
+{
+    unsigned long long addrs, sizes, out;
+    Py_ssize_t k;
+    int dtype;
+    if (!PyArg_ParseTuple(args, "KKniK", &addrs, &sizes, &k, &dtype, &out)) return NULL;
+    pass_t whole = {(const int64_t *)(uintptr_t)addrs, (const int64_t *)(uintptr_t)sizes, k, dtype,
+                    width, 0, 0, (double *)(uintptr_t)out};
+    Py_BEGIN_ALLOW_THREADS
+    run_split(&whole);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *fused_moments(PyObject *self, PyObject *args) { return fused_pass(args, 4); }
+
+static PyObject *fused_sumsq(PyObject *self, PyObject *args) { return fused_pass(args, 1); }
+
+/* outputs(addrs, k, outer, units, inner, dtype, low, high, out, unit_max): all k arrays share one
+   (outer, units, inner) shape; unit_max is the address of a (k, units) array of the arrays' dtype, or 0. */
+static PyObject *fused_outputs(PyObject *self, PyObject *args)
+{
+    unsigned long long addrs, out, umax;
+    Py_ssize_t k;
+    long long outer, units, inner;
+    int dtype;
+    double low, high;
+    if (!PyArg_ParseTuple(args, "KnLLLiddKK", &addrs, &k, &outer, &units, &inner, &dtype, &low,
+                          &high, &out, &umax))
+        return NULL;
+    const int64_t *a = (const int64_t *)(uintptr_t)addrs;
+    double *o = (double *)(uintptr_t)out;
+    char *um = (char *)(uintptr_t)umax;
+    size_t row = (size_t)units * (dtype == F32 ? sizeof(float) : sizeof(double));
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t j = 0; j < k; j++)
+        output_one((const void *)(uintptr_t)a[j], outer, units, inner, dtype, low, high,
+                   um ? um + j * row : NULL, o + 4 * j);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* The one-array forms, for an array still in cache right after it was produced; they return
+   Python floats instead of writing an output array. */
+static PyObject *fused_sumsq1(PyObject *self, PyObject *args)
+{
+    unsigned long long addr;
+    long long n;
+    int dtype;
+    if (!PyArg_ParseTuple(args, "KLi", &addr, &n, &dtype)) return NULL;
+    double q;
+    Py_BEGIN_ALLOW_THREADS
+    q = sumsq_one((const void *)(uintptr_t)addr, n, dtype);
+    Py_END_ALLOW_THREADS
+    return PyFloat_FromDouble(q);
+}
+
+typedef struct {
+    const char *x;
+    int64_t outer, units, inner;
+    int dtype;
+    double low, high;
+    void *umax;
+    double o[4];
+} out_t;
+
+static void *run_output(void *arg)
+{
+    out_t *p = (out_t *)arg;
+    output_one(p->x, p->outer, p->units, p->inner, p->dtype, p->low, p->high, p->umax, p->o);
+    return NULL;
+}
+
+/* An output of more elements than this is read by two threads, each over half of its rows. */
+#define TWO_THREADS_OUTPUT (1 << 18)
+
+static void output_split(out_t *whole)
+{
+#ifdef GRADPROBE_THREADS
+    int64_t n = whole->outer * whole->units * whole->inner;
+    if (n > TWO_THREADS_OUTPUT && whole->outer >= 2) {
+        size_t item = whole->dtype == F32 ? sizeof(float) : sizeof(double);
+        out_t second = *whole;
+        int64_t half = whole->outer / 2;
+        second.x = whole->x + (size_t)(half * whole->units * whole->inner) * item;
+        second.outer = whole->outer - half;
+        second.umax = whole->umax ? malloc(item * (size_t)whole->units) : NULL;
+        pthread_t th;
+        if ((whole->umax == NULL || second.umax != NULL) &&
+            pthread_create(&th, NULL, run_output, &second) == 0) {
+            whole->outer = half;
+            run_output(whole);
+            pthread_join(th, NULL);
+            whole->outer += second.outer;
+            for (int c = 0; c < 4; c++) whole->o[c] += second.o[c];
+            if (whole->umax) {
+                for (int64_t u = 0; u < whole->units; u++) {
+                    if (whole->dtype == F32) {
+                        float *a = (float *)whole->umax, *b = (float *)second.umax;
+                        a[u] = b[u] > a[u] ? b[u] : a[u];
+                    } else {
+                        double *a = (double *)whole->umax, *b = (double *)second.umax;
+                        a[u] = b[u] > a[u] ? b[u] : a[u];
+                    }
+                }
+            }
+            free(second.umax);
+            return;
+        }
+        free(second.umax);
+    }
+#endif
+    run_output(whole);
+}
+
+static PyObject *fused_output1(PyObject *self, PyObject *args)
+{
+    unsigned long long addr, umax;
+    out_t job;
+    long long outer, units, inner;
+    if (!PyArg_ParseTuple(args, "KLLLiddK", &addr, &outer, &units, &inner, &job.dtype, &job.low,
+                          &job.high, &umax))
+        return NULL;
+    job.x = (const char *)(uintptr_t)addr;
+    job.outer = outer;
+    job.units = units;
+    job.inner = inner;
+    job.umax = (void *)(uintptr_t)umax;
+    Py_BEGIN_ALLOW_THREADS
+    output_split(&job);
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("(dddd)", job.o[0], job.o[1], job.o[2], job.o[3]);
+}
+
+static PyMethodDef methods[] = {
+    {"moments", fused_moments, METH_VARARGS,
+     "moments(addrs, sizes, k, dtype, out): per array sum, sum of squares, max |x|, zeros."},
+    {"sumsq", fused_sumsq, METH_VARARGS, "sumsq(addrs, sizes, k, dtype, out): per array sum of squares."},
+    {"outputs", fused_outputs, METH_VARARGS,
+     "outputs(addrs, k, outer, units, inner, dtype, low, high, out, unit_max): per array sum, "
+     "sum of squares, count, count outside [low, high]; per unit max when unit_max != 0."},
+    {"sumsq1", fused_sumsq1, METH_VARARGS, "sumsq1(addr, n, dtype) -> sum of squares."},
+    {"output1", fused_output1, METH_VARARGS,
+     "output1(addr, outer, units, inner, dtype, low, high, unit_max) -> (sum, sumsq, n, outside)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__fused(void) { return PyModule_Create(&module); }
