@@ -85,6 +85,24 @@ KERNEL static double sumsq_one(const void *ptr, int64_t n, int dtype)
     return q;
 }
 
+/* sum of squared differences of two arrays of one dtype (float64 accumulation) */
+#define SQDIST_BODY(T)                                                                     \
+    {                                                                                      \
+        const T *x = (const T *)pa, *y = (const T *)pb;                                    \
+        double q = 0.0;                                                                    \
+        _Pragma("omp simd reduction(+:q)")                                                 \
+        for (int64_t i = 0; i < n; i++) {                                                  \
+            double d = (double)x[i] - (double)y[i];                                        \
+            q += d * d;                                                                    \
+        }                                                                                  \
+        return q;                                                                          \
+    }
+
+KERNEL static double sqdist_one(const void *pa, const void *pb, int64_t n, int dtype)
+{
+    if (dtype == F32) SQDIST_BODY(float) else SQDIST_BODY(double)
+}
+
 /* outputs: sum, sum of squares, count outside [low, high]; and, when unit_max is given, the max
    over the other dimensions of each unit of an (outer, units, inner) array (unit_max has the
    arrays' own dtype). The sum is taken in float64 (a mean near zero cancels); the sum of squares
@@ -161,7 +179,7 @@ KERNEL static void output_one(const void *ptr, int64_t outer, int64_t units, int
 /* A pass over many arrays: element range [g0, g1) of their concatenation, each array's part
    reduced into its own row of o (width 4 for moments, 1 for sums of squares). */
 typedef struct {
-    const int64_t *a, *n;
+    const int64_t *a, *n, *b; /* b: second arrays (differences), or NULL */
     Py_ssize_t k;
     int dtype, width;
     int64_t g0, g1;
@@ -184,6 +202,9 @@ static void *run_pass(void *arg)
         const char *base = (const char *)(uintptr_t)p->a[j] + (size_t)lo * item;
         if (p->width == 4)
             moments_one(base, hi - lo, p->dtype, o);
+        else if (p->b != NULL)
+            o[0] = sqdist_one(base, (const char *)(uintptr_t)p->b[j] + (size_t)lo * item, hi - lo,
+                              p->dtype);
         else
             o[0] = sumsq_one(base, hi - lo, p->dtype);
     }
@@ -233,23 +254,28 @@ static void run_split(pass_t *whole)
     run_pass(whole);
 }
 
-static PyObject *fused_pass(PyObject *args, int width)
+static PyObject *fused_pass(PyObject *args, int width, int pairs)
 {
-    unsigned long long addrs, sizes, out;
+    unsigned long long addrs, sizes, out, second = 0;
     Py_ssize_t k;
     int dtype;
-    if (!PyArg_ParseTuple(args, "KKniK", &addrs, &sizes, &k, &dtype, &out)) return NULL;
-    pass_t whole = {(const int64_t *)(uintptr_t)addrs, (const int64_t *)(uintptr_t)sizes, k, dtype,
-                    width, 0, 0, (double *)(uintptr_t)out};
+    if (pairs ? !PyArg_ParseTuple(args, "KKKniK", &addrs, &second, &sizes, &k, &dtype, &out)
+              : !PyArg_ParseTuple(args, "KKniK", &addrs, &sizes, &k, &dtype, &out))
+        return NULL;
+    pass_t whole = {(const int64_t *)(uintptr_t)addrs, (const int64_t *)(uintptr_t)sizes,
+                    (const int64_t *)(uintptr_t)second, k, dtype, width, 0, 0,
+                    (double *)(uintptr_t)out};
     Py_BEGIN_ALLOW_THREADS
     run_split(&whole);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
-static PyObject *fused_moments(PyObject *self, PyObject *args) { return fused_pass(args, 4); }
+static PyObject *fused_moments(PyObject *self, PyObject *args) { return fused_pass(args, 4, 0); }
 
-static PyObject *fused_sumsq(PyObject *self, PyObject *args) { return fused_pass(args, 1); }
+static PyObject *fused_sumsq(PyObject *self, PyObject *args) { return fused_pass(args, 1, 0); }
+
+static PyObject *fused_sqdist(PyObject *self, PyObject *args) { return fused_pass(args, 1, 1); }
 
 /* outputs(addrs, k, outer, units, inner, dtype, low, high, out, unit_max): all k arrays share one
    (outer, units, inner) shape; unit_max is the address of a (k, units) array of the arrays' dtype, or 0. */
@@ -371,6 +397,8 @@ static PyMethodDef methods[] = {
     {"moments", fused_moments, METH_VARARGS,
      "moments(addrs, sizes, k, dtype, out): per array sum, sum of squares, max |x|, zeros."},
     {"sumsq", fused_sumsq, METH_VARARGS, "sumsq(addrs, sizes, k, dtype, out): per array sum of squares."},
+    {"sqdist", fused_sqdist, METH_VARARGS,
+     "sqdist(addrs, addrs2, sizes, k, dtype, out): per pair of arrays, sum of squared differences."},
     {"outputs", fused_outputs, METH_VARARGS,
      "outputs(addrs, k, outer, units, inner, dtype, low, high, out, unit_max): per array sum, "
      "sum of squares, count, count outside [low, high]; per unit max when unit_max != 0."},

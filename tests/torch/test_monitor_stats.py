@@ -358,3 +358,30 @@ def test_update_norm_is_the_change_of_the_weights(reduce_path, make_opt):
     for step, want in enumerate(changes):
         got = frame[frame["step"] == step]["update_norm"].to_numpy()
         np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def test_sgd_update_norm_follows_a_learning_rate_schedule(reduce_path):
+    # the SGD plan is cached between steps: a scheduler's new lr must still reach it
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.3)
+    mon = gradprobe.watch(model, opt)
+    changes = []
+    for _ in range(4):
+        opt.zero_grad()
+        model(torch.randn(16, 6)).pow(2).mean().backward()
+        before = [p.detach().double().clone() for p in model.parameters()]
+        opt.step()
+        sched.step()
+        changes.append(
+            [
+                float((p.detach().double() - b).norm())
+                for p, b in zip(model.parameters(), before, strict=True)
+            ]
+        )
+    frame = mon.to_pandas()
+    mon.detach()
+    for step, want in enumerate(changes):
+        got = frame[frame["step"] == step]["update_norm"].to_numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4)

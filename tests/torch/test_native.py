@@ -56,6 +56,19 @@ def test_a_pass_split_between_two_threads_gives_the_same_numbers():
     assert one is not None and math.isclose(one, reference_moments(ts[0])[1], rel_tol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_squared_distances_of_pairs_match_float64_numpy(dtype):
+    gen = torch.Generator().manual_seed(5)
+    a = [torch.randn(n, generator=gen).to(dtype) for n in (*SIZES, 2_000_000)]
+    b = [x + 1e-3 * torch.randn(x.shape, generator=gen).to(dtype) for x in a]
+    got = _native.sq_dists(a, b)
+    assert got is not None
+    for x, y, d in zip(a, b, got, strict=True):
+        want = float(((x.double() - y.double()) ** 2).sum())
+        assert math.isclose(d, want, rel_tol=1e-12), (x.numel(), d, want)
+    assert _native.sq_dists([torch.ones(3)], [torch.ones(4)]) is None  # shapes must match
+
+
 def ref_zeros(t: torch.Tensor) -> int:
     return int((t == 0).sum())
 

@@ -91,6 +91,27 @@ def sq_norms(tensors: Sequence[torch.Tensor]) -> np.ndarray | None:
     return out
 
 
+def sq_dists(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> np.ndarray | None:
+    """Per pair of same-shaped tensors ||a - b||^2, differences and sums in float64."""
+    pa, pb = _prepare(a), _prepare(b)
+    if pa is None or pb is None or pa[1] != pb[1]:
+        return None
+    if any(x.shape != y.shape for x, y in zip(pa[0], pb[0], strict=True)):
+        return None
+    # the address arrays are named so they outlive the call (a temporary's memory could be reused)
+    addrs_a, addrs_b, sizes = _addresses(pa[0]), _addresses(pb[0]), _sizes(pa[0])
+    out = np.empty(len(sizes))
+    _fused.sqdist(
+        addrs_a.ctypes.data,
+        addrs_b.ctypes.data,
+        sizes.ctypes.data,
+        len(sizes),
+        pa[1],
+        out.ctypes.data,
+    )
+    return out
+
+
 def output_stats(
     outs: Sequence[torch.Tensor], low: float, high: float, unit_dim: int | None
 ) -> tuple[np.ndarray, np.ndarray | None] | None:

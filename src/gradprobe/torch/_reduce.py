@@ -131,8 +131,9 @@ class ParamViews:
 class UpdateMeter:
     """Measures ||W_before|| and ||W_after - W_before|| per tensor across an optimizer step.
 
-    Small CPU models keep a float64 copy; large ones reuse preallocated buffers (one copy before
-    the step, an in-place difference and one multi-tensor norm after).
+    Preallocated buffers take one copy of the weights before the step; after it, one pass reads
+    both (the fused C pass on the CPU, else one norm per tensor). Without the fused pass, small
+    CPU models keep a float64 copy instead.
     """
 
     def __init__(self) -> None:
@@ -143,7 +144,7 @@ class UpdateMeter:
     def before(self, views: ParamViews) -> np.ndarray | torch.Tensor:
         """Snapshot the parameters; returns their squared norms."""
         self._views = views
-        if views.small:
+        if views.small and not (NUMPY_ON_CPU and _native.available()):
             self._flat = views.flat64()
             with np.errstate(invalid="ignore", over="ignore"):
                 return np.add.reduceat(np.square(self._flat), views.starts)
@@ -154,7 +155,7 @@ class UpdateMeter:
         ):
             self._bufs = [torch.empty_like(t) for t in ts]
         torch._foreach_copy_(self._bufs, ts)
-        return torch.stack(torch._foreach_norm(self._bufs)).double().square()
+        return sq_norms(self._bufs)
 
     def after(self) -> np.ndarray | torch.Tensor | None:
         """Squared norms of the update since :meth:`before` (None if nothing was snapshot)."""
@@ -166,6 +167,9 @@ class UpdateMeter:
                 diff = views.flat64() - self._flat
                 self._flat = None
                 return np.add.reduceat(np.square(diff), views.starts)
+        fused = _native.sq_dists(self._bufs, views.tensors) if NUMPY_ON_CPU else None
+        if fused is not None:  # one pass over both, in float64
+            return fused
         # ||before - after|| read in one pass per tensor, nothing written
         dist = [_dist(b, t) for b, t in zip(self._bufs, views.tensors, strict=True)]
         return torch.stack(dist).double().square()

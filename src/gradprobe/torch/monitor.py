@@ -53,12 +53,13 @@ class _Layer:
     d_rows: list[Any] = field(default_factory=list)
     pending: torch.Tensor | None = None  # output waiting to see whether an activation follows
     # numbers already on the host: CPU tensors reduced by the fused pass as they were produced
-    m: np.ndarray | None = None  # summed output moments (sum, sum of squares, count, saturated)
+    m: tuple[float, ...] | None = None  # summed output moments: sum, sum of squares, count,
+    # saturated count
     alive: np.ndarray | None = None  # units positive for some example
     bsq: float | None = None  # ||dL/dh||^2
 
     def add_output(self, row: tuple[float, float, float, float], alive: Any) -> None:
-        self.m = np.array(row) if self.m is None else self.m + row
+        self.m = row if self.m is None else tuple(a + b for a, b in zip(self.m, row, strict=True))
         if alive is not None:
             self.alive = alive if self.alive is None else (self.alive | alive)
 
@@ -192,6 +193,8 @@ class Monitor:
         self._mode: _FunctionalActivations | None = None
         self._updates = R.UpdateMeter()
         self._sgd: _SgdPlan | None = None
+        self._plan_key: tuple[Any, ...] | None = None
+        self._plan: _SgdPlan | None = None
         self._param_sets: dict[tuple[int, ...], _ParamSet] = {}
         self._current: _ParamSet | None = None
         self._collector = R.Collector()
@@ -453,11 +456,32 @@ class Monitor:
             ps = self._read_grads()
             if ps is None:
                 return
-            self._sgd = _sgd_plan(optimizer, ps.views.params())
+            self._sgd = self._plan_for(optimizer, ps)
             if self._sgd is None:
                 self._collector.put("w", self._updates.before(ps.views))
             else:
                 self._collector.put("w", R.sq_norms(ps.views.tensors))
+
+    def _plan_for(self, optimizer: torch.optim.Optimizer, ps: _ParamSet) -> _SgdPlan | None:
+        """:func:`_sgd_plan`, made again only when the groups' settings or the parameters change."""
+        if type(optimizer) is not torch.optim.SGD:
+            return None
+        key = (
+            id(ps),
+            tuple(
+                (
+                    float(g["lr"]),
+                    g.get("momentum", 0),
+                    g.get("nesterov"),
+                    g.get("weight_decay", 0),
+                    len(g["params"]),
+                )
+                for g in optimizer.param_groups
+            ),
+        )
+        if key != self._plan_key:
+            self._plan_key, self._plan = key, _sgd_plan(optimizer, ps.views.params())
+        return self._plan
 
     def _after_update(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._recording():
