@@ -150,3 +150,42 @@ def test_log_dir_flushes_parquet_parts(tmp_path, data):
         "params-00000.parquet",
     ]
     assert len(mon.to_pandas()) == 16
+
+
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        pytest.param(lambda: keras.optimizers.SGD(0.2), id="sgd"),
+        pytest.param(
+            lambda: keras.optimizers.SGD(
+                keras.optimizers.schedules.ExponentialDecay(0.3, decay_steps=1, decay_rate=0.5)
+            ),
+            id="sgd-schedule",
+        ),
+        pytest.param(lambda: keras.optimizers.SGD(0.2, clipnorm=0.05), id="sgd-clipnorm"),
+        pytest.param(lambda: keras.optimizers.SGD(0.2, momentum=0.9), id="sgd-momentum"),
+        pytest.param(lambda: keras.optimizers.Adam(0.05), id="adam"),
+    ],
+)
+def test_update_norm_is_the_change_of_the_weights(data, make_opt):
+    # plain SGD takes lr * ||g|| (no second read of the weights); the others the weights' change
+    x, y = data
+    model = mlp()
+    model.compile(make_opt(), "mse")
+    mon = GradientMonitor()
+    changes = []
+    for _ in range(3):  # one step per fit: the whole set is one batch
+        before = [w.astype(np.float64) for w in model.get_weights()]
+        model.fit(x, y, batch_size=len(x), epochs=1, callbacks=[mon], verbose=0)
+        after = [w.astype(np.float64) for w in model.get_weights()]
+        changes.append([np.linalg.norm(a - b) for a, b in zip(after, before, strict=True)])
+    params = mon.to_pandas()
+    for step, want in enumerate(changes):
+        rows = params[params["step"] == step]
+        assert len(rows) == len(want)
+        got = [
+            _by(rows, layer=layer.name, param=param)["update_norm"]
+            for layer in model.layers
+            for param in ("kernel", "bias")  # the order of get_weights()
+        ]
+        np.testing.assert_allclose(got, want, rtol=1e-4)

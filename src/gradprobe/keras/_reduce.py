@@ -43,12 +43,13 @@ def param_stats(
     before: list[Any],
     after: list[Any] | None,
     groups: list[list[int]],
+    lr_sq: Any = None,
 ) -> Any:
     """Per tensor, in the order of ``grads``; (n, 7), float64 columns (SUM ... NONFINITE):
 
     sum, sum of squares, max |g| of the gradient; ||w||^2 of the weights ``before`` the update;
-    ||after - before||^2 (NaN without ``after``); exact zeros and non-finite elements of the
-    gradient.
+    ||after - before||^2, or, for a step known to be ``-lr * g``, ``lr_sq * ||g||^2`` (NaN with
+    neither); exact zeros and non-finite elements of the gradient.
 
     ``before`` and ``after`` are :func:`stack_groups` of the weights over ``groups``. Tensors of
     one shape are reduced together, so a statistic costs one op per shape, not per tensor: on
@@ -61,14 +62,16 @@ def param_stats(
         raw = ops.reshape(ops.stack([grads[i] for i in g]), (len(g), -1))
         x, w = ops.cast(raw, F64), ops.cast(before[j], F64)
         n = ops.cast(ops.shape(raw)[1], F64)
-        usq = (  # the difference in the weights' dtype: exact for an update small against w
-            ops.sum(ops.square(ops.cast(after[j] - before[j], F64)), axis=1)
-            if after is not None
-            else ops.full((len(g),), float("nan"), F64)
-        )
+        gsq = ops.sum(ops.square(x), axis=1)
+        if after is not None:  # the difference in the weights' dtype: exact for a small update
+            usq = ops.sum(ops.square(ops.cast(after[j] - before[j], F64)), axis=1)
+        elif lr_sq is not None:
+            usq = lr_sq * gsq
+        else:
+            usq = ops.full((len(g),), float("nan"), F64)
         cols = [
             ops.sum(x, axis=1),
-            ops.sum(ops.square(x), axis=1),
+            gsq,
             ops.cast(ops.max(ops.abs(raw), axis=1), F64),  # exact in any float dtype
             ops.sum(ops.square(w), axis=1),
             usq,

@@ -117,6 +117,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self._launched: list[tuple[int, int]] = []  # (device count, step) not yet read
         self._checked = False  # the first recorded step of this fit was read back
         self._scale: float | None = None
+        self._target: Any = None  # the optimizer whose apply is wrapped
         self._skips_ok = False
         self._fns: dict[bool, Any] = {}  # armed or not -> train function
         self._unwatched: Any = None  # what model.train_function is given back on close
@@ -284,6 +285,7 @@ class GradientMonitor(keras.callbacks.Callback):
         elif getattr(opt, "loss_scale_factor", None):
             self._scale = float(opt.loss_scale_factor)
         original = target.apply
+        self._target = target
 
         def apply(grads: Any, trainable_variables: Any = None) -> Any:
             if not self._tracer.armed:
@@ -298,10 +300,11 @@ class GradientMonitor(keras.callbacks.Callback):
         _, vs, _ = self._present(grads, variables)
         groups = R.shape_groups(vs)
         before = R.stack_groups([v.value for v in vs], groups)
+        lr_sq = _sgd_lr_sq(self._target, vs)  # read before the update, as the step reads it
         result = original(grads, trainable_variables)
         if self._scale is not None:
             grads = [g if g is None else g / self._scale for g in grads]
-        vec = self._step_vector(grads, variables, before, True, self._tracer.take())
+        vec = self._step_vector(grads, variables, before, True, self._tracer.take(), lr_sq)
         assert self._ring is not None
         self._ring.write(vec)
         return result
@@ -321,15 +324,19 @@ class GradientMonitor(keras.callbacks.Callback):
         before: list[Any] | None,
         updated: bool | None,
         accs: dict[str, LayerAcc],
+        lr_sq: Any = None,
     ) -> Any:
         """All numbers of one step as one float64 vector (backend ops only).
 
         ``before``: the weights before the update, as :func:`R.stack_groups` over the present
-        variables' shape groups (None: the weights now, and no update is seen).
+        variables' shape groups (None: the weights now, and no update is seen). ``lr_sq``: for
+        a step known to be ``-lr * g``, lr squared; the update norm is then ``lr * ||g||`` and
+        the weights are not read again after the update.
         """
+        block = self._param_block(grads, variables, before, updated, lr_sq)
         return ops.concatenate(
             [
-                ops.reshape(self._param_block(grads, variables, before, updated), (-1,)),
+                ops.reshape(block, (-1,)),
                 ops.reshape(self._layer_block(accs), (-1,)),
             ]
         )
@@ -349,17 +356,20 @@ class GradientMonitor(keras.callbacks.Callback):
         variables: list[Any],
         before: list[Any] | None,
         updated: bool | None,
+        lr_sq: Any = None,
     ) -> Any:
         rows, vs, gs = self._present(grads, variables)
         n = len(self._params)
         if not rows:
             return ops.zeros((n, P_COLS), "float64")
         groups = R.shape_groups(vs)
-        now = R.stack_groups([v.value for v in vs], groups, copy=False)
-        before, after = (before, now) if updated else (now, None)
-        block = ops.concatenate(
-            [ops.ones((len(vs), 1), "float64"), R.param_stats(gs, before, after, groups)], axis=1
-        )
+        if updated and lr_sq is not None and before is not None:
+            after = None  # the update norm comes from lr * ||g||
+        else:
+            now = R.stack_groups([v.value for v in vs], groups, copy=False)
+            before, after = (before, now) if updated else (now, None)
+        stats = R.param_stats(gs, before, after, groups, lr_sq)  # type: ignore[arg-type]
+        block = ops.concatenate([ops.ones((len(vs), 1), "float64"), stats], axis=1)
         if len(rows) == n:
             return block
         return ops.scatter(np.asarray(rows, dtype="int32")[:, None], block, (n, P_COLS))
@@ -561,6 +571,24 @@ def _pe(acc: LayerAcc) -> Any:
     if acc.x_rows and acc.d_rows and len(acc.x_rows) == len(acc.d_rows):
         return ops.mean(ops.concatenate(acc.x_rows) * ops.concatenate(acc.d_rows))
     return None
+
+
+def _sgd_lr_sq(opt: Any, variables: list[Any]) -> Any:
+    """lr squared as a float64 tensor when ``opt.apply`` is exactly ``w -= lr * g`` for the
+    gradients the monitor records (plain SGD without momentum, weight decay, clipping, EMA or
+    accumulation); None otherwise, and the update is read from the weights."""
+    if type(opt) is not keras.optimizers.SGD or getattr(opt, "momentum", 0):
+        return None
+    for attr in ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm"):
+        if getattr(opt, attr, None):
+            return None
+    if getattr(opt, "use_ema", False) or getattr(opt, "gradient_accumulation_steps", None):
+        return None
+    dtypes = {str(v.dtype) for v in variables}
+    if len(dtypes) != 1:
+        return None
+    lr = ops.cast(opt.learning_rate, dtypes.pop())  # the step casts lr to the weights' dtype
+    return ops.square(ops.cast(lr, "float64"))
 
 
 def _opt_name(model: Any) -> str:
