@@ -2,9 +2,10 @@
 
 Run: python benchmarks/bench_monitor.py [--quick]
 
-Two identical copies of each model train side by side in one process: one bare, one watched.
-Blocks of steps alternate between them (bare, watched, bare, ...), and the median time per step of
-each is compared, so drifts of the machine's speed hit both alike.
+Identical copies of each model train side by side in one process: bare, watched in each
+configuration, a stand-in that only captures, and a second bare copy whose ratio to the first
+shows the noise floor of the figures. Blocks of steps alternate between them in a shuffled order,
+and the median time per step of each is compared, so drifts of the machine's speed hit all alike.
 """
 
 from __future__ import annotations
@@ -112,18 +113,18 @@ def compare(name: str, model: nn.Module, x, y, block: int, repeats: int) -> list
     m = copy.deepcopy(model)
     floor_step, floor_opt = make_step(m, x, y)
     CaptureFloor(m, floor_opt)
-    for _ in range(3):  # warm-up
-        bare_step()
-        floor_step()
-        for step, _ in watched.values():
-            step()
     floor = "capture floor (hooks, no statistics)"
-    labels = [*configs, floor]
+    again = "bare again (noise floor)"
+    labels = [*configs, floor, again]
     times: dict[str, list[float]] = {"bare": [], **{k: [] for k in labels}}
     ratios: dict[str, list[float]] = {k: [] for k in labels}
     rng = random.Random(0)
     runners = {"bare": bare_step, **{k: step for k, (step, _) in watched.items()}}
     runners[floor] = floor_step
+    runners[again], _ = make_step(copy.deepcopy(model), x, y)  # a second unwatched copy
+    for _ in range(3):  # warm-up
+        for run in runners.values():
+            run()
     for _ in range(repeats):
         order = list(runners)
         rng.shuffle(order)  # no configuration always runs right after another
