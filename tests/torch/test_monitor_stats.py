@@ -325,6 +325,26 @@ def test_infinite_gradients_are_recorded_without_numpy_warnings(recwarn):
     mon.detach()
 
 
+def assert_update_norms_are_the_weights_change(model, opt, sched=None) -> None:
+    """Four watched steps; each recorded update norm is the weights' actual change."""
+    mon = gradprobe.watch(model, opt)
+    changes = []
+    for _ in range(4):
+        opt.zero_grad()
+        model(torch.randn(16, 6)).pow(2).mean().backward()
+        before = [p.detach().double().clone() for p in model.parameters()]
+        opt.step()
+        if sched is not None:
+            sched.step()
+        after = [p.detach().double() for p in model.parameters()]
+        changes.append([float((a - b).norm()) for a, b in zip(after, before, strict=True)])
+    frame = mon.to_pandas()
+    mon.detach()
+    for step, want in enumerate(changes):
+        got = frame[frame["step"] == step]["update_norm"].to_numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
 @pytest.mark.parametrize(
     "make_opt",
     [
@@ -343,21 +363,7 @@ def test_infinite_gradients_are_recorded_without_numpy_warnings(recwarn):
 def test_update_norm_is_the_change_of_the_weights(reduce_path, make_opt):
     torch.manual_seed(4)
     model = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 1))
-    opt = make_opt(model)
-    mon = gradprobe.watch(model, opt)
-    changes = []
-    for _ in range(4):
-        opt.zero_grad()
-        model(torch.randn(16, 6)).pow(2).mean().backward()
-        before = [p.detach().double().clone() for p in model.parameters()]
-        opt.step()
-        after = [p.detach().double() for p in model.parameters()]
-        changes.append([float((a - b).norm()) for a, b in zip(after, before, strict=True)])
-    frame = mon.to_pandas()
-    mon.detach()
-    for step, want in enumerate(changes):
-        got = frame[frame["step"] == step]["update_norm"].to_numpy()
-        np.testing.assert_allclose(got, want, rtol=1e-4)
+    assert_update_norms_are_the_weights_change(model, make_opt(model))
 
 
 def test_sgd_update_norm_follows_a_learning_rate_schedule(reduce_path):
@@ -366,22 +372,4 @@ def test_sgd_update_norm_follows_a_learning_rate_schedule(reduce_path):
     model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.3)
-    mon = gradprobe.watch(model, opt)
-    changes = []
-    for _ in range(4):
-        opt.zero_grad()
-        model(torch.randn(16, 6)).pow(2).mean().backward()
-        before = [p.detach().double().clone() for p in model.parameters()]
-        opt.step()
-        sched.step()
-        changes.append(
-            [
-                float((p.detach().double() - b).norm())
-                for p, b in zip(model.parameters(), before, strict=True)
-            ]
-        )
-    frame = mon.to_pandas()
-    mon.detach()
-    for step, want in enumerate(changes):
-        got = frame[frame["step"] == step]["update_norm"].to_numpy()
-        np.testing.assert_allclose(got, want, rtol=1e-4)
+    assert_update_norms_are_the_weights_change(model, opt, sched)
