@@ -2,24 +2,19 @@
 
 Each function reads every element of every array exactly once, with the GIL released, and writes
 float64 results. Arrays are given as raw addresses (contiguous, C order) so that one call covers a
-whole step's tensors without a Python round trip per tensor; the Python side (gradprobe.torch._fast)
+whole step's tensors without a Python round trip per tensor; the Python side (gradprobe.torch._native)
 checks dtypes, contiguity and sizes before it calls, and falls back to numpy/torch when this module
 is not built.
 
-Sums are accumulated in float64. Loops carry OpenMP SIMD reduction pragmas (compiled with
--fopenmp-simd: vectorised, no OpenMP runtime). A pass over many elements is split between the
-calling thread and one POSIX thread.
+Sums are accumulated in float64 (float32 sums of squares and counts in runs of at most 256
+elements, each run's total added in float64). Loops carry OpenMP SIMD reduction pragmas (compiled with
+-fopenmp-simd: vectorised, no OpenMP runtime, no threads).
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
-#if defined(__unix__) || defined(__APPLE__)
-#include <pthread.h>
-#define GRADPROBE_THREADS
-#endif
 
 #define F32 0
 #define F64 1
@@ -176,84 +171,10 @@ KERNEL static void output_one(const void *ptr, int64_t outer, int64_t units, int
    address of an int64 array of element counts, the number of arrays, the dtype code, and the
    address of the float64 output. */
 
-/* A pass over many arrays: element range [g0, g1) of their concatenation, each array's part
-   reduced into its own row of o (width 4 for moments, 1 for sums of squares). */
-typedef struct {
-    const int64_t *a, *n, *b; /* b: second arrays (differences), or NULL */
-    Py_ssize_t k;
-    int dtype, width;
-    int64_t g0, g1;
-    double *o;
-} pass_t;
-
-static void *run_pass(void *arg)
-{
-    pass_t *p = (pass_t *)arg;
-    int64_t start = 0;
-    for (Py_ssize_t j = 0; j < p->k; start += p->n[j], j++) {
-        int64_t lo = p->g0 > start ? p->g0 - start : 0;
-        int64_t hi = p->g1 - start < p->n[j] ? p->g1 - start : p->n[j];
-        double *o = p->o + p->width * j;
-        if (hi <= lo) {
-            for (int c = 0; c < p->width; c++) o[c] = 0.0;  /* 0 is neutral for max |x| too */
-            continue;
-        }
-        size_t item = p->dtype == F32 ? sizeof(float) : sizeof(double);
-        const char *base = (const char *)(uintptr_t)p->a[j] + (size_t)lo * item;
-        if (p->width == 4)
-            moments_one(base, hi - lo, p->dtype, o);
-        else if (p->b != NULL)
-            o[0] = sqdist_one(base, (const char *)(uintptr_t)p->b[j] + (size_t)lo * item, hi - lo,
-                              p->dtype);
-        else
-            o[0] = sumsq_one(base, hi - lo, p->dtype);
-    }
-    return NULL;
-}
-
-/* Passes over more elements than this run on two threads, each over half of the elements (the
-   second core is otherwise idle while the reductions run between training steps). */
-#define TWO_THREADS (1 << 21)
-
-static void run_split(pass_t *whole)
-{
-    int64_t total = 0;
-    for (Py_ssize_t j = 0; j < whole->k; j++) total += whole->n[j];
-    whole->g0 = 0;
-    whole->g1 = total;
-#ifdef GRADPROBE_THREADS
-    if (total > TWO_THREADS) {
-        pass_t second = *whole;
-        double *part = (double *)malloc(sizeof(double) * whole->width * whole->k);
-        pthread_t th;
-        if (part != NULL) {
-            second.o = part;
-            second.g0 = whole->g1 = total / 2;
-            if (pthread_create(&th, NULL, run_pass, &second) == 0) {
-                run_pass(whole);
-                pthread_join(th, NULL);
-                for (Py_ssize_t j = 0; j < whole->k; j++) {
-                    double *o = whole->o + whole->width * j, *q = part + whole->width * j;
-                    if (whole->width == 4) {
-                        o[0] += q[0];
-                        o[1] += q[1];
-                        o[2] = q[2] > o[2] ? q[2] : o[2];
-                        o[3] += q[3];
-                    } else {
-                        o[0] += q[0];
-                    }
-                }
-                free(part);
-                return;
-            }
-            free(part);
-            whole->g1 = total;
-        }
-    }
-#endif
-    run_pass(whole);
-}
-
+/* A pass over many arrays, each reduced into its own row of o: width 4 for moments, 1 for sums of
+   squares, or 1 for squared differences with the arrays at b. One thread: the passes are bound by
+   memory, and a second thread gained nothing measurable (the other core is busy with the
+   training framework's own threads). */
 static PyObject *fused_pass(PyObject *args, int width, int pairs)
 {
     unsigned long long addrs, sizes, out, second = 0;
@@ -262,11 +183,19 @@ static PyObject *fused_pass(PyObject *args, int width, int pairs)
     if (pairs ? !PyArg_ParseTuple(args, "KKKniK", &addrs, &second, &sizes, &k, &dtype, &out)
               : !PyArg_ParseTuple(args, "KKniK", &addrs, &sizes, &k, &dtype, &out))
         return NULL;
-    pass_t whole = {(const int64_t *)(uintptr_t)addrs, (const int64_t *)(uintptr_t)sizes,
-                    (const int64_t *)(uintptr_t)second, k, dtype, width, 0, 0,
-                    (double *)(uintptr_t)out};
+    const int64_t *a = (const int64_t *)(uintptr_t)addrs, *n = (const int64_t *)(uintptr_t)sizes;
+    const int64_t *b = (const int64_t *)(uintptr_t)second;
+    double *o = (double *)(uintptr_t)out;
     Py_BEGIN_ALLOW_THREADS
-    run_split(&whole);
+    for (Py_ssize_t j = 0; j < k; j++) {
+        const void *x = (const void *)(uintptr_t)a[j];
+        if (width == 4)
+            moments_one(x, n[j], dtype, o + 4 * j);
+        else if (b != NULL)
+            o[j] = sqdist_one(x, (const void *)(uintptr_t)b[j], n[j], dtype);
+        else
+            o[j] = sumsq_one(x, n[j], dtype);
+    }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -316,81 +245,20 @@ static PyObject *fused_sumsq1(PyObject *self, PyObject *args)
     return PyFloat_FromDouble(q);
 }
 
-typedef struct {
-    const char *x;
-    int64_t outer, units, inner;
-    int dtype;
-    double low, high;
-    void *umax;
-    double o[4];
-} out_t;
-
-static void *run_output(void *arg)
-{
-    out_t *p = (out_t *)arg;
-    output_one(p->x, p->outer, p->units, p->inner, p->dtype, p->low, p->high, p->umax, p->o);
-    return NULL;
-}
-
-/* An output of more elements than this is read by two threads, each over half of its rows. */
-#define TWO_THREADS_OUTPUT (1 << 18)
-
-static void output_split(out_t *whole)
-{
-#ifdef GRADPROBE_THREADS
-    int64_t n = whole->outer * whole->units * whole->inner;
-    if (n > TWO_THREADS_OUTPUT && whole->outer >= 2) {
-        size_t item = whole->dtype == F32 ? sizeof(float) : sizeof(double);
-        out_t second = *whole;
-        int64_t half = whole->outer / 2;
-        second.x = whole->x + (size_t)(half * whole->units * whole->inner) * item;
-        second.outer = whole->outer - half;
-        second.umax = whole->umax ? malloc(item * (size_t)whole->units) : NULL;
-        pthread_t th;
-        if ((whole->umax == NULL || second.umax != NULL) &&
-            pthread_create(&th, NULL, run_output, &second) == 0) {
-            whole->outer = half;
-            run_output(whole);
-            pthread_join(th, NULL);
-            whole->outer += second.outer;
-            for (int c = 0; c < 4; c++) whole->o[c] += second.o[c];
-            if (whole->umax) {
-                for (int64_t u = 0; u < whole->units; u++) {
-                    if (whole->dtype == F32) {
-                        float *a = (float *)whole->umax, *b = (float *)second.umax;
-                        a[u] = b[u] > a[u] ? b[u] : a[u];
-                    } else {
-                        double *a = (double *)whole->umax, *b = (double *)second.umax;
-                        a[u] = b[u] > a[u] ? b[u] : a[u];
-                    }
-                }
-            }
-            free(second.umax);
-            return;
-        }
-        free(second.umax);
-    }
-#endif
-    run_output(whole);
-}
-
 static PyObject *fused_output1(PyObject *self, PyObject *args)
 {
     unsigned long long addr, umax;
-    out_t job;
     long long outer, units, inner;
-    if (!PyArg_ParseTuple(args, "KLLLiddK", &addr, &outer, &units, &inner, &job.dtype, &job.low,
-                          &job.high, &umax))
+    int dtype;
+    double low, high, o[4];
+    if (!PyArg_ParseTuple(args, "KLLLiddK", &addr, &outer, &units, &inner, &dtype, &low, &high,
+                          &umax))
         return NULL;
-    job.x = (const char *)(uintptr_t)addr;
-    job.outer = outer;
-    job.units = units;
-    job.inner = inner;
-    job.umax = (void *)(uintptr_t)umax;
     Py_BEGIN_ALLOW_THREADS
-    output_split(&job);
+    output_one((const void *)(uintptr_t)addr, outer, units, inner, dtype, low, high,
+               (void *)(uintptr_t)umax, o);
     Py_END_ALLOW_THREADS
-    return Py_BuildValue("(dddd)", job.o[0], job.o[1], job.o[2], job.o[3]);
+    return Py_BuildValue("(dddd)", o[0], o[1], o[2], o[3]);
 }
 
 static PyMethodDef methods[] = {
