@@ -229,26 +229,52 @@ def _layers(
     )
 
 
+@dataclass(frozen=True)
+class _Readout:
+    """What the readout's loss moments depend on: the loss, the variance of the readout's
+    pre-activation from its weights (q_u), its bias variance, the number of outputs and the
+    targets' second moment."""
+
+    loss: str
+    q_u: float
+    bias_var: float
+    k: int
+    target_second_moment: float
+
+    @classmethod
+    def of(
+        cls,
+        widths: Sequence[int],
+        v: Sequence[float],
+        s: Sequence[float],
+        rec: recursion.Recursion,
+        loss: str,
+        target_second_moment: float,
+    ) -> _Readout:
+        q_u = widths[-2] * v[-1] * rec.a[-2]
+        return cls(loss, q_u, s[-1], widths[-1], target_second_moment)
+
+    def moments(self, scale: float = 1.0) -> readout.ReadoutMoments:
+        """The loss moments with the pre-activation's weight part scaled by ``scale``."""
+        return readout.readout_moments(
+            self.loss, self.q_u * scale, self.bias_var, self.k, self.target_second_moment
+        )
+
+
 def _readout_coupling(
     widths: Sequence[int],
     acts: Sequence[Activation],
     v: Sequence[float],
     s: Sequence[float],
     rec: recursion.Recursion,
-    loss: str,
-    target_second_moment: float,
+    out: _Readout,
 ) -> tuple[list[float], list[float]]:
     """Factors on E||grad W^l||^2 and E||delta^l||^2 from the readout's coupling and spread
     (inputs taken as standardised Gaussian features: ln ||x^0||^2 spreads by 2/n_0)."""
-    q_u = widths[-2] * v[-1] * rec.a[-2]
-
-    def moments(scale: float) -> readout.ReadoutMoments:
-        return readout.readout_moments(loss, q_u * scale, s[-1], widths[-1], target_second_moment)
-
-    m = moments(1.0)
+    m = out.moments()
     rise = recursion.readout_excess(widths, acts, v, s, rec, 1.0, 1.0)
     sp = spread.spread(widths, acts, s, rec, 2.0 / widths[0])
-    grad_f, delta_f = spread.readout_factors(sp, moments, rise)
+    grad_f, delta_f = spread.readout_factors(sp, out.moments, rise)
     ratio = m.excess / m.delta2 if m.delta2 > 0 else 0.0
     return (
         [(1 + r * ratio) * f for r, f in zip(rise, grad_f, strict=True)],
@@ -263,26 +289,22 @@ def _typical_offset(
     v: Sequence[float],
     s: Sequence[float],
     rec: recursion.Recursion,
-    loss: str,
-    target_second_moment: float,
+    out: _Readout,
     batch_size: int | None,
 ) -> float:
     """Geometric mean over nets / ensemble value of the first/readout ratio."""
     if len(widths) < 3:
         return 1.0
-    q_u, k = widths[-2] * v[-1] * rec.a[-2], widths[-1]
-
-    def moments(scale: float) -> readout.ReadoutMoments:
-        return readout.readout_moments(loss, q_u * scale, s[-1], k, target_second_moment)
-
-    overlaps = readout.signal_overlaps(loss, q_u, s[-1], k, target_second_moment)
+    overlaps = readout.signal_overlaps(
+        out.loss, out.q_u, out.bias_var, out.k, out.target_second_moment
+    )
     return typical.typical_offset(
         widths,
         acts,
         v,
         s,
         rec,
-        (moments, *overlaps),
+        (out.moments, *overlaps),
         typical.weight_kurtosis(init),
         batch_size,
     )
@@ -347,10 +369,11 @@ def predict_mlp(
     v, s = layer_variances(widths, init, weight_var, bias_var, gain)
     rec = recursion.run(widths, acts, v, s, input_second_moment)
     loss = readout.check_loss(loss or readout.default_loss(widths[-1]), widths[-1])
-    coupling = _readout_coupling(widths, acts, v, s, rec, loss, target_second_moment)
+    out = _Readout.of(widths, v, s, rec, loss, target_second_moment)
+    coupling = _readout_coupling(widths, acts, v, s, rec, out)
     if not readout_coupling:
         coupling = ([1.0] * len(v), [1.0] * len(v))
-    offset = _typical_offset(widths, init, acts, v, s, rec, loss, target_second_moment, batch_size)
+    offset = _typical_offset(widths, init, acts, v, s, rec, out, batch_size)
     batch_norms = None
     if batch_size:
         g2 = batch.batch_grad2(
