@@ -1,8 +1,9 @@
 """Reductions of tensors to a few scalars, done where the tensors live.
 
-On the CPU the tensors are read in place as numpy arrays (no copy) and reduced with one
-``reduceat`` per statistic over all tensors at once. On an accelerator the same numbers are
-computed with torch operations on the device, without any synchronisation; the
+On the CPU the fused C pass (:mod:`gradprobe.torch._native`) reads each tensor once in place
+for all its statistics; where it is not built, the tensors are read in place as numpy arrays and
+reduced with one ``reduceat`` per statistic over all tensors at once. On an accelerator the same
+numbers are computed with torch operations on the device, without any synchronisation; the
 :class:`Collector` then moves everything a step produced to the host in one transfer.
 
 numpy's BLAS is never called here (no ``dot``, ``einsum`` or ``@``): OpenBLAS threads spin after
