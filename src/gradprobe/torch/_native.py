@@ -30,7 +30,7 @@ def available() -> bool:
 
 def _prepare(tensors: Sequence[torch.Tensor]) -> tuple[Sequence[torch.Tensor], int] | None:
     """The tensors as contiguous CPU arrays of one supported dtype, and that dtype's code."""
-    if not (ENABLED and _fused is not None) or not tensors:
+    if not available() or not tensors:
         return None
     dtype = tensors[0].dtype
     code = _CODES.get(dtype)
@@ -143,7 +143,7 @@ def output_stats(
 
 def _one(t: torch.Tensor) -> int | None:
     """The dtype code of a tensor the one-array kernels can read in place, else None."""
-    if not (ENABLED and _fused is not None and t.is_cpu and t.is_contiguous()):
+    if not (available() and t.is_cpu and t.is_contiguous()):
         return None
     return _CODES.get(t.dtype)
 
