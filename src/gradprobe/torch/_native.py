@@ -55,21 +55,25 @@ def _prepare(tensors: Sequence[torch.Tensor]) -> tuple[Sequence[torch.Tensor], i
 
 
 def _addresses(tensors: Sequence[torch.Tensor]) -> np.ndarray:
-    return np.array([t.data_ptr() for t in tensors], dtype=np.int64)
+    return np.array(list(map(torch.Tensor.data_ptr, tensors)), dtype=np.int64)
 
 
-def _sizes(tensors: Sequence[torch.Tensor]) -> np.ndarray:
-    return np.array([t.numel() for t in tensors], dtype=np.int64)
+def _sizes(tensors: Sequence[torch.Tensor], known: np.ndarray | None = None) -> np.ndarray:
+    """Element counts; ``known``: the counts already at hand (the caller's, for these shapes)."""
+    if known is not None:
+        return known
+    return np.array(list(map(torch.Tensor.numel, tensors)), dtype=np.int64)
 
 
-def moments(tensors: Sequence[torch.Tensor]) -> np.ndarray | None:
+def moments(tensors: Sequence[torch.Tensor], sizes: np.ndarray | None = None) -> np.ndarray | None:
     """Per tensor: sum, sum of squares, max |x| and count of exact zeros, shape (n, 4), sums in
-    float64. max |x| is NaN when the tensor holds a NaN, as numpy's is."""
+    float64. max |x| is NaN when the tensor holds a NaN, as numpy's is. ``sizes``: the tensors'
+    element counts, when the caller keeps them."""
     prep = _prepare(tensors)
     if prep is None:
         return None
     ts, code = prep
-    addrs, sizes = _addresses(ts), _sizes(ts)
+    addrs, sizes = _addresses(ts), _sizes(ts, sizes)
     out = np.empty((len(ts), 4))
     _fused.moments(addrs.ctypes.data, sizes.ctypes.data, len(ts), code, out.ctypes.data)
     suspect = ~np.isfinite(out[:, 1])  # the kernel's max skips NaN: take it again, NaN included
@@ -79,13 +83,13 @@ def moments(tensors: Sequence[torch.Tensor]) -> np.ndarray | None:
     return out
 
 
-def sq_norms(tensors: Sequence[torch.Tensor]) -> np.ndarray | None:
+def sq_norms(tensors: Sequence[torch.Tensor], sizes: np.ndarray | None = None) -> np.ndarray | None:
     """Per tensor ||x||^2 (float32 tensors: float32 runs of 256 elements, totals in float64)."""
     prep = _prepare(tensors)
     if prep is None:
         return None
     ts, code = prep
-    addrs, sizes = _addresses(ts), _sizes(ts)
+    addrs, sizes = _addresses(ts), _sizes(ts, sizes)
     out = np.empty(len(ts))
     _fused.sumsq(addrs.ctypes.data, sizes.ctypes.data, len(ts), code, out.ctypes.data)
     return out

@@ -98,10 +98,13 @@ def moments(
     return torch.stack(rows)
 
 
-def sq_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor | np.ndarray:
-    """Per tensor ||x||^2: one multi-tensor pass that reads each tensor once and copies nothing."""
+def sq_norms(
+    tensors: Sequence[torch.Tensor], sizes: np.ndarray | None = None
+) -> torch.Tensor | np.ndarray:
+    """Per tensor ||x||^2: one multi-tensor pass that reads each tensor once and copies nothing.
+    ``sizes``: the element counts of exactly these tensors, when known (see :class:`ParamViews`)."""
     if NUMPY_ON_CPU:
-        fused = _native.sq_norms(tensors)
+        fused = _native.sq_norms(tensors, sizes)
         if fused is not None:
             return fused
     return _torch_norms(tensors).square()
@@ -116,9 +119,14 @@ class ParamViews:
         self.small = self.tensors[0].device.type == "cpu" and (
             sum(t.numel() for t in self.tensors) <= SMALL
         )
+        self.sizes = np.array([t.numel() for t in self.tensors], dtype=np.int64)
         self.starts = segment_starts(self.tensors)
         self._ptrs: list[int] = []
         self._views: list[np.ndarray] = []
+
+    def sq_norms(self) -> torch.Tensor | np.ndarray:
+        """||w||^2 of each parameter now."""
+        return sq_norms(self.tensors, self.sizes)
 
     def flat64(self) -> np.ndarray:
         """All elements as one float64 vector (small CPU sets only)."""
@@ -156,7 +164,7 @@ class UpdateMeter:
         ):
             self._bufs = [torch.empty_like(t) for t in ts]
         torch._foreach_copy_(self._bufs, ts)
-        return sq_norms(self._bufs)
+        return sq_norms(self._bufs, views.sizes)  # the buffers have the parameters' shapes
 
     def after(self) -> np.ndarray | torch.Tensor | None:
         """Squared norms of the update since :meth:`before` (None if nothing was snapshot)."""

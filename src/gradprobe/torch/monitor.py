@@ -72,6 +72,8 @@ class _ParamSet:
     is_weight: np.ndarray
     views: _GradViews
     order_size: int
+    zeros: np.ndarray  # read-only fillers for the rows: no non-finite value, no number
+    nans: np.ndarray
 
     @classmethod
     def build(cls, mon: Monitor, have: tuple[int, ...]) -> _ParamSet:
@@ -88,6 +90,8 @@ class _ParamSet:
             is_weight=np.array([pn == "weight" for _, pn, _ in chosen]),
             views=_GradViews(params),
             order_size=len(mon._order),
+            zeros=np.zeros(len(params), dtype=np.int64),
+            nans=np.full(len(params), np.nan),
         )
 
 
@@ -181,6 +185,7 @@ class Monitor:
             )
         self._act_modules = {m: MODULES[type(m)] for m in model.modules() if type(m) in MODULES}
         self._kinds = {name: type(m).__name__ for m, name in self._owner_names.items()}
+        self._conv = {name for name, kind in self._kinds.items() if kind.startswith("Conv")}
         self._backward_hooks = {
             name: partial(self._on_backward, name) for name in self._owner_names.values()
         }
@@ -224,7 +229,7 @@ class Monitor:
         if self._recording():
             ps = self._read_grads()
             if ps is not None:
-                self._collector.put("w", R.sq_norms(ps.views.tensors))
+                self._collector.put("w", ps.views.sq_norms())
             self._finish(updates=None)
         self._advance()
 
@@ -375,8 +380,7 @@ class Monitor:
 
     def _measure(self, acc: _Layer, out: torch.Tensor, act: Activation | None) -> None:
         """Keep a small output for the step's batched reduction; reduce a large one now."""
-        conv = self._kinds.get(self._last or "", "").startswith("Conv")
-        acc.unit_dim = 1 if conv and out.ndim > 2 else -1
+        acc.unit_dim = 1 if out.ndim > 2 and self._last in self._conv else -1
         now = R.output_stats_now(out, act, acc.unit_dim)
         if now is not None:  # a CPU tensor, read while still in cache
             acc.add_output(*now)
@@ -460,7 +464,7 @@ class Monitor:
             if self._sgd is None:
                 self._collector.put("w", self._updates.before(ps.views))
             else:
-                self._collector.put("w", R.sq_norms(ps.views.tensors))
+                self._collector.put("w", ps.views.sq_norms())
 
     def _plan_for(self, optimizer: torch.optim.Optimizer, ps: _ParamSet) -> _SgdPlan | None:
         """:func:`_sgd_plan`, made again only when the groups' settings or the parameters change."""
@@ -503,7 +507,8 @@ class Monitor:
     # ---------------------------------------------------------- step bodies
     def _read_grads(self) -> _ParamSet | None:
         """Queue the gradient moments of every parameter that has a gradient now."""
-        have = tuple(i for i, (_, _, p) in enumerate(self._params) if p.grad is not None)
+        every = [p.grad for _, _, p in self._params]
+        have = tuple(i for i, g in enumerate(every) if g is not None)
         if not have:
             self._current = None
             return None
@@ -511,7 +516,7 @@ class Monitor:
         if ps is None or ps.order_size != len(self._order):
             ps = self._param_sets[have] = _ParamSet.build(self, have)
         views = ps.views
-        grads = [_grad(p) for p in views.params()]
+        grads = every if len(have) == len(every) else [every[i] for i in have]
         self._collector.put("g", R.moments(grads, views.starts, views.small))
         self._current = ps
         return ps
@@ -618,13 +623,13 @@ class Monitor:
     # ---------------------------------------------------------- row building
     def _emit_params(self, ps: _ParamSet, host: dict[str, np.ndarray]) -> None:
         g, n = host["g"], ps.meta.numel
-        nonfinite = np.zeros(len(n), dtype=np.int64)
-        suspect = ~np.isfinite(g[:, R.SUMSQ]) | ~np.isfinite(g[:, R.SUM])
-        if suspect.any():
+        nonfinite, nan = ps.zeros, ps.nans  # shared by the steps' rows, never written
+        if not np.isfinite(g[:, : R.SUMSQ + 1]).all():  # a sum or sum of squares is not finite
+            suspect = ~np.isfinite(g[:, R.SUMSQ]) | ~np.isfinite(g[:, R.SUM])
             idx = np.flatnonzero(suspect)
             grads = ps.views.params()
+            nonfinite = np.zeros(len(n), dtype=np.int64)
             nonfinite[idx] = R.nonfinite_counts([_grad(grads[i]) for i in idx])
-        nan = np.full(len(n), np.nan)
         pe = nan
         if self.per_example:
             pe_layer = np.array([_scalar(host.get(f"p:{layer}")) for layer in ps.meta.layers])
