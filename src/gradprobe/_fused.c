@@ -103,7 +103,7 @@ KERNEL static double sqdist_one(const void *pa, const void *pb, int64_t n, int d
    arrays' own dtype). The sum is taken in float64 (a mean near zero cancels); the sum of squares
    and the count run in the arrays' dtype over short runs (at most BLOCK elements), each run's
    total added in float64. */
-#define RUN(T, base, len, MAXV)                                                            \
+#define RUN(T, base, len, MAXV, COUNT)                                                     \
     for (int64_t b0 = 0; b0 < (len); b0 += BLOCK) {                                        \
         int64_t e0 = b0 + BLOCK < (len) ? b0 + BLOCK : (len);                              \
         double sb = 0;                                                                     \
@@ -113,10 +113,19 @@ KERNEL static double sqdist_one(const void *pa, const void *pb, int64_t n, int d
             T v = (base)[i];                                                               \
             sb += (double)v;                                                               \
             qb += v * v;                                                                   \
-            cb += (v < lo || v > hi) ? (T)1 : (T)0;                                        \
+            COUNT                                                                          \
             MAXV                                                                           \
         }                                                                                  \
         s += (double)sb; q += (double)qb; c += (double)cb;                                 \
+    }
+#define IN_BAND(T) cb += (v < lo || v > hi) ? (T)1 : (T)0;
+/* no band (low = -inf, high = +inf): nothing can lie outside it, not even NaN or inf, so the
+   comparisons, a third of the loop's time, are left out and the count stays 0 */
+#define RUNS(T, base, len, MAXV)                                                           \
+    if (banded) {                                                                          \
+        RUN(T, base, len, MAXV, IN_BAND(T))                                                \
+    } else {                                                                               \
+        RUN(T, base, len, MAXV, )                                                          \
     }
 
 #define OUTPUT_BODY(T)                                                                     \
@@ -126,13 +135,14 @@ KERNEL static double sqdist_one(const void *pa, const void *pb, int64_t n, int d
         const T lo = (T)low, hi = (T)high;                                                 \
         double s = 0.0, q = 0.0, c = 0.0;                                                  \
         int64_t n = outer * units * inner;                                                 \
+        const int banded = !(isinf(low) && low < 0 && isinf(high) && high > 0);            \
         if (umax == NULL) {                                                                \
-            RUN(T, x, n, )                                                                 \
+            RUNS(T, x, n, )                                                                \
         } else if (inner == 1) {                                                           \
             for (int64_t u = 0; u < units; u++) umax[u] = -INFINITY;                       \
             for (int64_t r = 0; r < outer; r++) {                                          \
                 const T *row = x + r * units;                                              \
-                RUN(T, row, units, umax[i] = v > umax[i] ? v : umax[i];)                   \
+                RUNS(T, row, units, umax[i] = v > umax[i] ? v : umax[i];)                  \
             }                                                                              \
         } else {                                                                           \
             for (int64_t u = 0; u < units; u++) umax[u] = -INFINITY;                       \
