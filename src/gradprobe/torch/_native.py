@@ -65,15 +65,14 @@ def _sizes(tensors: Sequence[torch.Tensor], known: np.ndarray | None = None) -> 
     return np.array(list(map(torch.Tensor.numel, tensors)), dtype=np.int64)
 
 
-def moments(tensors: Sequence[torch.Tensor], sizes: np.ndarray | None = None) -> np.ndarray | None:
+def moments(tensors: Sequence[torch.Tensor]) -> np.ndarray | None:
     """Per tensor: sum, sum of squares, max |x| and count of exact zeros, shape (n, 4), sums in
-    float64. max |x| is NaN when the tensor holds a NaN, as numpy's is. ``sizes``: the tensors'
-    element counts, when the caller keeps them."""
+    float64. max |x| is NaN when the tensor holds a NaN, as numpy's is."""
     prep = _prepare(tensors)
     if prep is None:
         return None
     ts, code = prep
-    addrs, sizes = _addresses(ts), _sizes(ts, sizes)
+    addrs, sizes = _addresses(ts), _sizes(ts)
     out = np.empty((len(ts), 4))
     _fused.moments(addrs.ctypes.data, sizes.ctypes.data, len(ts), code, out.ctypes.data)
     suspect = ~np.isfinite(out[:, 1])  # the kernel's max skips NaN: take it again, NaN included
