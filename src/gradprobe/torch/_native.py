@@ -58,10 +58,7 @@ def _addresses(tensors: Sequence[torch.Tensor]) -> np.ndarray:
     return np.array(list(map(torch.Tensor.data_ptr, tensors)), dtype=np.int64)
 
 
-def _sizes(tensors: Sequence[torch.Tensor], known: np.ndarray | None = None) -> np.ndarray:
-    """Element counts; ``known``: the counts already at hand (the caller's, for these shapes)."""
-    if known is not None:
-        return known
+def _sizes(tensors: Sequence[torch.Tensor]) -> np.ndarray:
     return np.array(list(map(torch.Tensor.numel, tensors)), dtype=np.int64)
 
 
@@ -83,12 +80,14 @@ def moments(tensors: Sequence[torch.Tensor]) -> np.ndarray | None:
 
 
 def sq_norms(tensors: Sequence[torch.Tensor], sizes: np.ndarray | None = None) -> np.ndarray | None:
-    """Per tensor ||x||^2 (float32 tensors: float32 runs of 256 elements, totals in float64)."""
+    """Per tensor ||x||^2 (float32 tensors: float32 runs of 256 elements, totals in float64).
+    ``sizes``: the element counts of exactly these tensors, when the caller keeps them."""
     prep = _prepare(tensors)
     if prep is None:
         return None
     ts, code = prep
-    addrs, sizes = _addresses(ts), _sizes(ts, sizes)
+    addrs = _addresses(ts)
+    sizes = _sizes(ts) if sizes is None else sizes
     out = np.empty(len(ts))
     _fused.sumsq(addrs.ctypes.data, sizes.ctypes.data, len(ts), code, out.ctypes.data)
     return out

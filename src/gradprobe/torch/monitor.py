@@ -507,8 +507,8 @@ class Monitor:
     # ---------------------------------------------------------- step bodies
     def _read_grads(self) -> _ParamSet | None:
         """Queue the gradient moments of every parameter that has a gradient now."""
-        every = [p.grad for _, _, p in self._params]
-        have = tuple(i for i, g in enumerate(every) if g is not None)
+        found = [p.grad for _, _, p in self._params]
+        have = tuple(i for i, g in enumerate(found) if g is not None)
         if not have:
             self._current = None
             return None
@@ -516,7 +516,7 @@ class Monitor:
         if ps is None or ps.order_size != len(self._order):
             ps = self._param_sets[have] = _ParamSet.build(self, have)
         views = ps.views
-        grads = every if len(have) == len(every) else [every[i] for i in have]
+        grads = found if len(have) == len(found) else [found[i] for i in have]
         self._collector.put("g", R.moments(grads, views.starts, views.small))
         self._current = ps
         return ps
