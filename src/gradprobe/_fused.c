@@ -7,8 +7,8 @@ checks dtypes, contiguity and sizes before it calls, and falls back to numpy/tor
 is not built.
 
 Sums are accumulated in float64 (float32 sums of squares and counts in runs of at most 256
-elements, each run's total added in float64). Loops carry OpenMP SIMD reduction pragmas (compiled with
--fopenmp-simd: vectorised, no OpenMP runtime, no threads).
+elements, each run's total added in float64), each in LANES independent accumulators. Loops carry
+OpenMP SIMD pragmas (compiled with -fopenmp-simd: vectorised, no OpenMP runtime, no threads).
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -19,78 +19,117 @@ elements, each run's total added in float64). Loops carry OpenMP SIMD reduction 
 #define F32 0
 #define F64 1
 
-/* x86-64: an AVX2 copy of each kernel beside the baseline one, chosen at load time */
+/* x86-64: AVX-512 and AVX2 copies of each kernel beside the baseline one, chosen at load time */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define KERNEL __attribute__((target_clones("avx2", "default")))
+#define KERNEL __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define KERNEL
 #endif
+
+/* Every sum runs in LANES independent accumulators (a few vector registers), combined at the end:
+   with one accumulator each addition waits for the one before it (4 cycles of latency per vector),
+   which made the passes 2-3x slower than the loads they do. */
+#define LANES 16
 
 /* float32 sums run in float32 lanes over blocks of this many elements, each block's total then
    added in float64: vector-wide float32 arithmetic, with the rounding error of a short sum */
 #define BLOCK 256
 
-/* moments: per array sum, sum of squares, max |x|, count of exact zeros -> out[4*k .. 4*k+3] */
-#define MOMENTS_BODY(T)                                                                    \
+/* moments: per array sum, sum of squares, max |x|, count of exact zeros -> out[4*k .. 4*k+3].
+   Sums in float64; the max and the count are exact in the arrays' own dtype. */
+#define MOMENTS_BODY(T, ABS)                                                               \
     {                                                                                      \
         const T *x = (const T *)ptr;                                                       \
-        double s = 0.0, q = 0.0, m = 0.0, z = 0.0;                                         \
-        _Pragma("omp simd reduction(+:s,q,z) reduction(max:m)")                            \
-        for (int64_t i = 0; i < n; i++) {                                                  \
-            double v = (double)x[i];                                                       \
-            s += v;                                                                        \
-            q += v * v;                                                                    \
-            double a = fabs(v);                                                            \
-            m = a > m ? a : m;                                                             \
-            z += (v == 0.0) ? 1.0 : 0.0;                                                   \
+        double s[LANES] = {0}, q[LANES] = {0};                                             \
+        T m[LANES] = {0};                                                                  \
+        int64_t z[LANES] = {0};                                                            \
+        int64_t nb = n - n % LANES;                                                        \
+        for (int64_t i = 0; i < nb; i += LANES) {                                          \
+            _Pragma("omp simd")                                                            \
+            for (int j = 0; j < LANES; j++) {                                              \
+                T v = x[i + j];                                                            \
+                double d = (double)v;                                                      \
+                s[j] += d;                                                                 \
+                q[j] += d * d;                                                             \
+                T a = ABS(v);                                                              \
+                m[j] = a > m[j] ? a : m[j];                                                \
+                z[j] += v == (T)0;                                                         \
+            }                                                                              \
         }                                                                                  \
-        o[0] = s; o[1] = q; o[2] = m; o[3] = z;                                            \
+        for (int64_t i = nb; i < n; i++) {                                                 \
+            T v = x[i];                                                                    \
+            T a = ABS(v);                                                                  \
+            s[0] += (double)v;                                                             \
+            q[0] += (double)v * (double)v;                                                 \
+            m[0] = a > m[0] ? a : m[0];                                                    \
+            z[0] += v == (T)0;                                                             \
+        }                                                                                  \
+        double S = 0.0, Q = 0.0, M = 0.0, Z = 0.0;                                         \
+        for (int j = 0; j < LANES; j++) {                                                  \
+            S += s[j];                                                                     \
+            Q += q[j];                                                                     \
+            M = (double)m[j] > M ? (double)m[j] : M;                                       \
+            Z += (double)z[j];                                                             \
+        }                                                                                  \
+        o[0] = S; o[1] = Q; o[2] = M; o[3] = Z;                                            \
     }
 
 KERNEL static void moments_one(const void *ptr, int64_t n, int dtype, double *o)
 {
-    if (dtype == F32) MOMENTS_BODY(float) else MOMENTS_BODY(double)
+    if (dtype == F32) MOMENTS_BODY(float, fabsf) else MOMENTS_BODY(double, fabs)
 }
 
-/* sum of squares only */
-#define SUMSQ_BODY(T)                                                                      \
-    {                                                                                      \
-        const T *x = (const T *)ptr;                                                       \
-        double q = 0.0;                                                                    \
-        _Pragma("omp simd reduction(+:q)")                                                 \
-        for (int64_t i = 0; i < n; i++) {                                                  \
-            double v = (double)x[i];                                                       \
-            q += v * v;                                                                    \
-        }                                                                                  \
-        return q;                                                                          \
-    }
-
+/* sum of squares only: float64 lanes for float64 arrays; float32 lanes over BLOCK elements,
+   flushed into float64 lanes, for float32 ones */
 KERNEL static double sumsq_one(const void *ptr, int64_t n, int dtype)
 {
-    if (dtype == F64) SUMSQ_BODY(double)
-    const float *x = (const float *)ptr;
-    double q = 0.0;
-    for (int64_t b = 0; b < n; b += BLOCK) {
-        int64_t e = b + BLOCK < n ? b + BLOCK : n;
-        float qb = 0.0f;
-        _Pragma("omp simd reduction(+:qb)")
-        for (int64_t i = b; i < e; i++) qb += x[i] * x[i];
-        q += (double)qb;
+    double q[LANES] = {0};
+    int64_t i = 0;
+    if (dtype == F64) {
+        const double *x = (const double *)ptr;
+        for (; i + LANES <= n; i += LANES) {
+            _Pragma("omp simd")
+            for (int j = 0; j < LANES; j++) q[j] += x[i + j] * x[i + j];
+        }
+        for (; i < n; i++) q[0] += x[i] * x[i];
+    } else {
+        const float *x = (const float *)ptr;
+        for (; i + BLOCK <= n; i += BLOCK) {
+            float qb[LANES] = {0};
+            for (int64_t k = i; k < i + BLOCK; k += LANES) {
+                _Pragma("omp simd")
+                for (int j = 0; j < LANES; j++) qb[j] += x[k + j] * x[k + j];
+            }
+            _Pragma("omp simd")
+            for (int j = 0; j < LANES; j++) q[j] += (double)qb[j];
+        }
+        for (; i < n; i++) q[0] += (double)x[i] * (double)x[i];
     }
-    return q;
+    double Q = 0.0;
+    for (int j = 0; j < LANES; j++) Q += q[j];
+    return Q;
 }
 
-/* sum of squared differences of two arrays of one dtype (float64 accumulation) */
+/* sum of squared differences of two arrays of one dtype (float64 differences and sums) */
 #define SQDIST_BODY(T)                                                                     \
     {                                                                                      \
         const T *x = (const T *)pa, *y = (const T *)pb;                                    \
-        double q = 0.0;                                                                    \
-        _Pragma("omp simd reduction(+:q)")                                                 \
-        for (int64_t i = 0; i < n; i++) {                                                  \
-            double d = (double)x[i] - (double)y[i];                                        \
-            q += d * d;                                                                    \
+        double q[LANES] = {0};                                                             \
+        int64_t i = 0;                                                                     \
+        for (; i + LANES <= n; i += LANES) {                                               \
+            _Pragma("omp simd")                                                            \
+            for (int j = 0; j < LANES; j++) {                                              \
+                double d = (double)x[i + j] - (double)y[i + j];                            \
+                q[j] += d * d;                                                             \
+            }                                                                              \
         }                                                                                  \
-        return q;                                                                          \
+        for (; i < n; i++) {                                                               \
+            double d = (double)x[i] - (double)y[i];                                        \
+            q[0] += d * d;                                                                 \
+        }                                                                                  \
+        double Q = 0.0;                                                                    \
+        for (int j = 0; j < LANES; j++) Q += q[j];                                         \
+        return Q;                                                                          \
     }
 
 KERNEL static double sqdist_one(const void *pa, const void *pb, int64_t n, int dtype)
@@ -102,23 +141,41 @@ KERNEL static double sqdist_one(const void *pa, const void *pb, int64_t n, int d
    over the other dimensions of each unit of an (outer, units, inner) array (unit_max has the
    arrays' own dtype). The sum is taken in float64 (a mean near zero cancels); the sum of squares
    and the count run in the arrays' dtype over short runs (at most BLOCK elements), each run's
-   total added in float64. */
+   total added in float64. Each run goes LANES elements at a time into LANES accumulators, which
+   last the whole array (no sum across lanes until the end). */
 #define RUN(T, base, len, MAXV, COUNT)                                                     \
-    for (int64_t b0 = 0; b0 < (len); b0 += BLOCK) {                                        \
-        int64_t e0 = b0 + BLOCK < (len) ? b0 + BLOCK : (len);                              \
-        double sb = 0;                                                                     \
-        T qb = 0, cb = 0;                                                                  \
-        _Pragma("omp simd reduction(+:sb,qb,cb)")                                          \
-        for (int64_t i = b0; i < e0; i++) {                                                \
-            T v = (base)[i];                                                               \
-            sb += (double)v;                                                               \
-            qb += v * v;                                                                   \
-            COUNT                                                                          \
-            MAXV                                                                           \
+    {                                                                                      \
+        for (int64_t b0 = 0; b0 < (len); b0 += BLOCK) {                                    \
+            int64_t e0 = b0 + BLOCK < (len) ? b0 + BLOCK : (len);                          \
+            T qb[LANES] = {0}, cb[LANES] = {0};                                            \
+            int64_t i0 = b0;                                                               \
+            for (; i0 + LANES <= e0; i0 += LANES) {                                        \
+                _Pragma("omp simd")                                                        \
+                for (int j = 0; j < LANES; j++) {                                          \
+                    const int64_t i = i0 + j;                                              \
+                    T v = (base)[i];                                                       \
+                    sl[j] += (double)v;                                                    \
+                    qb[j] += v * v;                                                        \
+                    COUNT                                                                  \
+                    MAXV                                                                   \
+                }                                                                          \
+            }                                                                              \
+            for (; i0 < e0; i0++) {                                                        \
+                const int64_t i = i0, j = 0;                                               \
+                T v = (base)[i];                                                           \
+                sl[j] += (double)v;                                                        \
+                qb[j] += v * v;                                                            \
+                COUNT                                                                      \
+                MAXV                                                                       \
+            }                                                                              \
+            _Pragma("omp simd")                                                            \
+            for (int j = 0; j < LANES; j++) {                                              \
+                ql[j] += (double)qb[j];                                                    \
+                cl[j] += (double)cb[j];                                                    \
+            }                                                                              \
         }                                                                                  \
-        s += (double)sb; q += (double)qb; c += (double)cb;                                 \
     }
-#define IN_BAND(T) cb += (v < lo || v > hi) ? (T)1 : (T)0;
+#define IN_BAND(T) cb[j] += (v < lo || v > hi) ? (T)1 : (T)0;
 /* no band (low = -inf, high = +inf): nothing can lie outside it, not even NaN or inf, so the
    comparisons, a third of the loop's time, are left out and the count stays 0 */
 #define RUNS(T, base, len, MAXV)                                                           \
@@ -133,7 +190,7 @@ KERNEL static double sqdist_one(const void *pa, const void *pb, int64_t n, int d
         const T *x = (const T *)ptr;                                                       \
         T *umax = (T *)unit_max;                                                           \
         const T lo = (T)low, hi = (T)high;                                                 \
-        double s = 0.0, q = 0.0, c = 0.0;                                                  \
+        double sl[LANES] = {0}, ql[LANES] = {0}, cl[LANES] = {0};                          \
         int64_t n = outer * units * inner;                                                 \
         const int banded = !(isinf(low) && low < 0 && isinf(high) && high > 0);            \
         if (umax == NULL) {                                                                \
@@ -149,24 +206,16 @@ KERNEL static double sqdist_one(const void *pa, const void *pb, int64_t n, int d
             for (int64_t r = 0; r < outer; r++) {                                          \
                 for (int64_t u = 0; u < units; u++) {                                      \
                     const T *blk = x + (r * units + u) * inner;                            \
-                    T mx = umax[u];                                                        \
-                    for (int64_t b0 = 0; b0 < inner; b0 += BLOCK) {                        \
-                        int64_t e0 = b0 + BLOCK < inner ? b0 + BLOCK : inner;              \
-                        double sb = 0;                                                     \
-                        T qb = 0, cb = 0;                                                  \
-                        _Pragma("omp simd reduction(+:sb,qb,cb) reduction(max:mx)")        \
-                        for (int64_t i = b0; i < e0; i++) {                                \
-                            T v = blk[i];                                                  \
-                            sb += (double)v;                                               \
-                            qb += v * v;                                                   \
-                            cb += (v < lo || v > hi) ? (T)1 : (T)0;                        \
-                            mx = v > mx ? v : mx;                                          \
-                        }                                                                  \
-                        s += (double)sb; q += (double)qb; c += (double)cb;                 \
-                    }                                                                      \
-                    umax[u] = mx;                                                          \
+                    T mx[LANES];                                                           \
+                    for (int j = 0; j < LANES; j++) mx[j] = umax[u];                       \
+                    RUNS(T, blk, inner, mx[j] = v > mx[j] ? v : mx[j];)                    \
+                    for (int j = 0; j < LANES; j++) umax[u] = mx[j] > umax[u] ? mx[j] : umax[u]; \
                 }                                                                          \
             }                                                                              \
+        }                                                                                  \
+        double s = 0.0, q = 0.0, c = 0.0;                                                  \
+        for (int j = 0; j < LANES; j++) {                                                  \
+            s += sl[j]; q += ql[j]; c += cl[j];                                            \
         }                                                                                  \
         o[0] = s; o[1] = q; o[2] = (double)n; o[3] = c;                                    \
     }
