@@ -55,6 +55,36 @@ def test_passes_over_millions_of_elements_keep_their_precision():
     assert one is not None and math.isclose(one, reference_moments(ts[0])[1], rel_tol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_a_large_pass_split_across_threads_gives_each_array_its_own_numbers(monkeypatch, threads):
+    # over a million elements in all: the pass is cut into equal ranges of the arrays laid end to
+    # end, so ranges start and end inside arrays; each array's numbers must come out whole
+    monkeypatch.setattr(_native, "_threads", lambda: threads)
+    gen = torch.Generator().manual_seed(11)
+    ts = [torch.randn(n, generator=gen) for n in (5, 400_001, 3, 900_017, 250_000, 1)]
+    ts[3][-2] = 0.0  # a zero, and the largest value, near the end: in the last range
+    ts[3][-1] = 50.0
+    ts[1][300_000] = -40.0  # the largest |x| of an array that straddles the first cut
+    ts[2][1] = float("nan")
+    got, sq = _native.moments(ts), _native.sq_norms(ts)
+    assert got is not None and sq is not None
+    for i, (t, row, q) in enumerate(zip(ts, got, sq, strict=True)):
+        if i == 2:
+            assert math.isnan(row[0]) and math.isnan(row[2]) and math.isnan(q)
+            continue
+        ref = reference_moments(t)
+        np.testing.assert_allclose(row, ref, rtol=1e-9)
+        np.testing.assert_allclose(q, ref[1], rtol=1e-5)
+    assert got[1, 2] == 40.0 and got[3, 2] == 50.0
+    assert got[3, 3] == ref_zeros(ts[3]) >= 1
+    a = [t for i, t in enumerate(ts) if i != 2]
+    b = [t + 1e-3 for t in a]
+    d = _native.sq_dists(a, b)
+    assert d is not None
+    for x, y, v in zip(a, b, d, strict=True):
+        assert math.isclose(v, float(((x.double() - y.double()) ** 2).sum()), rel_tol=1e-9)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_squared_distances_of_pairs_match_float64_numpy(dtype):
     gen = torch.Generator().manual_seed(5)

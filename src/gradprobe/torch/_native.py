@@ -62,6 +62,12 @@ def _sizes(tensors: Sequence[torch.Tensor]) -> np.ndarray:
     return np.array(list(map(torch.Tensor.numel, tensors)), dtype=np.int64)
 
 
+def _threads() -> int:
+    """How many threads a large pass over many tensors may use: as many as torch's own ops (the
+    passes run in the optimizer's hooks, between those ops, while their threads wait)."""
+    return torch.get_num_threads()
+
+
 def moments(tensors: Sequence[torch.Tensor]) -> np.ndarray | None:
     """Per tensor: sum, sum of squares, max |x| and count of exact zeros, shape (n, 4), sums in
     float64. max |x| is NaN when the tensor holds a NaN, as numpy's is."""
@@ -71,7 +77,7 @@ def moments(tensors: Sequence[torch.Tensor]) -> np.ndarray | None:
     ts, code = prep
     addrs, sizes = _addresses(ts), _sizes(ts)
     out = np.empty((len(ts), 4))
-    _fused.moments(addrs.ctypes.data, sizes.ctypes.data, len(ts), code, out.ctypes.data)
+    _fused.moments(addrs.ctypes.data, sizes.ctypes.data, len(ts), code, out.ctypes.data, _threads())
     suspect = ~np.isfinite(out[:, 1])  # the kernel's max skips NaN: take it again, NaN included
     if suspect.any():
         for i in np.flatnonzero(suspect):
@@ -89,7 +95,7 @@ def sq_norms(tensors: Sequence[torch.Tensor], sizes: np.ndarray | None = None) -
     addrs = _addresses(ts)
     sizes = _sizes(ts) if sizes is None else sizes
     out = np.empty(len(ts))
-    _fused.sumsq(addrs.ctypes.data, sizes.ctypes.data, len(ts), code, out.ctypes.data)
+    _fused.sumsq(addrs.ctypes.data, sizes.ctypes.data, len(ts), code, out.ctypes.data, _threads())
     return out
 
 
@@ -110,6 +116,7 @@ def sq_dists(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> np.ndarray
         len(sizes),
         pa[1],
         out.ctypes.data,
+        _threads(),
     )
     return out
 
