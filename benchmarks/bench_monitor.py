@@ -65,12 +65,16 @@ def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):  # type: igno
 
 class CaptureFloor:
     """The least any hook-based monitor pays for every statistic: a forward hook on every
-    module that keeps its output, a tensor hook on each output that keeps dL/dh, and optimizer
-    pre/post hooks that keep the gradients. No statistic is computed, nothing is copied: this is
-    the cost of capturing alone, the floor under gradprobe's every=1 figure."""
+    module, a tensor hook on each output that receives dL/dh, and optimizer pre/post hooks that
+    read each parameter's gradient. Nothing is computed and nothing is kept: this is the cost of
+    the hooks alone, the floor under gradprobe's every=1 figure.
+
+    (Keeping the tensors would cost more than the hooks: held until the step ends, 50 outputs and
+    50 dL/dh of 1 MB each made the 50x512 model's step 6% slower, where the hooks alone cost
+    nothing measurable; gradprobe reduces large tensors as they come and keeps none.)"""
 
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer) -> None:
-        self.kept: list[torch.Tensor] = []
+        self.seen = 0
         self.params = [p for p in model.parameters() if p.requires_grad]
         for m in model.modules():
             if m is not model:
@@ -79,15 +83,18 @@ class CaptureFloor:
         opt.register_step_post_hook(self._post)
 
     def _forward(self, module, inputs, out):  # type: ignore[no-untyped-def]
-        self.kept.append(out)
+        self.seen += 1
         if out.requires_grad:
-            out.register_hook(self.kept.append)
+            out.register_hook(self._backward)
+
+    def _backward(self, grad):  # type: ignore[no-untyped-def]
+        self.seen += 1
 
     def _pre(self, opt, args, kwargs):  # type: ignore[no-untyped-def]
-        self.kept.extend(p.grad for p in self.params)
+        self.seen += sum(p.grad is not None for p in self.params)
 
     def _post(self, opt, args, kwargs):  # type: ignore[no-untyped-def]
-        self.kept.clear()
+        self.seen += 1
 
 
 def time_block(step, n: int) -> float:  # type: ignore[no-untyped-def]
