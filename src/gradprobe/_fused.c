@@ -147,6 +147,15 @@ KERNEL static double sqdist_one(const void *pa, const void *pb, int64_t n, int d
    and the count run in the arrays' dtype over short runs (at most BLOCK elements), each run's
    total added in float64. Each run goes LANES elements at a time into LANES accumulators, which
    last the whole array (no sum across lanes until the end). */
+/* element i of a run into lane j */
+#define ELEMENT(T, base, MAXV, COUNT)                                                      \
+    {                                                                                      \
+        T v = (base)[i];                                                                   \
+        sl[j] += (double)v;                                                                \
+        qb[j] += v * v;                                                                    \
+        COUNT                                                                              \
+        MAXV                                                                               \
+    }
 #define RUN(T, base, len, MAXV, COUNT)                                                     \
     {                                                                                      \
         for (int64_t b0 = 0; b0 < (len); b0 += BLOCK) {                                    \
@@ -157,20 +166,12 @@ KERNEL static double sqdist_one(const void *pa, const void *pb, int64_t n, int d
                 _Pragma("omp simd")                                                        \
                 for (int j = 0; j < LANES; j++) {                                          \
                     const int64_t i = i0 + j;                                              \
-                    T v = (base)[i];                                                       \
-                    sl[j] += (double)v;                                                    \
-                    qb[j] += v * v;                                                        \
-                    COUNT                                                                  \
-                    MAXV                                                                   \
+                    ELEMENT(T, base, MAXV, COUNT)                                          \
                 }                                                                          \
             }                                                                              \
-            for (; i0 < e0; i0++) {                                                        \
+            for (; i0 < e0; i0++) { /* the last few elements, all into lane 0 */           \
                 const int64_t i = i0, j = 0;                                               \
-                T v = (base)[i];                                                           \
-                sl[j] += (double)v;                                                        \
-                qb[j] += v * v;                                                            \
-                COUNT                                                                      \
-                MAXV                                                                       \
+                ELEMENT(T, base, MAXV, COUNT)                                              \
             }                                                                              \
             _Pragma("omp simd")                                                            \
             for (int j = 0; j < LANES; j++) {                                              \
