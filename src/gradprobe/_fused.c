@@ -15,7 +15,10 @@ thread.
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#if !defined(_WIN32)
 #include <pthread.h>
+#define HAVE_THREADS 1 /* elsewhere (Windows) every pass runs on the calling thread */
+#endif
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
@@ -258,6 +261,17 @@ typedef struct {
     double *o;        /* k * width results, zeroed before the pass */
 } pass_job;
 
+/* one array's partial results added into its row: sums added, the max |x| of moments taken */
+static void merge_row(double *o, const double *r, int width)
+{
+    if (width == 4) {
+        o[0] += r[0]; o[1] += r[1]; o[3] += r[3];
+        o[2] = r[2] > o[2] ? r[2] : o[2];
+    } else {
+        o[0] += r[0];
+    }
+}
+
 static void pass_range(pass_job *J)
 {
     const size_t el = J->dtype == F32 ? sizeof(float) : sizeof(double);
@@ -268,24 +282,24 @@ static void pass_range(pass_job *J)
         if (hi <= J->from) continue;
         const int64_t s = (J->from > lo ? J->from : lo) - lo, e = (J->to < hi ? J->to : hi) - lo;
         const char *x = (const char *)(uintptr_t)J->a[j] + s * el;
-        if (J->width == 4) {
-            double r[4], *o = J->o + 4 * j;
+        double r[4];
+        if (J->width == 4)
             moments_one(x, e - s, J->dtype, r);
-            o[0] += r[0]; o[1] += r[1]; o[3] += r[3];
-            o[2] = r[2] > o[2] ? r[2] : o[2];
-        } else if (J->b != NULL) {
-            J->o[j] += sqdist_one(x, (const char *)(uintptr_t)J->b[j] + s * el, e - s, J->dtype);
-        } else {
-            J->o[j] += sumsq_one(x, e - s, J->dtype);
-        }
+        else if (J->b != NULL)
+            r[0] = sqdist_one(x, (const char *)(uintptr_t)J->b[j] + s * el, e - s, J->dtype);
+        else
+            r[0] = sumsq_one(x, e - s, J->dtype);
+        merge_row(J->o + J->width * j, r, J->width);
     }
 }
 
+#ifdef HAVE_THREADS
 static void *pass_thread(void *job)
 {
     pass_range((pass_job *)job);
     return NULL;
 }
+#endif
 
 static void run_pass(pass_job *whole, int threads)
 {
@@ -295,11 +309,16 @@ static void run_pass(pass_job *whole, int threads)
     memset(whole->o, 0, rows * sizeof(double));
     whole->from = 0;
     whole->to = total;
+#ifdef HAVE_THREADS
     if (threads > MAX_THREADS) threads = MAX_THREADS;
+#else
+    threads = 1;
+#endif
     if (threads < 2 || total < SPLIT_MIN) {
         pass_range(whole);
         return;
     }
+#ifdef HAVE_THREADS
     pass_job jobs[MAX_THREADS];
     pthread_t ids[MAX_THREADS];
     int started[MAX_THREADS] = {0};
@@ -323,20 +342,11 @@ static void run_pass(pass_job *whole, int threads)
         else
             pass_range(&jobs[t]); /* no thread to be had: this caller reads that range too */
     }
-    for (int t = 1; t < threads; t++) {
-        const double *p = jobs[t].o;
-        for (Py_ssize_t j = 0; j < whole->k; j++) {
-            if (whole->width == 4) {
-                double *o = whole->o + 4 * j;
-                const double *r = p + 4 * j;
-                o[0] += r[0]; o[1] += r[1]; o[3] += r[3];
-                o[2] = r[2] > o[2] ? r[2] : o[2];
-            } else {
-                whole->o[j] += p[j];
-            }
-        }
-    }
+    for (int t = 1; t < threads; t++)
+        for (Py_ssize_t j = 0; j < whole->k; j++)
+            merge_row(whole->o + whole->width * j, jobs[t].o + whole->width * j, whole->width);
     free(parts);
+#endif
 }
 
 static PyObject *fused_pass(PyObject *args, int width, int pairs)
