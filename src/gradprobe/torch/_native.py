@@ -1,9 +1,13 @@
 """CPU tensors through the fused C reductions of :mod:`gradprobe._fused`.
 
 One call reads every element of every tensor once (the numpy and torch paths take one pass per
-statistic) and returns float64 numpy arrays. Each function returns ``None`` when the reductions
-are not built or do not apply (a tensor off the CPU, mixed or unsupported dtypes); the caller
-then takes its numpy/torch path, which computes the same numbers.
+statistic) and returns float64 numpy arrays. A pass over many tensors with a million elements or
+more in all is split across torch's thread count; those threads end with the call, so nothing is
+left spinning against torch's own pool (as BLAS thread pools do, see :mod:`._reduce`).
+
+Each function returns ``None`` when the reductions are not built or do not apply (a tensor off
+the CPU, mixed or unsupported dtypes); the caller then takes its numpy/torch path, which computes
+the same numbers.
 """
 
 from __future__ import annotations
