@@ -90,8 +90,8 @@ class _ParamSet:
             is_weight=np.array([pn == "weight" for _, pn, _ in chosen]),
             views=_GradViews(params),
             order_size=len(mon._order),
-            zeros=np.zeros(len(params), dtype=np.int64),
-            nans=np.full(len(params), np.nan),
+            zeros=_read_only(np.zeros(len(params), dtype=np.int64)),
+            nans=_read_only(np.full(len(params), np.nan)),
         )
 
 
@@ -701,6 +701,12 @@ def _sgd_plan(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> _
     if len(kinds) != 1 or any(id(p) not in lr_of for p in params):
         return None
     return _SgdPlan(kinds.pop(), np.array([lr_of[id(p)] ** 2 for p in params]))
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """``a``, made unwritable: it is shared by the rows of every step."""
+    a.flags.writeable = False
+    return a
 
 
 def _grad(p: torch.Tensor) -> torch.Tensor:
