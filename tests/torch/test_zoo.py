@@ -8,9 +8,9 @@ Distributed setups (DDP, FSDP1, FSDP2 over gloo) are in test_zoo_dist.py.
 from __future__ import annotations
 
 import pytest
+import zoo
 
 import gradprobe
-import zoo
 
 TOLERANCE = 1e-10  # float64 sums of the same float32 values: agreement to rounding
 
