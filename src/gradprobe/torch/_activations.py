@@ -79,3 +79,8 @@ FUNCTIONS: dict[object, Activation] = {
     F.mish: _rect("mish"),
     F.softplus: _rect("softplus"),
 }
+
+
+def of_module(module: nn.Module) -> Activation | None:
+    """The activation an activation module computes, or None."""
+    return MODULES.get(type(module))
