@@ -1,0 +1,416 @@
+"""Where each trainable parameter's numbers live, and how to add them up: exact global
+per-parameter statistics on one process, under DDP, FSDP1 and FSDP2.
+
+A :class:`ParamLayout` has one *entry* per original parameter (layer, name, global numel) and
+one *piece* per plain dense local tensor that holds part of an entry on this rank. A caller
+reduces every piece to a few numbers (a row each: sums, sums of squares, maxima, ...), and
+:meth:`ParamLayout.merge` turns the per-piece rows into per-entry rows that are the same on
+every rank: pieces of one entry are added (or maxed) together, then one ``all_reduce`` per kind
+of operation adds (or maxes) the entries across the process group::
+
+    lay = layout(model, trainable)
+    grads = lay.local_grads()                  # plain tensors, one per piece
+    rows = lay.merge(per_piece_rows, "ssm")    # (n_entries, 3): sum, sum of squares, max |x|
+
+- Plain model, DDP: a piece is the parameter itself (DDP has already averaged the gradients
+  over the ranks, and the weights are replicated), so merge is the identity (``trivial``).
+- FSDP1 (``FullyShardedDataParallel``, ``use_orig_params`` True or False): each original
+  parameter is a slice of the rank's shard of a ``FlatParameter``; the flat parameter's shard
+  metadata (``_shard_param_infos``) says which slice. Entries are the original parameters.
+- FSDP2 (``fully_shard``) and other DTensor parameters: a piece is the local shard
+  (``to_local()``); a rank that holds a replica (a ``Replicate`` mesh dimension where its
+  coordinate is not 0) has no piece, so replicas are counted once.
+
+Pieces hold only elements this rank is responsible for, never padding, never an empty tensor.
+``merge`` on a distributed layout is a collective: every rank of the default process group
+calls it, in the same order, with the same ``ops``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gradprobe.errors import UsageError
+
+ROOT = "(root)"  # the layer name of parameters owned by the model itself
+
+# wrapper prefixes that are not part of a layer's path
+_WRAPPERS = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")
+
+
+def _clean(path: str) -> str:
+    """A module path without wrapper components (FSDP, checkpoint, compile, DDP's ``module``)."""
+    parts = [p for p in path.split(".") if p and p not in _WRAPPERS]
+    return ".".join(parts) or ROOT
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """A part of entry ``entry`` held on this rank: elements ``[start, start + numel)`` of the
+    flattened local tensor of ``source`` (``start`` is None: the whole local tensor)."""
+
+    entry: int
+    source: _Source
+    start: int | None = None
+    numel: int = 0
+
+
+class _Source:
+    """A tensor the optimizer updates, and how to read its local data and gradient."""
+
+    def __init__(self, param: torch.Tensor) -> None:
+        self.param = param
+
+    def weight(self) -> torch.Tensor:
+        return self.param.detach()
+
+    def grad(self) -> torch.Tensor | None:
+        g = self.param.grad
+        return None if g is None else g.detach()
+
+
+class _DTensorSource(_Source):
+    """A DTensor parameter (FSDP2): its local shard; a gradient with other placements than
+    the parameter (e.g. ``Partial``) is redistributed to the parameter's first (a collective)."""
+
+    def weight(self) -> torch.Tensor:
+        with torch.no_grad():
+            p: Any = self.param
+            return p.to_local().detach()
+
+    def grad(self) -> torch.Tensor | None:
+        g: Any = self.param.grad
+        if g is None:
+            return None
+        p: Any = self.param
+        with torch.no_grad():
+            if tuple(g.placements) != tuple(p.placements):
+                g = g.redistribute(p.device_mesh, p.placements)
+            local: torch.Tensor = g.to_local().detach()
+            return local
+
+
+class _FlatSource(_Source):
+    """An FSDP1 ``FlatParameter``: the rank's (padded) shard of the concatenated parameters."""
+
+    def __init__(self, handle: Any) -> None:
+        super().__init__(handle.flat_param)
+        self.handle = handle
+
+    def weight(self) -> torch.Tensor:
+        flat = self.handle.flat_param
+        local = getattr(flat, "_local_shard", None)
+        if local is None or (self.handle.uses_sharded_strategy and self.handle.is_sharded(flat)):
+            local = flat
+        out: torch.Tensor = local.detach()
+        return out
+
+    def grad(self) -> torch.Tensor | None:
+        g = self.handle.flat_param.grad
+        return None if g is None else g.detach()
+
+
+@dataclass
+class ParamLayout:
+    """Entries (original parameters) and the local pieces that hold them; see the module doc."""
+
+    entries: list[tuple[str, str, int]]
+    params: list[torch.Tensor]
+    distributed: bool = False
+    rank: int = 0
+    trivial: bool = True
+    _pieces: list[_Piece] | None = None
+    _group: Any = None  # the process group of merge (None: the default group)
+    _sources: dict[int, _Source] | None = None  # entry -> the tensor that holds it
+    # set by local_grads(): per entry, whether its parameter has a gradient
+    grad_present: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        pieces = self._pieces or []
+        entry_of = np.fromiter((p.entry for p in pieces), dtype=np.int64, count=len(pieces))
+        if len(entry_of) and np.any(np.diff(entry_of) < 0):
+            raise AssertionError("pieces must be ordered by entry")
+        first = np.flatnonzero(np.diff(entry_of, prepend=-1)) if len(entry_of) else entry_of
+        self._starts = first  # index of the first piece of each entry that has pieces
+        self._with_pieces = entry_of[first]  # those entries
+        self.piece_entry = entry_of
+
+    @property
+    def n_pieces(self) -> int:
+        return len(self._pieces or [])
+
+    # ------------------------------------------------------------------ reads
+    def local_grads(self) -> list[torch.Tensor] | None:
+        """One plain dense tensor per piece: the part of the gradient this rank holds (views,
+        no copy); None when no parameter has a gradient. A piece whose parameter has no
+        gradient (while others have) reads as zeros, and ``grad_present`` is False for its
+        entry."""
+        pieces = self._pieces or []
+        full: dict[int, torch.Tensor | None] = {}
+        out: list[torch.Tensor] = []
+        present = np.zeros(len(self.entries), dtype=bool)
+        for piece in pieces:
+            key = id(piece.source)
+            if key not in full:
+                full[key] = piece.source.grad()
+            g = full[key]
+            if g is None:
+                out.append(torch.zeros_like(self._slice(piece, piece.source.weight())))
+            else:
+                present[piece.entry] = True
+                out.append(self._slice(piece, g))
+        for i, source in (self._sources or {}).items():  # entries without a local piece
+            if not present[i] and source.param.grad is not None:
+                present[i] = True
+        self.grad_present = present
+        if not present.any():
+            return None
+        return out
+
+    def local_weights(self) -> list[torch.Tensor]:
+        """One plain dense tensor per piece: the part of the weights this rank holds (views)."""
+        full: dict[int, torch.Tensor] = {}
+        out = []
+        for piece in self._pieces or []:
+            key = id(piece.source)
+            if key not in full:
+                full[key] = piece.source.weight()
+            out.append(self._slice(piece, full[key]))
+        return out
+
+    @staticmethod
+    def _slice(piece: _Piece, t: torch.Tensor) -> torch.Tensor:
+        if piece.start is None:
+            return t
+        return t.reshape(-1)[piece.start : piece.start + piece.numel]
+
+    # ------------------------------------------------------------------ merge
+    def merge(self, per_piece: np.ndarray, ops: str) -> np.ndarray:
+        """Per-piece rows ``(n_pieces, k)`` -> per-entry rows ``(n_entries, k)``, the same on
+        every rank. Column ``j`` is added (``ops[j] == "s"``) or maxed (``"m"``) over the
+        entry's pieces on this rank, then over the ranks. An entry with no piece anywhere
+        has sums 0 and maxima -inf; a NaN maximum stays NaN."""
+        rows = np.asarray(per_piece, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape != (self.n_pieces, len(ops)):
+            raise UsageError(
+                f"merge: expected per-piece rows of shape ({self.n_pieces}, {len(ops)}), "
+                f"got {rows.shape}; fix: one row per piece of local_grads()/local_weights()"
+            )
+        bad = set(ops) - {"s", "m"}
+        if bad:
+            raise UsageError(f"merge: expected ops of 's' (sum) and 'm' (max), got {ops!r}")
+        if self.trivial:
+            return rows
+        s = np.array([c == "s" for c in ops])
+        out = np.where(s, 0.0, -np.inf) * np.ones((len(self.entries), 1))
+        if len(rows):
+            out[np.ix_(self._with_pieces, s)] = np.add.reduceat(rows[:, s], self._starts, axis=0)
+            out[np.ix_(self._with_pieces, ~s)] = np.maximum.reduceat(
+                rows[:, ~s], self._starts, axis=0
+            )
+        if self.distributed:
+            out = _all_reduce(out, s, self._group)
+        return out
+
+
+def _all_reduce(out: np.ndarray, s: np.ndarray, group: Any) -> np.ndarray:
+    """Add the sum columns and max the max columns of ``out`` over ``group`` (float64; one
+    ``all_reduce`` per kind). NaN maxima are carried as a count in the sum reduction."""
+    import torch.distributed as dist
+
+    device = torch.device("cpu")
+    if "nccl" in str(dist.get_backend(group)):
+        device = torch.device("cuda", torch.cuda.current_device())
+    m = out[:, ~s]
+    nan = np.isnan(m)
+    if s.any() or nan.size:
+        both = torch.from_numpy(np.concatenate([out[:, s], nan.astype(np.float64)], axis=1))
+        both = both.to(device)
+        dist.all_reduce(both, op=dist.ReduceOp.SUM, group=group)
+        summed = both.cpu().numpy()
+        out[:, s] = summed[:, : int(s.sum())]
+        nan = summed[:, int(s.sum()) :] > 0
+    if (~s).any():
+        mt = torch.from_numpy(np.where(np.isnan(m), -np.inf, m)).to(device)
+        dist.all_reduce(mt, op=dist.ReduceOp.MAX, group=group)
+        out[:, ~s] = np.where(nan, np.nan, mt.cpu().numpy())
+    return out
+
+
+# ---------------------------------------------------------------------- building a layout
+def _dist_state() -> tuple[bool, int, int]:
+    """(initialized, rank, world size) of the default process group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return True, dist.get_rank(), dist.get_world_size()
+    return False, 0, 1
+
+
+def layout(model: nn.Module, trainable: list[tuple[str, str, torch.Tensor]]) -> ParamLayout:
+    """The layout of ``trainable`` (layer, param name, tensor) in ``model`` on this rank.
+
+    Plain parameters keep their names and order; the tensors of FSDP1 flat parameters and
+    DTensors are replaced by their original parameters with global sizes, in model order."""
+    initialized, rank, world = _dist_state()
+    fsdp1 = _fsdp1_handles(model)
+    if not fsdp1 and not any(_is_dtensor(t) for _, _, t in trainable):
+        return _trivial(trainable, initialized, rank)
+    return _Builder(model, trainable, fsdp1, rank, world, initialized).build()
+
+
+def _trivial(
+    trainable: list[tuple[str, str, torch.Tensor]], dist_on: bool, rank: int
+) -> ParamLayout:
+    entries = [(layer, name, t.numel()) for layer, name, t in trainable]
+    params = [t for _, _, t in trainable]
+    pieces = [_Piece(i, _Source(t)) for i, t in enumerate(params)]
+    return ParamLayout(entries, params, dist_on, rank, True, pieces)
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - torch without distributed
+        return False
+    return isinstance(t, DTensor)
+
+
+def _fsdp1_handles(model: nn.Module) -> list[Any]:
+    """The flat-parameter handles of every FSDP1 module in ``model``."""
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    except ImportError:  # pragma: no cover - torch without distributed
+        return []
+    handles = []
+    for m in model.modules():
+        h = getattr(m, "_handle", None) if isinstance(m, FSDP) else None
+        if h is not None and h.flat_param is not None:
+            h._gradprobe_replica_group = getattr(m, "_inter_node_pg", None)
+            handles.append(h)
+    return handles
+
+
+class _Builder:
+    """Walks the model once, in module order, emitting entries and this rank's pieces."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        trainable: list[tuple[str, str, torch.Tensor]],
+        handles: list[Any],
+        rank: int,
+        world: int,
+        initialized: bool,
+    ) -> None:
+        self.model, self.trainable = model, trainable
+        self.rank, self.world, self.initialized = rank, world, initialized
+        self.entries: list[tuple[str, str, int]] = []
+        self.params: list[torch.Tensor] = []
+        self.pieces: list[_Piece] = []
+        self.entry_source: dict[int, _Source] = {}
+        self.handles = handles
+        self.flat_of_module: dict[int, list[tuple[Any, int]]] = {}  # module -> (handle, index)
+        self.managed: set[int] = set()  # ids of tensors owned by FSDP1 handles
+        for h in handles:
+            fp = h.flat_param
+            self.managed.add(id(fp))
+            for t in (fp._params or []) + (fp._shared_params or []):
+                self.managed.add(id(t))
+            for i, info in enumerate(fp._param_infos):
+                self.flat_of_module.setdefault(id(info.module), []).append((h, i))
+        self.sources: dict[int, _Source] = {}
+
+    def build(self) -> ParamLayout:
+        names = {id(t): (layer, name) for layer, name, t in self.trainable}
+        seen: set[int] = set()
+        for path, module in self.model.named_modules():
+            for h, i in self.flat_of_module.get(id(module), []):
+                self._flat_entry(path, h, i)
+            for _, p in module.named_parameters(recurse=False):
+                if id(p) in self.managed or id(p) not in names or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                self._plain_entry(*names[id(p)], p)
+        for layer, name, t in self.trainable:  # tensors outside the model's modules
+            if id(t) not in self.managed and id(t) not in seen:
+                seen.add(id(t))
+                self._plain_entry(layer, name, t)
+        trivial = (self.world == 1 or not self.initialized) and len(self.pieces) == len(
+            self.entries
+        )
+        return ParamLayout(
+            self.entries,
+            self.params,
+            self.initialized,
+            self.rank,
+            trivial,
+            self.pieces,
+            _sources=self.entry_source,
+        )
+
+    def _source(self, key: torch.Tensor, make: Any) -> _Source:
+        if id(key) not in self.sources:
+            self.sources[id(key)] = make()
+        return self.sources[id(key)]
+
+    def _plain_entry(self, layer: str, name: str, p: torch.Tensor) -> None:
+        e = len(self.entries)
+        self.entries.append((layer, name, p.numel()))
+        self.params.append(p)
+        if _is_dtensor(p):
+            src = self._source(p, lambda: _DTensorSource(p))
+            self.entry_source[e] = src
+            local = src.weight()
+            if local.numel() and _counted_dtensor(p):
+                self.pieces.append(_Piece(e, src))
+        else:
+            src = self._source(p, lambda: _Source(p))
+            self.entry_source[e] = src
+            if self.rank == 0 or not self.initialized:  # replicated: counted once
+                self.pieces.append(_Piece(e, src))
+
+    def _flat_entry(self, path: str, handle: Any, i: int) -> None:
+        fp = handle.flat_param
+        info = fp._param_infos[i]
+        orig = fp._params[i] if fp._params is not None else None
+        requires = orig.requires_grad if orig is not None else fp.requires_grad
+        if not requires:
+            return
+        e = len(self.entries)
+        self.entries.append((_clean(path), info.param_name, int(fp._numels[i])))
+        if orig is not None:
+            self.params.append(orig)
+        elif all(q is not fp for q in self.params):
+            self.params.append(fp)
+        src = self._source(fp, lambda: _FlatSource(handle))
+        self.entry_source[e] = src
+        shard = fp._shard_param_infos[i]
+        if shard.in_shard and shard.numel_in_shard and _counted_flat(handle):
+            self.pieces.append(_Piece(e, src, shard.offset_in_shard, shard.numel_in_shard))
+
+
+def _counted_flat(handle: Any) -> bool:
+    """Whether this rank's shard of ``handle`` counts: replicas (NO_SHARD, the replica groups
+    of hybrid sharding) count only on the first rank of their replica group."""
+    import torch.distributed as dist
+
+    if not handle.uses_sharded_strategy:
+        return bool(dist.get_rank(handle.process_group) == 0)
+    strategy = str(getattr(handle, "_sharding_strategy", ""))
+    inter = handle._gradprobe_replica_group if "HYBRID" in strategy else None
+    return inter is None or bool(dist.get_rank(inter) == 0)
+
+
+def _counted_dtensor(p: Any) -> bool:
+    """Whether this rank's local shard of DTensor ``p`` counts: on every mesh dimension that
+    does not shard it, only coordinate 0 counts."""
+    coord = p.device_mesh.get_coordinate()
+    if coord is None:
+        return False
+    return all(pl.is_shard() or c == 0 for pl, c in zip(p.placements, coord, strict=True))
