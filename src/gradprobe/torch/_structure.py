@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
+from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence
 
 from gradprobe.torch._activations import Activation, of_module
@@ -61,7 +62,11 @@ def _first(output: Any, want_dims: bool) -> torch.Tensor | None:
 
 def activation_of(module: nn.Module) -> Activation | None:
     """The activation an activation module computes (``nn.ReLU()``, HF ``NewGELUActivation()``...),
-    or None for any other module. See :func:`gradprobe.torch._activations.of_module`."""
+    or None for any other module (HF's ``LinearActivation``, the identity, included).
+
+    See :func:`gradprobe.torch._activations.of_module`; functional calls:
+    :func:`gradprobe.torch._activations.of_call`.
+    """
     return of_module(module)
 
 
@@ -85,34 +90,89 @@ def clean_path(path: str) -> str:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The user's model inside DDP / DataParallel and ``torch.compile`` wrappers."""
+    """The user's model inside DDP / DataParallel and ``torch.compile`` wrappers (any nesting)."""
     from torch.nn.parallel import DataParallel, DistributedDataParallel
 
     while True:
         if isinstance(model, (DistributedDataParallel, DataParallel)):
-            model = model.module
-        elif (
-            isinstance(getattr(model, "_orig_mod", None), nn.Module)
-            and type(model).__name__ == "OptimizedModule"
-        ):
-            model = model._orig_mod
+            inner = model.module
+        elif type(model).__name__ == "OptimizedModule":  # torch.compile(model)
+            inner = getattr(model, "_orig_mod", None)
         else:
             return model
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def kind(module: nn.Module) -> str:
+    """The class name the user wrote: ``Linear`` also for a parametrized Linear
+    (``ParametrizedLinear``) or one sharded by FSDP2's ``fully_shard`` (``FSDPLinear``)."""
+    cls = type(module)
+    while True:
+        for base in cls.__bases__:
+            if cls.__name__ in ("Parametrized" + base.__name__, "FSDP" + base.__name__):
+                cls = base
+                break
+        else:
+            return cls.__name__
 
 
 def trainable(
     model: nn.Module,
 ) -> tuple[list[tuple[str, str, torch.Tensor]], dict[nn.Module, str]]:
-    """(layer path, param name, tensor) of each trainable parameter (shared ones once, empty ones
-    skipped), and the layer path of every module that owns parameters, trainable or frozen."""
+    """What there is to watch in a model.
+
+    Returns ``(params, owners)``: ``params`` lists ``(layer path, param name, tensor)`` for each
+    trainable parameter (``requires_grad``, ``numel() > 0``, a shared one once, where first
+    met), in the order of ``named_modules`` -- under FSDP1 empty ones too (the local shard of
+    a parameter another rank holds); ``owners`` maps every module that owns parameters,
+    trainable or frozen, to its layer path (frozen layers still show their backward signal).
+
+    - Paths are :func:`clean_path`'d; a DDP / DataParallel / ``torch.compile`` wrapper passed as
+      the model is unwrapped first, so its ``module.`` / ``_orig_mod.`` never shows.
+    - A parametrized tensor (``torch.nn.utils.parametrize``: ``weight_norm``, ``orthogonal``,
+      ``spectral_norm``, your own) is reported under the layer that owns it, before the layer's
+      plain parameters: ``weight`` for its one ``original``, ``weight.original0`` /
+      ``weight.original1`` for several, ``weight.<i>.<name>`` for a parameter of the
+      parametrization itself. ``ParametrizationList`` modules are never owners; the
+      parametrized layer is one even when all its parameters are parametrized.
+    """
     params: list[tuple[str, str, torch.Tensor]] = []
     owners: dict[nn.Module, str] = {}
     seen: set[int] = set()
-    for path, module in unwrap(model).named_modules():
-        for pname, p in module.named_parameters(recurse=False):
-            owners.setdefault(module, clean_path(path))
-            if not p.requires_grad or id(p) in seen or p.numel() == 0:
+    inner: set[int] = set()  # modules inside some layer's .parametrizations
+    root = unwrap(model)
+    # FSDP1 (use_orig_params): a rank holding no shard of a parameter sees it with numel 0;
+    # every rank must still list it, or the ranks disagree on the rows
+    keep_empty = any(type(m).__name__ == "FullyShardedDataParallel" for m in root.modules())
+    for path, module in root.named_modules():
+        if id(module) in inner:
+            continue
+        layer = clean_path(path)
+        found = _parametrized(module, inner)
+        found += list(module.named_parameters(recurse=False))
+        for pname, p in found:
+            owners.setdefault(module, layer)
+            if not p.requires_grad or id(p) in seen or (p.numel() == 0 and not keep_empty):
                 continue
             seen.add(id(p))
-            params.append((clean_path(path), pname, p))
+            params.append((layer, pname, p))
     return params, owners
+
+
+def _parametrized(module: nn.Module, inner: set[int]) -> list[tuple[str, nn.Parameter]]:
+    """The parameters behind a module's parametrized tensors, under the tensor's name; the
+    modules holding them are added to ``inner``."""
+    plists = getattr(module, "parametrizations", None)
+    if not isinstance(plists, nn.ModuleDict) or not parametrize.is_parametrized(module):
+        return []
+    inner.update(id(m) for m in plists.modules())
+    found = []
+    for tensor_name, plist in plists.items():
+        for sub, p in plist.named_parameters():
+            if sub == "original":
+                found.append((tensor_name, p))
+            else:
+                found.append((f"{tensor_name}.{sub}", p))
+    return found
