@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
+from gradprobe import stats as S
 from gradprobe.errors import CaptureError, UsageError
 from gradprobe.keras import _reduce as R
 from gradprobe.keras._capture import LayerAcc, Patches, Tracer, layer_of
@@ -485,35 +486,32 @@ class GradientMonitor(keras.callbacks.Callback):
         layer_col = np.array([col.get(layer, -1) for layer in layers])
         rows = p[s_idx, p_idx]
         m, k = rows[:, P_STATS], numel[p_idx]
-        mean = m[:, R.SUM] / k
-        ss = m[:, R.SUMSQ]
         j = layer_col[p_idx]
         pe = np.full(len(s_idx), np.nan)
         if pe_sq.shape[1]:
             kernel = (names[p_idx] == "kernel") & (j >= 0)
             pe = np.where(kernel, pe_sq[s_idx, np.maximum(j, 0)], np.nan)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            wn, un = np.sqrt(m[:, R.WSQ]), np.sqrt(m[:, R.USQ])
-            self._buffers["params"].extend(
-                {
-                    "step": steps[s_idx],
-                    "layer": layers[p_idx],
-                    "param": names[p_idx],
-                    "depth": depth[p_idx],
-                    "numel": k,
-                    "grad_norm": np.sqrt(ss),
-                    "grad_rms": np.sqrt(ss / k),
-                    "grad_mean": mean,
-                    "grad_std": np.sqrt(np.maximum(ss / k - mean * mean, 0.0)),
-                    "grad_max_abs": m[:, R.MAX_ABS],
-                    "grad_zero_frac": m[:, R.ZEROS] / k,
-                    "grad_nonfinite": m[:, R.NONFINITE],
-                    "weight_norm": wn,
-                    "update_norm": un,
-                    "update_ratio": un / wn,
-                    "pe_grad_rms": np.sqrt(pe),
-                }
-            )
+        stats = S.param_columns(
+            m[:, R.SUM],
+            m[:, R.SUMSQ],
+            m[:, R.MAX_ABS],
+            m[:, R.ZEROS],
+            m[:, R.NONFINITE],
+            m[:, R.WSQ],
+            m[:, R.USQ],
+            k,
+        )
+        self._buffers["params"].extend(
+            {
+                "step": steps[s_idx],
+                "layer": layers[p_idx],
+                "param": names[p_idx],
+                "depth": depth[p_idx],
+                "numel": k,
+                **stats,
+                "pe_grad_rms": S.norm(pe),
+            }
+        )
 
     def _layer_rows(self, steps: np.ndarray, lay: np.ndarray) -> None:
         order = sorted(range(len(self._layers)), key=lambda j: self._depth(self._layers[j]))
@@ -525,25 +523,27 @@ class GradientMonitor(keras.callbacks.Callback):
         if not len(s_idx):
             return
         rows = lay[s_idx, l_idx]
-        total, ss, n, sat = (rows[:, c] for c in range(4))
         fam = family[l_idx]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = total / n
-            self._buffers["layers"].extend(
-                {
-                    "step": steps[s_idx],
-                    "layer": names[l_idx],
-                    "depth": np.array([self._depth(x) for x in names], dtype=np.int64)[l_idx],
-                    "kind": np.array([self._tracer.kinds.get(x, "") for x in names])[l_idx],
-                    "activation": np.array([a.name if a else "" for a in acts])[l_idx],
-                    "act_mean": mean,
-                    "act_std": np.sqrt(np.maximum(ss / n - mean * mean, 0.0)),
-                    "act_rms": np.sqrt(ss / n),
-                    "saturated_frac": np.where(fam == "saturating", sat / n, np.nan),
-                    "dead_frac": np.where(fam == "rectifier", rows[:, L_DEAD], np.nan),
-                    "backward_norm": np.sqrt(rows[:, L_BWD]),
-                }
-            )
+        stats = S.layer_columns(
+            rows[:, 0],
+            rows[:, 1],
+            rows[:, 2],
+            rows[:, 3],
+            rows[:, L_DEAD],
+            rows[:, L_BWD],
+            fam == S.SATURATING,
+            fam == S.RECTIFIER,
+        )
+        self._buffers["layers"].extend(
+            {
+                "step": steps[s_idx],
+                "layer": names[l_idx],
+                "depth": np.array([self._depth(x) for x in names], dtype=np.int64)[l_idx],
+                "kind": np.array([self._tracer.kinds.get(x, "") for x in names])[l_idx],
+                "activation": np.array([a.name if a else "" for a in acts])[l_idx],
+                **stats,
+            }
+        )
 
     # ------------------------------------------------------------- probe
     def _run_probe(self, step: int) -> None:

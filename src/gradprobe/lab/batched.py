@@ -25,26 +25,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradprobe import stats as S
 from gradprobe.experiments.data import Dataset
 from gradprobe.experiments.init import mlp_weights
 from gradprobe.experiments.spec import ModelSpec, TrainSpec
 from gradprobe.experiments.torch_backend import build_mlp, make_optimizer
 from gradprobe.lab.estimate import supports  # noqa: F401  (re-exported)
 from gradprobe.records import LAYER_KEYS, LAYER_STATS, conform
-from gradprobe.torch._activations import MODULES, Activation
+from gradprobe.stats import Activation
 
 _FUNCS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
     "relu": torch.relu,
-    "leaky_relu": lambda z: F.leaky_relu(z, 0.2),
+    "leaky_relu": lambda z: F.leaky_relu(z, S.LEAKY_SLOPE),
     "elu": F.elu,
     "selu": F.selu,
     "gelu": F.gelu,
     "silu": F.silu,
     "linear": lambda z: z,
 }
-_ACTS: dict[str, Activation] = {a.name: a for a in MODULES.values()}
+_ACTS: dict[str, Activation] = S.BY_NAME
 
 
 @dataclass
@@ -264,14 +265,12 @@ class _Recorder:
         n_s, n_p = g.shape[:2]
         ps = self.net.params()
         numel = np.array([p[0].numel() for p in ps])
-        mean = g[..., 0] / numel
-        with np.errstate(invalid="ignore", over="ignore"):  # a diverged seed: inf - inf
-            var = np.maximum(g[..., 1] / numel - mean * mean, 0.0)
-        wn, un = np.sqrt(w), np.sqrt(u[s_idx])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = un / wn  # zero-initialised biases: inf, as the monitor records
+        stats = S.param_columns(
+            g[..., 0], g[..., 1], g[..., 2], g[..., 3], g[..., 4], w, u[s_idx], numel
+        )  # a zero-initialised bias that moved: update_ratio inf, as the monitor records
+        stats["grad_nonfinite"] = stats["grad_nonfinite"].astype(np.int64)
         pe = np.full((n_s, n_p), np.nan)
-        pe[:, 0::2] = np.sqrt(d["pe"][s_idx])
+        pe[:, 0::2] = S.norm(d["pe"][s_idx])
         n_layers = len(self.net.names)
         self._params.append(
             {
@@ -281,16 +280,7 @@ class _Recorder:
                 "param": np.tile(["weight", "bias"] * n_layers, n_s),
                 "depth": np.tile(np.repeat(np.arange(n_layers), 2), n_s),
                 "numel": np.tile(numel, n_s),
-                "grad_norm": np.sqrt(g[..., 1]).ravel(),
-                "grad_rms": np.sqrt(g[..., 1] / numel).ravel(),
-                "grad_mean": mean.ravel(),
-                "grad_std": np.sqrt(var).ravel(),
-                "grad_max_abs": g[..., 2].ravel(),
-                "grad_zero_frac": (g[..., 3] / numel).ravel(),
-                "grad_nonfinite": g[..., 4].astype(np.int64).ravel(),
-                "weight_norm": wn.ravel(),
-                "update_norm": un.ravel(),
-                "update_ratio": ratio.ravel(),
+                **{c: v.ravel() for c, v in stats.items()},
                 "pe_grad_rms": pe.ravel(),
             }
         )
@@ -361,20 +351,23 @@ def _pe(h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 def _layer_stats(out: torch.Tensor, act: Activation | None, grad: torch.Tensor) -> np.ndarray:
-    """Per seed: mean, std, RMS, saturated and dead fraction of ``out``; ||dL/dz||."""
+    """Per seed: mean, std, RMS, saturated and dead fraction of ``out``; ||dL/dz||.
+
+    The moments are float64 sums on torch's side; :mod:`gradprobe.stats` makes the columns."""
     o = out.detach()
-    flat = o.reshape(o.shape[0], -1)
-    n = flat.shape[1]
-    s = flat.double().sum(1)
-    ss = torch.linalg.vector_norm(flat, dim=1).double().square()
-    mean, rms = s / n, (ss / n).sqrt()
-    std = (ss / n - mean * mean).clamp(min=0).sqrt()
-    nan = torch.full_like(mean, math.nan)
-    sat = dead = nan
-    if act is not None and act.family == "saturating":
-        mid, half = (act.low + act.high) / 2, (act.high - act.low) / 2
-        sat = flat.sub(mid).abs().gt(half).sum(1).double() / n
-    elif act is not None and act.family == "rectifier":
+    flat = o.reshape(o.shape[0], -1).double()
+    n = torch.full((flat.shape[0],), float(flat.shape[1]), dtype=torch.float64)
+    nan = torch.full_like(n, math.nan)
+    sat, dead = torch.zeros_like(n), nan
+    if act is not None and act.family == S.SATURATING:
+        sat = ((flat < act.low) | (flat > act.high)).sum(1).double()
+    elif act is not None and act.family == S.RECTIFIER:
         dead = 1.0 - (o.amax(1) > 0).double().mean(1)
-    bwd = torch.linalg.vector_norm(grad.reshape(grad.shape[0], -1), dim=1).double()
-    return torch.stack([mean, std, rms, sat, dead, bwd], 1).numpy()
+    bsq = grad.reshape(grad.shape[0], -1).double().square().sum(1)
+    moments = torch.stack([flat.sum(1), flat.square().sum(1), n, sat, dead, bsq], 1).numpy()
+    saturating = act is not None and act.family == S.SATURATING
+    total, sumsq, count, n_sat, dead_frac, b_sumsq = moments.T
+    cols = S.layer_columns(
+        total, sumsq, count, n_sat, dead_frac, b_sumsq, np.full(len(moments), saturating)
+    )
+    return np.stack([cols[c] for c in LAYER_STATS], 1)

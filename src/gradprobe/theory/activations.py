@@ -4,6 +4,7 @@ For a pre-activation u ~ N(0, q) the recursion needs E[phi(u)^2], E[phi'(u)^2], 
 for the two-point (batch) version, E[phi(u_a) phi(u_b)] and E[phi'(u_a) phi'(u_b)] for correlated
 u_a, u_b. Piecewise-linear activations (linear, ReLU, leaky ReLU) use closed forms -- the arc-cosine
 kernel, cos(theta) = c -- everything else uses the trapezoid rule of :mod:`gradprobe.theory._gauss`.
+Leaky ReLU has the negative slope the trained nets use, :data:`gradprobe.stats.LEAKY_SLOPE` (0.2).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from gradprobe.errors import UnknownChoiceError
+from gradprobe.stats import LEAKY_SLOPE
 from gradprobe.theory._gauss import Array, Func, expect, expect2
 
 SELU_LAMBDA = 1.0507009873554805
 SELU_ALPHA = 1.6732632423543772
-LEAKY_SLOPE = 0.01
 _erf = np.frompyfunc(math.erf, 1, 1)
 
 

@@ -4,7 +4,9 @@ A recorded step leaves a few small arrays (per parameter: gradient moments, squa
 update norms; per layer: output moments, dead fraction, squared backward norm). Building table
 rows from them costs the same few dozen numpy calls whether the arrays hold one step or a
 hundred, so steps wait here and become rows in one vectorised pass: when ``limit`` steps are
-pending, and whenever the records are read or flushed. This module never imports torch.
+pending, and whenever the records are read or flushed. The arithmetic is
+:mod:`gradprobe.stats`'s; every row carries ``skipped`` (the optimizer did not apply the step).
+This module never imports torch.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from gradprobe import stats as S
 from gradprobe.records import RecordBuffer
 
 SUM, SUMSQ, MAX_ABS, ZEROS = range(4)  # columns of the gradient moments (see _reduce.moments)
@@ -47,10 +50,10 @@ class PendingRows:
     params: RecordBuffer
     layers: RecordBuffer
     limit: int = 64
-    _p: list[tuple[int, ParamMeta, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = (
-        field(default_factory=list)
-    )
-    _l: list[tuple[int, LayerMeta, np.ndarray, np.ndarray, np.ndarray]] = field(
+    _p: list[
+        tuple[int, ParamMeta, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]
+    ] = field(default_factory=list)
+    _l: list[tuple[int, LayerMeta, np.ndarray, np.ndarray, np.ndarray, bool]] = field(
         default_factory=list
     )
 
@@ -70,19 +73,30 @@ class PendingRows:
         u: np.ndarray,
         pe: np.ndarray,
         nonfinite: np.ndarray,
+        *,
+        skipped: bool = False,
     ) -> None:
         """``g`` (n, 4) gradient moments; ``w``, ``u`` squared weight and update norms (NaN when
-        unknown); ``pe`` per-example gradient RMS (NaN when not measured); ``nonfinite`` counts."""
-        self._p.append((step, meta, g, w, u, pe, nonfinite))
+        unknown); ``pe`` per-example gradient RMS (NaN when not measured); ``nonfinite`` counts;
+        ``skipped``: the optimizer did not apply this step (a loss scaler found inf/NaN)."""
+        self._p.append((step, meta, g, w, u, pe, nonfinite, bool(skipped)))
         if len(self._p) >= self.limit:
             self.materialize()
 
     def add_layers(
-        self, step: int, meta: LayerMeta, m: np.ndarray, dead: np.ndarray, bsq: np.ndarray
+        self,
+        step: int,
+        meta: LayerMeta,
+        m: np.ndarray,
+        dead: np.ndarray,
+        bsq: np.ndarray,
+        *,
+        skipped: bool = False,
     ) -> None:
         """``m`` (L, 4): sum, sum of squares, count, saturated count of each layer's output (NaN
-        rows when not measured); ``dead`` fractions; ``bsq`` squared backward norms (NaN: none)."""
-        self._l.append((step, meta, m, dead, bsq))
+        rows when not measured); ``dead`` fractions; ``bsq`` squared backward norms (NaN: none);
+        ``skipped`` as for :meth:`add_params`."""
+        self._l.append((step, meta, m, dead, bsq, bool(skipped)))
         if len(self._l) >= self.limit:
             self.materialize()
 
@@ -99,61 +113,54 @@ class PendingRows:
         meta: ParamMeta = run[0][1]
         k, n = len(run), meta.numel
         g = np.concatenate([r[2] for r in run])
-        w = np.concatenate([r[3] for r in run])
-        u = np.concatenate([r[4] for r in run])
         nn = np.tile(n, k)
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            mean = g[:, SUM] / nn
-            var = np.maximum(g[:, SUMSQ] / nn - mean * mean, 0.0)
-            weight_norm = np.sqrt(w)
-            update_norm = np.sqrt(u)
-            update_ratio = update_norm / weight_norm
-            self.params.extend(
-                {
-                    "step": np.repeat(np.array([r[0] for r in run], dtype=np.int64), len(n)),
-                    "layer": np.tile(meta.layers, k),
-                    "param": np.tile(meta.pnames, k),
-                    "depth": np.tile(meta.depth, k),
-                    "numel": nn,
-                    "grad_norm": np.sqrt(g[:, SUMSQ]),
-                    "grad_rms": np.sqrt(g[:, SUMSQ] / nn),
-                    "grad_mean": mean,
-                    "grad_std": np.sqrt(var),
-                    "grad_max_abs": g[:, MAX_ABS],
-                    "grad_zero_frac": g[:, ZEROS] / nn,
-                    "grad_nonfinite": np.concatenate([r[6] for r in run]),
-                    "weight_norm": weight_norm,
-                    "update_norm": update_norm,
-                    "update_ratio": update_ratio,
-                    "pe_grad_rms": np.concatenate([r[5] for r in run]),
-                }
-            )
+        stats = S.param_columns(
+            g[:, SUM],
+            g[:, SUMSQ],
+            g[:, MAX_ABS],
+            g[:, ZEROS],
+            np.concatenate([r[6] for r in run]),
+            np.concatenate([r[3] for r in run]),
+            np.concatenate([r[4] for r in run]),
+            nn,
+        )
+        self.params.extend(
+            {
+                "step": np.repeat(np.array([r[0] for r in run], dtype=np.int64), len(n)),
+                "layer": np.tile(meta.layers, k),
+                "param": np.tile(meta.pnames, k),
+                "depth": np.tile(meta.depth, k),
+                "numel": nn,
+                **stats,
+                "pe_grad_rms": np.concatenate([r[5] for r in run]),
+                "skipped": np.repeat(np.array([r[7] for r in run], dtype=bool), len(n)),
+            }
+        )
 
     def _layer_rows(self, run: list[Any]) -> None:
         meta: LayerMeta = run[0][1]
         k, n_layers = len(run), len(meta.names)
         m = np.concatenate([r[2] for r in run])
-        s, ss, cnt, nsat = m[:, 0], m[:, 1], m[:, 2], m[:, 3]
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            mean = s / cnt
-            rms = np.sqrt(ss / cnt)
-            std = np.sqrt(np.maximum(ss / cnt - mean * mean, 0.0))
-            sat = np.where(np.tile(meta.saturating, k), nsat / cnt, np.nan)
-            self.layers.extend(
-                {
-                    "step": np.repeat(np.array([r[0] for r in run], dtype=np.int64), n_layers),
-                    "layer": np.tile(meta.names, k),
-                    "depth": np.tile(meta.depth, k),
-                    "kind": np.tile(meta.kinds, k),
-                    "activation": np.tile(meta.acts, k),
-                    "act_mean": mean,
-                    "act_std": std,
-                    "act_rms": rms,
-                    "saturated_frac": sat,
-                    "dead_frac": np.concatenate([r[3] for r in run]),
-                    "backward_norm": np.sqrt(np.concatenate([r[4] for r in run])),
-                }
-            )
+        stats = S.layer_columns(
+            m[:, 0],
+            m[:, 1],
+            m[:, 2],
+            m[:, 3],
+            np.concatenate([r[3] for r in run]),
+            np.concatenate([r[4] for r in run]),
+            np.tile(meta.saturating, k),
+        )
+        self.layers.extend(
+            {
+                "step": np.repeat(np.array([r[0] for r in run], dtype=np.int64), n_layers),
+                "layer": np.tile(meta.names, k),
+                "depth": np.tile(meta.depth, k),
+                "kind": np.tile(meta.kinds, k),
+                "activation": np.tile(meta.acts, k),
+                **stats,
+                "skipped": np.repeat(np.array([r[5] for r in run], dtype=bool), n_layers),
+            }
+        )
 
 
 def _runs(items: list[Any]) -> list[list[Any]]:
