@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -72,3 +81,115 @@ def test_merge_rejects_rows_of_the_wrong_shape_or_ops() -> None:
         lay.merge(np.zeros((3, 1)), "s")
     with pytest.raises(UsageError, match="expected ops"):
         lay.merge(np.zeros((4, 1)), "x")
+
+
+# ------------------------------------------------------- 2 (and 1) gloo processes on 127.0.0.1
+WORKER = Path(__file__).with_name("dist_workers.py")
+TIMEOUT = 150.0  # seconds for one run of every case (imports alone take seconds on a busy CI)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _launch(world: int, out: Path) -> list[tuple[subprocess.Popen[bytes], Path, Path]]:
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    procs = []
+    for rank in range(world):
+        result, log = out / f"w{world}r{rank}.json", out / f"w{world}r{rank}.log"
+        cmd = [sys.executable, str(WORKER), str(rank), str(world), str(port), str(result)]
+        with log.open("wb") as f:
+            procs.append((subprocess.Popen(cmd, env=env, stdout=f, stderr=f), result, log))
+    return procs
+
+
+def _collect(procs: list[tuple[subprocess.Popen[bytes], Path, Path]], deadline: float) -> list[Any]:
+    out = []
+    for proc, result, log in procs:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            for p, _, _ in procs:
+                p.kill()
+                p.wait()
+            tail = log.read_text()[-3000:]
+            pytest.fail(f"distributed worker timed out after {TIMEOUT:.0f} s; log:\n{tail}")
+        if proc.returncode != 0:
+            pytest.fail(
+                f"distributed worker exit {proc.returncode}; log:\n{log.read_text()[-3000:]}"
+            )
+        out.append(json.loads(result.read_text()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[Any]]:
+    """Every case of dist_workers.py on 2 ranks and on 1 rank (both launched at once)."""
+    out = tmp_path_factory.mktemp("dist")
+    two, one = _launch(2, out), _launch(1, out)
+    deadline = time.monotonic() + TIMEOUT
+    return {2: _collect(two, deadline), 1: _collect(one, deadline)}
+
+
+def _worst(case: dict[str, Any]) -> float:
+    """Largest relative error of the layout's numbers against the reference's, any step."""
+    worst = 0.0
+    for step in case["steps"]:
+        for kind in ("grad", "weight"):
+            got, ref = step[kind], step[f"ref_{kind}"]
+            assert sorted(got) == sorted(ref), kind
+            for name, values in ref.items():
+                for a, b in zip(got[name], values, strict=True):
+                    worst = max(worst, abs(a - b) / abs(b))
+    return worst
+
+
+MLP_ENTRIES = [
+    ["0", "weight", 35],
+    ["0", "bias", 7],
+    ["2", "weight", 21],
+    ["2", "bias", 3],
+    ["4", "weight", 3],
+    ["4", "bias", 1],
+]
+
+
+@pytest.mark.parametrize("world", [2, 1])
+@pytest.mark.parametrize("case", ["ddp", "fsdp1_flat", "fsdp1_orig", "fsdp2"])
+def test_global_norms_match_the_full_gradient_and_weights(
+    runs: dict[int, list[Any]], world: int, case: str
+) -> None:
+    ranks = [r[case] for r in runs[world]]
+    for r in ranks:
+        assert r["entries"] == MLP_ENTRIES  # one row per original parameter, clean names
+        assert r["distributed"]
+        assert _worst(r) < 1e-10
+    for r in ranks[1:]:  # every rank holds the same merged numbers
+        assert r["steps"] == ranks[0]["steps"]
+
+
+def test_ddp_layout_is_trivial_on_every_rank(runs: dict[int, list[Any]]) -> None:
+    assert all(r["ddp"]["trivial"] and r["ddp"]["n_pieces"] == 6 for r in runs[2])
+
+
+def test_sharded_layouts_split_pieces_between_ranks(runs: dict[int, list[Any]]) -> None:
+    for case in ("fsdp1_flat", "fsdp1_orig", "fsdp2"):
+        pieces = [r[case]["n_pieces"] for r in runs[2]]
+        assert not any(r[case]["trivial"] for r in runs[2])
+        assert 6 <= sum(pieces) <= 12 and min(pieces) < 6, (case, pieces)
+    assert [r["fsdp1_flat"]["n_params"] for r in runs[2]] == [2, 2]  # the flat parameters
+    assert [r["fsdp1_orig"]["n_params"] for r in runs[2]] == [6, 6]  # the original ones
+
+
+def test_merge_adds_and_maxes_over_ranks_with_empty_entries_and_nan(
+    runs: dict[int, list[Any]],
+) -> None:
+    for r in runs[2]:
+        merged = np.array(r["merge"]["merged"])
+        assert merged[:, 0].tolist() == [13.0, 0.0, 4.5]
+        assert merged[0, 1] == 7.0 and merged[1, 1] == -np.inf and np.isnan(merged[2, 1])
+    merged = np.array(runs[1][0]["merge"]["merged"])
+    assert merged[:, 0].tolist() == [3.0, 0.0, 4.0]

@@ -73,6 +73,10 @@ class _Source:
         g = self.param.grad
         return None if g is None else g.detach()
 
+    def has_grad(self) -> bool:
+        """Whether the parameter has a gradient (also when this rank holds none of it)."""
+        return self.param.grad is not None
+
 
 class _DTensorSource(_Source):
     """A DTensor parameter (FSDP2): its local shard; a gradient with other placements than
@@ -113,6 +117,40 @@ class _FlatSource(_Source):
     def grad(self) -> torch.Tensor | None:
         g = self.handle.flat_param.grad
         return None if g is None else g.detach()
+
+
+class _OrigSource(_Source):
+    """An original parameter of an FSDP1 module with ``use_orig_params=True``: the optimizer
+    updates it, and outside forward/backward its data and gradient are flat 1-D views of its
+    slice ``[start, start + numel)`` of the flat parameter's local shard (of its gradient).
+
+    The gradient is the parameter's own ``.grad`` (what the optimizer applies: None after
+    ``zero_grad()``, even though the flat gradient is only freed at the next forward); the
+    weights are read from the flat shard, which is right also while the views are unsharded."""
+
+    def __init__(self, flat: _FlatSource, param: torch.Tensor, start: int, numel: int) -> None:
+        super().__init__(param)
+        self.flat, self.start, self.numel = flat, start, numel
+
+    def weight(self) -> torch.Tensor:
+        return self.flat.weight()[self.start : self.start + self.numel]
+
+    def grad(self) -> torch.Tensor | None:
+        g = self.param.grad
+        if g is None:
+            return None
+        if g.numel() == self.numel:
+            return g.detach().reshape(-1)
+        flat = self.flat.grad()  # the views are unsharded: read the sharded gradient
+        return None if flat is None else flat[self.start : self.start + self.numel]
+
+    def has_grad(self) -> bool:
+        if self.numel:
+            return self.param.grad is not None
+        fp = self.flat.handle.flat_param  # no part here: any part of the flat parameter's
+        return any(q.grad is not None for q in fp._params) or (  # views, else the flat grad
+            fp.grad is not None and all(q.numel() == 0 for q in fp._params)
+        )
 
 
 @dataclass
@@ -165,7 +203,7 @@ class ParamLayout:
                 present[piece.entry] = True
                 out.append(self._slice(piece, g))
         for i, source in (self._sources or {}).items():  # entries without a local piece
-            if not present[i] and source.param.grad is not None:
+            if not present[i] and source.has_grad():
                 present[i] = True
         self.grad_present = present
         if not present.any():
@@ -258,10 +296,29 @@ def layout(model: nn.Module, trainable: list[tuple[str, str, torch.Tensor]]) -> 
     Plain parameters keep their names and order; the tensors of FSDP1 flat parameters and
     DTensors are replaced by their original parameters with global sizes, in model order."""
     initialized, rank, world = _dist_state()
+    trainable = _without_ddp_prefix(model, trainable)
     fsdp1 = _fsdp1_handles(model)
     if not fsdp1 and not any(_is_dtensor(t) for _, _, t in trainable):
         return _trivial(trainable, initialized, rank)
     return _Builder(model, trainable, fsdp1, rank, world, initialized).build()
+
+
+def _without_ddp_prefix(
+    model: nn.Module, trainable: list[tuple[str, str, torch.Tensor]]
+) -> list[tuple[str, str, torch.Tensor]]:
+    """Under DDP, layer paths relative to the wrapped module (``module.0`` -> ``0``), unless
+    the caller already gave them so."""
+    if not isinstance(model, nn.parallel.DistributedDataParallel):
+        return trainable
+    inner = {path for path, _ in model.module.named_modules()}
+    out = []
+    for layer, name, t in trainable:
+        if layer == "module":
+            layer = ROOT
+        elif layer.startswith("module.") and layer[len("module.") :] in inner:
+            layer = layer[len("module.") :]
+        out.append((layer, name, t))
+    return out
 
 
 def _trivial(
@@ -388,11 +445,19 @@ class _Builder:
             self.params.append(orig)
         elif all(q is not fp for q in self.params):
             self.params.append(fp)
-        src = self._source(fp, lambda: _FlatSource(handle))
-        self.entry_source[e] = src
+        flat = self._source(fp, lambda: _FlatSource(handle))
+        assert isinstance(flat, _FlatSource)
         shard = fp._shard_param_infos[i]
-        if shard.in_shard and shard.numel_in_shard and _counted_flat(handle):
-            self.pieces.append(_Piece(e, src, shard.offset_in_shard, shard.numel_in_shard))
+        start, numel = (shard.offset_in_shard, shard.numel_in_shard) if shard.in_shard else (0, 0)
+        if orig is None:
+            src: _Source = flat
+            piece = _Piece(e, flat, start, numel)
+        else:
+            src = _OrigSource(flat, orig, start, numel)
+            piece = _Piece(e, src)
+        self.entry_source[e] = src
+        if numel and _counted_flat(handle):
+            self.pieces.append(piece)
 
 
 def _counted_flat(handle: Any) -> bool:
