@@ -3,6 +3,7 @@ which activation it computes, what is a convolution, which layers own which para
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -615,3 +616,51 @@ def test_fsdp2_sharded_layers_keep_paths_and_kinds(gloo_group):
     ]
     assert [kind(m) for m in owners] == ["Linear", "Linear"]
     assert type(model[0]).__name__ == "FSDPLinear"
+
+
+_FSDP1_RANKS = r"""
+import json, os, sys, torch, torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+def run(rank, port):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from gradprobe.torch._structure import trainable
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    f = FSDP(model, use_orig_params=True, device_id=torch.device("cpu"))
+    params, _ = trainable(f)
+    rows = [[a, b, p.numel()] for a, b, p in params]
+    print("ROWS", rank, json.dumps(rows), flush=True)
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    mp.spawn(run, args=(int(sys.argv[1]),), nprocs=2)
+"""
+
+
+@pytest.mark.slow
+def test_fsdp1_ranks_list_the_same_parameters_even_when_their_shard_is_empty(tmp_path):
+    """Under FSDP1 (use_orig_params) a rank that holds no shard of a parameter sees it with
+    numel 0; skipping it made the ranks disagree on the rows."""
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "fsdp1_ranks.py"
+    script.write_text(_FSDP1_RANKS)
+    done = subprocess.run(
+        [sys.executable, str(script), str(port)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("ROWS "):
+            _, rank, payload = line.split(" ", 2)
+            rows[int(rank)] = json.loads(payload)
+    names = {r: [(a, b) for a, b, _ in v] for r, v in rows.items()}
+    assert names[0] == names[1] == [("0", "weight"), ("0", "bias"), ("2", "weight"), ("2", "bias")]
+    assert any(n == 0 for _, _, n in rows[0] + rows[1])  # some rank does hold an empty shard
