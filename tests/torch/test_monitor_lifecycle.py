@@ -155,7 +155,7 @@ def test_a_model_that_raises_in_forward_leaves_no_mode_behind():
     mon = gradprobe.watch(model)
     with pytest.raises(RuntimeError, match="boom"):
         model(torch.randn(1, 2))
-    assert mon._mode is None
+    assert mon._capture._mode is None
     assert torch.relu(torch.tensor([-1.0])).item() == 0.0
     mon.detach()
     assert hook_count(model) == 0

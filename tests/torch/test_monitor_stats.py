@@ -13,7 +13,7 @@ from monitor_reference import Recorder, act_stats, grad_stats
 from torch import nn
 
 import gradprobe
-from gradprobe.torch import _native, _reduce
+from gradprobe.torch import _native
 
 RTOL = 1e-5
 
@@ -39,15 +39,12 @@ def assert_grad_rows(frame, model: nn.Module, step: int) -> None:
             assert close(got, v, atol=1e-9), (key, col, got, v)
 
 
-@pytest.fixture(params=["native", "numpy", "torch"])
-def reduce_path(request, monkeypatch):
-    """Run each test through every reduction path: the fused C pass (CPU, when built), numpy
-    (small CPU models without it) and torch (accelerators and large models)."""
-    if request.param == "native" and not _native.available():
+@pytest.fixture(params=["fused", "torch"])
+def reduce_path(request):
+    """Run each test through every reducer, chosen at watch(..., reducer=...): the fused C pass
+    (plain CPU tensors, when built) and torch (accelerators, tensor subclasses)."""
+    if request.param == "fused" and not _native.available():
         pytest.fail("gradprobe._fused is not built: reinstall with a C compiler (pip install -e .)")
-    monkeypatch.setattr(_native, "ENABLED", request.param == "native")
-    monkeypatch.setattr(_reduce, "SMALL", (1 << 20) if request.param != "torch" else 0)
-    monkeypatch.setattr(_reduce, "NUMPY_ON_CPU", request.param != "torch")
     return request.param
 
 
@@ -70,7 +67,7 @@ def test_mlp_grad_update_and_activation_stats_match_reference(reduce_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     ref_opt = torch.optim.SGD(ref_model.parameters(), lr=0.05, momentum=0.9)
     x, y = torch.randn(64, 6), torch.randn(64, 1)
-    mon = gradprobe.watch(model, opt)
+    mon = gradprobe.watch(model, opt, reducer=reduce_path)
     acts = {"1": "sigmoid", "3": "tanh", "5": "relu"}
     for step in range(3):
         rec = Recorder({k: ref_model[int(k)] for k in ["0", "2", "4", "6", *acts]})
@@ -123,7 +120,7 @@ def test_small_cnn_with_functional_activations(reduce_path):
     with torch.no_grad():
         model.conv1.bias.fill_(-0.3)  # some dead channels
     x, y = torch.randn(8, 1, 6, 6), torch.randint(0, 3, (8,))
-    mon = gradprobe.watch(model)
+    mon = gradprobe.watch(model, reducer=reduce_path)
     rec_model = copy.deepcopy(model)
     loss = F.cross_entropy(model(x), y)
     loss.backward()
@@ -162,7 +159,7 @@ def test_unused_frozen_and_root_parameters(reduce_path):
     torch.manual_seed(2)
     model = UnusedAndFrozen()
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    mon = gradprobe.watch(model, opt)
+    mon = gradprobe.watch(model, opt, reducer=reduce_path)
     x = torch.randn(10, 4)
     model(x).pow(2).mean().backward()
     opt.step()
@@ -184,7 +181,7 @@ def test_gradient_accumulation_and_clipping_are_seen_as_applied(reduce_path):
     model = mlp()
     ref_model = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    mon = gradprobe.watch(model, opt)
+    mon = gradprobe.watch(model, opt, reducer=reduce_path)
     rec = Recorder({"4": ref_model[4], "5": ref_model[5]})
     batches = [torch.randn(16, 6) for _ in range(3)]
     for m in (model, ref_model):
@@ -210,7 +207,7 @@ def test_param_groups_and_shared_module(reduce_path):
     opt = torch.optim.SGD(
         [{"params": shared.parameters(), "lr": 0.1}, {"params": model[4].parameters(), "lr": 0.01}]
     )
-    mon = gradprobe.watch(model, opt)
+    mon = gradprobe.watch(model, opt, reducer=reduce_path)
     model(torch.randn(7, 5)).sum().backward()
     opt.step()
     frame = mon.to_pandas()
@@ -223,7 +220,7 @@ def test_param_groups_and_shared_module(reduce_path):
 
 def test_nonfinite_gradients_are_counted(reduce_path):
     model = mlp()
-    mon = gradprobe.watch(model)
+    mon = gradprobe.watch(model, reducer=reduce_path)
     x = torch.randn(4, 6)
     x[0, 0] = float("inf")
     model(x).sum().backward()
@@ -289,7 +286,7 @@ def test_outputs_changed_in_place_later_are_never_misreported(reduce_path):
     torch.manual_seed(4)
     model = InPlaceResidual()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    mon = gradprobe.watch(model, opt)
+    mon = gradprobe.watch(model, opt, reducer=reduce_path)
     x = torch.randn(16, 8)
     expected = []
     for _ in range(3):
@@ -300,7 +297,7 @@ def test_outputs_changed_in_place_later_are_never_misreported(reduce_path):
         model(x).sum().backward()
         opt.step()
     layers = mon.to_pandas("layers").set_index(["step", "layer"])
-    if reduce_path == "native":
+    if reduce_path == "fused":
         measured = (0, 1, 2)  # the fused pass reads each output as soon as it is produced
     else:
         assert math.isnan(float(layers.loc[(0, "b"), "act_rms"]))  # deferred: lost, not wrong
@@ -325,9 +322,9 @@ def test_infinite_gradients_are_recorded_without_numpy_warnings(recwarn):
     mon.detach()
 
 
-def assert_update_norms_are_the_weights_change(model, opt, sched=None) -> None:
+def assert_update_norms_are_the_weights_change(model, opt, sched=None, reducer="auto") -> None:
     """Four watched steps; each recorded update norm is the weights' actual change."""
-    mon = gradprobe.watch(model, opt)
+    mon = gradprobe.watch(model, opt, reducer=reducer)
     changes = []
     for _ in range(4):
         opt.zero_grad()
@@ -363,7 +360,7 @@ def assert_update_norms_are_the_weights_change(model, opt, sched=None) -> None:
 def test_update_norm_is_the_change_of_the_weights(reduce_path, make_opt):
     torch.manual_seed(4)
     model = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 1))
-    assert_update_norms_are_the_weights_change(model, make_opt(model))
+    assert_update_norms_are_the_weights_change(model, make_opt(model), reducer=reduce_path)
 
 
 def test_sgd_update_norm_follows_a_learning_rate_schedule(reduce_path):
@@ -372,4 +369,4 @@ def test_sgd_update_norm_follows_a_learning_rate_schedule(reduce_path):
     model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.3)
-    assert_update_norms_are_the_weights_change(model, opt, sched)
+    assert_update_norms_are_the_weights_change(model, opt, sched, reducer=reduce_path)

@@ -1,253 +1,243 @@
-"""Reductions of tensors to a few scalars, done where the tensors live.
+"""Reductions of tensors to a few scalars, done where the tensors live, behind one protocol.
 
-On the CPU the fused C pass (:mod:`gradprobe.torch._native`) reads each tensor once in place
-for all its statistics; where it is not built, the tensors are read in place as numpy arrays and
-reduced with one ``reduceat`` per statistic over all tensors at once. On an accelerator the same
-numbers are computed with torch operations on the device, without any synchronisation; the
-:class:`Collector` then moves everything a step produced to the host in one transfer.
+A :class:`Reducer` turns tensors into per-tensor statistics. The monitor picks one at ``watch()``
+and keeps it (no module-global switch):
+
+- :class:`TorchReducer` (``reducer="torch"``): torch operations on the tensors' own device, no
+  synchronisation; every sum and sum of squares is accumulated in float64, so elements from 1e-30
+  to 1e30 neither underflow nor overflow. Results may be device tensors: the step's numbers cross
+  to the host in one transfer (:func:`gradprobe.torch._step.fetch`).
+- :class:`FusedReducer` (``reducer="fused"``): the C pass of :mod:`gradprobe.torch._native` reads
+  each plain dense CPU tensor once for all its statistics and returns numpy arrays. A tensor that
+  is not one (a tensor subclass such as DTensor, a sparse layout, a tensor off the CPU) goes
+  through :class:`TorchReducer` instead, tensor by tensor: C never sees its memory.
+
+:func:`choose` resolves ``"auto"``: fused when the C pass is built and the model is on the CPU.
 
 numpy's BLAS is never called here (no ``dot``, ``einsum`` or ``@``): OpenBLAS threads spin after
-each call and steal the cores from torch's own thread pool, which made a watched step many times
-slower than a bare one. Plain ufunc reductions have no threads.
+each call and steal the cores from torch's own thread pool.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from gradprobe.errors import UsageError
 from gradprobe.torch import _native
 from gradprobe.torch._activations import Activation
 
 # columns of the per-tensor moments
 SUM, SUMSQ, MAX_ABS, ZEROS = range(4)
 
+Num = np.ndarray | torch.Tensor  # numbers on the host, or still on the device
+OutputRow = tuple[tuple[float, float, float, float], np.ndarray | None]
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    """A numpy view of a CPU tensor (float32 for half types, which numpy cannot read)."""
-    t = t.detach()
-    if t.dtype in (torch.float16, torch.bfloat16):
-        t = t.float()
-    return t.numpy()
+DEFER = 1 << 16  # layer outputs and dL/dh up to this size wait for the step's batched reduction
+REDUCERS = ("auto", "fused", "torch")
 
 
-def flat_cpu(tensors: Sequence[torch.Tensor]) -> np.ndarray:
-    """All elements of CPU tensors, concatenated (one copy, one call)."""
-    flat = torch.cat([t.detach().reshape(-1) for t in tensors])
-    if flat.dtype in (torch.float16, torch.bfloat16):
-        flat = flat.float()
-    return flat.numpy()
+class Reducer(Protocol):
+    """Per-tensor statistics of tensors; every result is float64 (host or device)."""
+
+    name: str
+
+    def moments(self, tensors: Sequence[torch.Tensor]) -> Num:
+        """Per tensor: sum, sum of squares, max |x|, count of exact zeros; shape (n, 4)."""
+        ...
+
+    def sq_norms(self, tensors: Sequence[torch.Tensor]) -> Num:
+        """Per tensor ||x||^2, shape (n,)."""
+        ...
+
+    def sq_dists(self, a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> Num:
+        """Per pair of same-shaped tensors ||a - b||^2, shape (n,)."""
+        ...
+
+    def output_stats(
+        self, outs: Sequence[torch.Tensor], act: Activation | None, unit_dim: int
+    ) -> tuple[Num, Num | None]:
+        """Per same-shaped output: sum, sum of squares, count, saturated count (k, 4); and for
+        rectifiers, per unit, whether any example was positive (k, units)."""
+        ...
+
+    def output_now(
+        self, out: torch.Tensor, act: Activation | None, unit_dim: int
+    ) -> OutputRow | None:
+        """:meth:`output_stats` of one tensor on the host at once, or None (the caller defers)."""
+        ...
+
+    def sq_norm_now(self, t: torch.Tensor) -> float | None:
+        """||t||^2 on the host at once, or None (the caller defers)."""
+        ...
 
 
-def segment_starts(tensors: Sequence[torch.Tensor]) -> np.ndarray:
-    sizes = np.fromiter((t.numel() for t in tensors), dtype=np.int64, count=len(tensors))
-    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+def _half_to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-SMALL = 1 << 20  # below this many elements in all, numpy's single pass over one copy is fastest
+class TorchReducer:
+    """Torch operations on any device; sums in float64; nothing synchronises."""
 
+    name = "torch"
 
-def moments(
-    tensors: Sequence[torch.Tensor], starts: np.ndarray | None = None, small: bool | None = None
-) -> np.ndarray | torch.Tensor:
-    """Per tensor: sum, sum of squares, max |x|, count of exact zeros; shape (n, 4).
-
-    Small CPU sets are concatenated once and reduced with ``reduceat`` (float64 sums); large
-    sets and accelerator tensors use one torch reduction per statistic, in place, with no sync.
-    Empty tensors are not allowed. ``starts`` and ``small`` may be given when already known
-    (see :class:`ParamViews`). CPU tensors go through the fused C pass when it is built.
-    """
-    if NUMPY_ON_CPU:
-        fused = _native.moments(tensors)
-        if fused is not None:
-            return fused
-    if small is None:
-        small = tensors[0].device.type == "cpu" and sum(t.numel() for t in tensors) <= SMALL
-    if small:
-        flat = flat_cpu(tensors)
-        starts = segment_starts(tensors) if starts is None else starts
-        out = np.empty((len(tensors), 4))
-        with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf are counted, not warned
-            out[:, SUM] = np.add.reduceat(flat, starts, dtype=np.float64)
-            # squares in float64: the variance sum(x^2)/n - mean^2 must cancel exactly
-            out[:, SUMSQ] = np.add.reduceat(np.square(flat, dtype=np.float64), starts)
-            out[:, MAX_ABS] = np.maximum(
-                np.maximum.reduceat(flat, starts), -np.minimum.reduceat(flat, starts)
+    def moments(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        rows = []
+        for t in tensors:  # tensor by tensor: the later passes find it still in cache
+            x = _half_to_float(t.detach())
+            lo, hi = torch.aminmax(x)  # one pass; far faster than an inf-norm on the CPU
+            rows.append(
+                torch.stack(
+                    [
+                        x.sum(dtype=torch.float64),
+                        torch.linalg.vector_norm(x, dtype=torch.float64).square(),
+                        torch.maximum(-lo, hi).double(),
+                        (x.numel() - torch.count_nonzero(x)).double(),
+                    ]
+                )
             )
-        out[:, ZEROS] = np.add.reduceat((flat == 0).view(np.int8), starts, dtype=np.int64)
-        return out
-    rows = []
-    for t in tensors:  # tensor by tensor: the later passes find it still in cache
-        x = t.detach()
-        if x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()
-        lo, hi = torch.aminmax(x)  # one pass; far faster than an inf-norm on the CPU
-        rows.append(
-            torch.stack(
-                [
-                    x.sum(dtype=torch.float64),
-                    torch.linalg.vector_norm(x).double().square(),
-                    torch.maximum(-lo, hi).double(),
-                    (x.numel() - torch.count_nonzero(x)).double(),
-                ]
-            )
-        )
-    return torch.stack(rows)
+        return torch.stack(rows)
+
+    def sq_norms(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        ts = [t.detach() for t in tensors]
+        return torch.stack(torch._foreach_norm(ts, 2, dtype=torch.float64)).square()
+
+    def sq_dists(self, a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
+        # differences in float64: exact for every weight dtype, whatever the two values are
+        d = [
+            torch.linalg.vector_norm(x.detach().double() - y.detach().double())
+            for x, y in zip(a, b, strict=True)
+        ]
+        return torch.stack(d).square()
+
+    def output_stats(
+        self, outs: Sequence[torch.Tensor], act: Activation | None, unit_dim: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = torch.stack([o.detach() for o in outs]) if len(outs) > 1 else outs[0].detach()[None]
+        x = _half_to_float(x)
+        flat = x.reshape(len(outs), -1)
+        stats = torch.empty(len(outs), 4, dtype=torch.float64, device=x.device)
+        stats[:, 2] = flat.shape[1]
+        stats[:, 3] = 0
+        alive = None
+        rectifier = act is not None and act.family == "rectifier" and x.ndim >= 3
+        if rectifier and act.nonneg:  # type: ignore[union-attr]
+            # per-unit sums: their total is the sum, and a unit is alive iff its sum is positive
+            ud = unit_dim % (x.ndim - 1) + 1
+            dims = tuple(d for d in range(1, x.ndim) if d != ud)
+            per_unit = x.sum(dim=dims, dtype=torch.float64)
+            stats[:, 0] = per_unit.sum(1)
+            alive = per_unit > 0
+        else:
+            stats[:, 0] = flat.sum(1, dtype=torch.float64)
+        stats[:, 1] = torch.linalg.vector_norm(flat, dim=1, dtype=torch.float64).square()
+        if act is not None and act.family == "saturating":
+            mid, half = (act.low + act.high) / 2, (act.high - act.low) / 2
+            stats[:, 3] = flat.sub(mid).abs_().gt_(half).sum(1, dtype=torch.float64)
+        elif rectifier and alive is None:
+            ud = unit_dim % (x.ndim - 1) + 1
+            alive = x.amax(dim=tuple(d for d in range(1, x.ndim) if d != ud)) > 0
+        return stats, alive
+
+    def output_now(self, out: torch.Tensor, act: Activation | None, unit_dim: int) -> None:
+        return None  # never synchronise: outputs wait for the step's batched reduction
+
+    def sq_norm_now(self, t: torch.Tensor) -> None:
+        return None
 
 
-def sq_norms(
-    tensors: Sequence[torch.Tensor], sizes: np.ndarray | None = None
-) -> torch.Tensor | np.ndarray:
-    """Per tensor ||x||^2: one multi-tensor pass that reads each tensor once and copies nothing.
-    ``sizes``: the element counts of exactly these tensors, when known (see :class:`ParamViews`)."""
-    if NUMPY_ON_CPU:
-        fused = _native.sq_norms(tensors, sizes)
-        if fused is not None:
-            return fused
-    return _torch_norms(tensors).square()
+def plain(t: torch.Tensor) -> bool:
+    """A plain dense CPU tensor: the only kind the C pass may read (no subclass such as DTensor,
+    whose ``data_ptr()`` is not its data; no sparse layout; host memory)."""
+    return type(t) is torch.Tensor and t.layout is torch.strided and t.is_cpu
 
 
-class ParamViews:
-    """The watched parameters, flattened cheaply: numpy views of CPU parameters are made once
-    and reused while each parameter keeps its storage (optimizers update in place)."""
+class FusedReducer:
+    """The fused C pass for plain dense CPU tensors; :class:`TorchReducer` for any other tensor.
 
-    def __init__(self, tensors: Sequence[torch.Tensor]) -> None:
-        self.tensors = [t.detach() for t in tensors]
-        self.small = self.tensors[0].device.type == "cpu" and (
-            sum(t.numel() for t in self.tensors) <= SMALL
-        )
-        self.sizes = np.array([t.numel() for t in self.tensors], dtype=np.int64)
-        self.starts = segment_starts(self.tensors)
-        self._ptrs: list[int] = []
-        self._views: list[np.ndarray] = []
-
-    def sq_norms(self) -> torch.Tensor | np.ndarray:
-        """||w||^2 of each parameter now."""
-        return sq_norms(self.tensors, self.sizes)
-
-    def flat64(self) -> np.ndarray:
-        """All elements as one float64 vector (small CPU sets only)."""
-        ptrs = [t.data_ptr() for t in self.tensors]
-        if ptrs != self._ptrs:  # first use, or a parameter was given new storage
-            self._views = [_np(t).reshape(-1) for t in self.tensors]
-            self._ptrs = ptrs
-        return np.concatenate(self._views, dtype=np.float64)
-
-
-class UpdateMeter:
-    """Measures ||W_before|| and ||W_after - W_before|| per tensor across an optimizer step.
-
-    Preallocated buffers take one copy of the weights before the step; after it, one pass reads
-    both (the fused C pass on the CPU, else one norm per tensor). Without the fused pass, small
-    CPU models keep a float64 copy instead.
+    Results are numpy arrays whenever every tensor of a call is plain (the common case); a call
+    mixing kinds returns host numbers too (the torch part is moved to the host).
     """
+
+    name = "fused"
 
     def __init__(self) -> None:
-        self._flat: np.ndarray | None = None
-        self._bufs: list[torch.Tensor] = []
-        self._views: ParamViews | None = None
+        self.torch = TorchReducer()
 
-    def before(self, views: ParamViews) -> np.ndarray | torch.Tensor:
-        """Snapshot the parameters; returns their squared norms."""
-        self._views = views
-        if views.small and not (NUMPY_ON_CPU and _native.available()):
-            self._flat = views.flat64()
-            with np.errstate(invalid="ignore", over="ignore"):
-                return np.add.reduceat(np.square(self._flat), views.starts)
-        self._flat = None
-        ts = views.tensors
-        if [b.shape for b in self._bufs] != [t.shape for t in ts] or any(
-            b.dtype != t.dtype or b.device != t.device for b, t in zip(self._bufs, ts, strict=True)
-        ):
-            self._bufs = [torch.empty_like(t) for t in ts]
-        torch._foreach_copy_(self._bufs, ts)
-        return sq_norms(self._bufs, views.sizes)  # the buffers have the parameters' shapes
+    def _split(
+        self,
+        tensors: Sequence[torch.Tensor],
+        fused: Callable[[Sequence[torch.Tensor]], np.ndarray | None],
+        fallback: Callable[[Sequence[torch.Tensor]], Num],
+    ) -> Num:
+        ok = [plain(t) for t in tensors]
+        if all(ok):
+            got = fused(tensors)
+            return fallback(tensors) if got is None else got
+        if not any(ok):
+            return fallback(tensors)
+        idx = [i for i, k in enumerate(ok) if k]
+        rest = [i for i, k in enumerate(ok) if not k]
+        a = np.asarray(self._split([tensors[i] for i in idx], fused, fallback))
+        b = _host(fallback([tensors[i] for i in rest]))
+        out = np.empty((len(tensors), *a.shape[1:]))
+        out[idx], out[rest] = a, b
+        return out
 
-    def after(self) -> np.ndarray | torch.Tensor | None:
-        """Squared norms of the update since :meth:`before` (None if nothing was snapshot)."""
-        views, self._views = self._views, None
-        if views is None:
+    def moments(self, tensors: Sequence[torch.Tensor]) -> Num:
+        return self._split(tensors, _native.moments, self.torch.moments)
+
+    def sq_norms(self, tensors: Sequence[torch.Tensor]) -> Num:
+        return self._split(tensors, _native.sq_norms, self.torch.sq_norms)
+
+    def sq_dists(self, a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> Num:
+        if all(plain(x) for x in a) and all(plain(y) for y in b):
+            got = _native.sq_dists(a, b)
+            if got is not None:
+                return got
+        return self.torch.sq_dists(a, b)
+
+    def output_stats(
+        self, outs: Sequence[torch.Tensor], act: Activation | None, unit_dim: int
+    ) -> tuple[Num, Num | None]:
+        if all(plain(o) for o in outs):
+            got = _native.output_stats(outs, *_bounds(act, outs[0].ndim, unit_dim))
+            if got is not None:
+                return got
+        return self.torch.output_stats(outs, act, unit_dim)
+
+    def output_now(
+        self, out: torch.Tensor, act: Activation | None, unit_dim: int
+    ) -> OutputRow | None:
+        if not plain(out):
             return None
-        if self._flat is not None:
-            with np.errstate(invalid="ignore", over="ignore"):
-                diff = views.flat64() - self._flat
-                self._flat = None
-                return np.add.reduceat(np.square(diff), views.starts)
-        fused = _native.sq_dists(self._bufs, views.tensors) if NUMPY_ON_CPU else None
-        if fused is not None:  # one pass over both, in float64
-            return fused
-        # ||before - after|| read in one pass per tensor, nothing written
-        dist = [_dist(b, t) for b, t in zip(self._bufs, views.tensors, strict=True)]
-        return torch.stack(dist).double().square()
+        return _native.output_stats_one(out, *_bounds(act, out.ndim, unit_dim))
 
-    def clear(self) -> None:
-        self._flat, self._bufs, self._views = None, [], None
+    def sq_norm_now(self, t: torch.Tensor) -> float | None:
+        return _native.sq_norm_one(t) if plain(t) else None
 
 
-def _dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """||a - b|| (half types summed in float32, where their own range would overflow)."""
-    if a.dtype in (torch.float16, torch.bfloat16):
-        return torch.linalg.vector_norm(a.float() - b.float())
-    return torch.dist(a, b)
-
-
-def nonfinite_counts(tensors: Sequence[torch.Tensor]) -> np.ndarray:
-    """Count of NaN/inf elements per tensor (the rare path: only called when one is suspected)."""
-    return np.array([int((~torch.isfinite(t.detach())).sum()) for t in tensors], dtype=np.int64)
-
-
-NUMPY_ON_CPU = True  # tests switch it off to run the accelerator path of moments on the CPU
-DEFER = 1 << 16  # layer outputs and dL/dh up to this size wait for the step's batched reduction
-EXACT_F32_COUNT = 1 << 24  # a float32 sum of 0/1 values is exact up to this many terms
-
-
-def output_stats(
-    outs: Sequence[torch.Tensor], act: Activation | None, unit_dim: int = -1
-) -> tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray | None]:
-    """Per tensor (all of one shape): sum, sum of squares, element count, saturated count
-    (shape (k, 4)); and for rectifiers, per unit, whether any example was positive (k, units).
-
-    Small CPU tensors are read in place by numpy, one at a time (float32 pairwise sums, no
-    copies); otherwise the k tensors are stacked once and each statistic is one reduction over
-    all of them, with no synchronisation.
-    """
-    if outs[0].device.type == "cpu" and NUMPY_ON_CPU:
-        fused = _native_output_stats(outs, act, unit_dim)
-        if fused is not None:
-            return fused
-        if outs[0].numel() <= DEFER:
-            return _output_stats_cpu(outs, act, unit_dim)  # small: numpy's lower call overhead wins
-    x = torch.stack([o.detach() for o in outs]) if len(outs) > 1 else outs[0].detach()[None]
-    if x.dtype in (torch.float16, torch.bfloat16):
-        x = x.float()
-    flat = x.reshape(len(outs), -1)
-    n = flat.shape[1]
-    stats = torch.empty(len(outs), 4, dtype=torch.float64, device=x.device)
-    stats[:, 2] = n
-    stats[:, 3] = 0
-    alive = None
-    rectifier = act is not None and act.family == "rectifier" and x.ndim >= 3
-    if rectifier and act.nonneg:  # type: ignore[union-attr]
-        # per-unit sums: their total is the sum, and a unit is alive iff its sum is positive
-        ud = unit_dim % (x.ndim - 1) + 1
-        per_unit = x.sum(dim=tuple(d for d in range(1, x.ndim) if d != ud), dtype=torch.float64)
-        stats[:, 0] = per_unit.sum(1)
-        alive = per_unit > 0
-    else:
-        stats[:, 0] = flat.sum(1, dtype=torch.float64) if n > DEFER else flat.sum(1)
-    stats[:, 1] = torch.linalg.vector_norm(flat, dim=1).double().square()
-    if act is not None and act.family == "saturating":
-        mid, half = (act.low + act.high) / 2, (act.high - act.low) / 2
-        # |x - mid| > half as 0./1. in place, summed: far cheaper than a boolean count
-        hits = flat.sub(mid).abs_().gt_(half)
-        stats[:, 3] = hits.sum(1) if n <= EXACT_F32_COUNT else hits.sum(1, dtype=torch.float64)
-    elif rectifier and alive is None:
-        ud = unit_dim % (x.ndim - 1) + 1
-        alive = x.amax(dim=tuple(d for d in range(1, x.ndim) if d != ud)) > 0
-    return stats, alive
+def choose(name: str, model: torch.nn.Module) -> Reducer:
+    """The reducer ``name`` (one of :data:`REDUCERS`); ``"auto"``: fused when the C pass is built
+    and the model's parameters are on the CPU, else torch."""
+    if name not in REDUCERS:
+        raise UsageError(f"reducer must be one of {', '.join(REDUCERS)}, got {name!r}")
+    if name == "torch":
+        return TorchReducer()
+    built = _native._fused is not None
+    if name == "fused":
+        if not built:
+            raise UsageError(
+                "reducer='fused' needs gradprobe._fused, which is not built: reinstall with a C "
+                "compiler (pip install -e .) or use reducer='torch'"
+            )
+        return FusedReducer()
+    on_cpu = all(p.is_cpu for p in model.parameters())
+    return FusedReducer() if built and on_cpu else TorchReducer()
 
 
 def _bounds(act: Activation | None, ndim: int, unit_dim: int) -> tuple[float, float, int | None]:
@@ -259,90 +249,54 @@ def _bounds(act: Activation | None, ndim: int, unit_dim: int) -> tuple[float, fl
     return low, high, (unit_dim if rectifier else None)
 
 
-def _native_output_stats(
-    outs: Sequence[torch.Tensor], act: Activation | None, unit_dim: int
-) -> tuple[np.ndarray, np.ndarray | None] | None:
-    return _native.output_stats(outs, *_bounds(act, outs[0].ndim, unit_dim))
+def _host(x: Num) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def output_stats_now(
-    out: torch.Tensor, act: Activation | None, unit_dim: int = -1
-) -> tuple[tuple[float, float, float, float], np.ndarray | None] | None:
-    """:func:`output_stats` of one CPU tensor at once, through the fused pass, while the tensor
-    is still in cache; None where that pass does not apply (the caller defers the tensor)."""
-    if not NUMPY_ON_CPU:
-        return None
-    return _native.output_stats_one(out, *_bounds(act, out.ndim, unit_dim))
+class UpdateMeter:
+    """Measures ||W_before||^2 and ||W_after - W_before||^2 per tensor across an optimizer step:
+    one copy of the weights into preallocated buffers before the step, one pass over both after."""
+
+    def __init__(self, reducer: Reducer) -> None:
+        self.reducer = reducer
+        self._bufs: list[torch.Tensor] = []
+        self._tensors: list[torch.Tensor] | None = None
+
+    def before(self, tensors: list[torch.Tensor]) -> Num:
+        """Snapshot ``tensors`` (detached weights); returns their squared norms."""
+        self._tensors = tensors
+        bufs = self._bufs
+        if len(bufs) != len(tensors) or any(
+            b.shape != t.shape or b.dtype != t.dtype or b.device != t.device
+            for b, t in zip(bufs, tensors, strict=True)
+        ):
+            self._bufs = bufs = [torch.empty_like(t) for t in tensors]
+        torch._foreach_copy_(bufs, tensors)
+        return self.reducer.sq_norms(bufs)  # the buffers have the parameters' values
+
+    def after(self) -> Num | None:
+        """Squared norms of the change since :meth:`before` (None if nothing was snapshot)."""
+        tensors, self._tensors = self._tensors, None
+        if tensors is None:
+            return None
+        return self.reducer.sq_dists(self._bufs, tensors)
+
+    def clear(self) -> None:
+        self._bufs, self._tensors = [], None
 
 
-def sq_norm_now(t: torch.Tensor) -> float | None:
-    """||t||^2 of one CPU tensor at once through the fused pass; None where it does not apply."""
-    return _native.sq_norm_one(t) if NUMPY_ON_CPU else None
+def nonfinite_counts(tensors: Sequence[torch.Tensor]) -> np.ndarray:
+    """Count of NaN/inf elements per tensor (the rare path: only called when one is suspected)."""
+    return np.array([int((~torch.isfinite(t.detach())).sum()) for t in tensors], dtype=np.int64)
 
 
-def _output_stats_cpu(
-    outs: Sequence[torch.Tensor], act: Activation | None, unit_dim: int
-) -> tuple[np.ndarray, np.ndarray | None]:
-    stats = np.zeros((len(outs), 4))
-    saturating = act is not None and act.family == "saturating"
-    rectifier = act is not None and act.family == "rectifier" and outs[0].ndim >= 2
-    alive = []
-    with np.errstate(invalid="ignore", over="ignore"):
-        for i, o in enumerate(outs):
-            a = _np(o)
-            f = a.reshape(-1)
-            stats[i, :3] = f.sum(), np.square(f).sum(), f.size
-            if saturating:
-                stats[i, 3] = np.count_nonzero((f < act.low) | (f > act.high))  # type: ignore[union-attr]
-            if rectifier:
-                ud = unit_dim % a.ndim
-                alive.append(a.max(axis=tuple(d for d in range(a.ndim) if d != ud)) > 0)
-    return stats, (np.stack(alive) if rectifier else None)
+def norms(reducer: Reducer, tensors: Sequence[torch.Tensor]) -> Any:
+    """||x|| of each tensor (float64, host or device)."""
+    sq = reducer.sq_norms(tensors)
+    return sq.sqrt() if isinstance(sq, torch.Tensor) else np.sqrt(sq)
 
 
-def norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor | np.ndarray:
-    """||x|| of each tensor, one multi-tensor reduction, as a float64 vector."""
-    if NUMPY_ON_CPU:
-        fused = _native.sq_norms(tensors)
-        if fused is not None:
-            return np.sqrt(fused)
-    return _torch_norms(tensors)
-
-
-def _torch_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.stack(torch._foreach_norm([t.detach() for t in tensors])).double()
-
-
-def row_sq_norms(x: torch.Tensor) -> np.ndarray | torch.Tensor:
-    """Per example (first dim) squared norm of the rest."""
-    if x.device.type == "cpu":
-        v = _np(x).reshape(x.shape[0], -1)
-        return np.square(v, dtype=np.float64).sum(axis=1)
-    return x.detach().reshape(x.shape[0], -1).float().square().sum(1).double()
-
-
-class Collector:
-    """Gathers a step's numbers; device tensors cross to the host in one transfer at the end."""
-
-    def __init__(self) -> None:
-        self._host: dict[str, np.ndarray] = {}
-        self._dev: dict[str, torch.Tensor] = {}
-
-    def put(self, key: str, value: np.ndarray | torch.Tensor | float) -> None:
-        if isinstance(value, torch.Tensor):
-            self._dev[key] = value
-        else:
-            self._host[key] = np.asarray(value)
-
-    def resolve(self) -> dict[str, np.ndarray]:
-        out = dict(self._host)
-        if self._dev:
-            keys = list(self._dev)
-            flat = [self._dev[k].reshape(-1).double() for k in keys]
-            host = torch.cat(flat).cpu().numpy()  # the one device-to-host transfer
-            offset = 0
-            for k, t in zip(keys, flat, strict=True):
-                out[k] = host[offset : offset + t.numel()].reshape(self._dev[k].shape)
-                offset += t.numel()
-        self._host, self._dev = {}, {}
-        return out
+def row_sq_norms(x: torch.Tensor) -> torch.Tensor:
+    """Per example (first dim) squared norm of the rest, float64 (no synchronisation)."""
+    x = x.detach().reshape(x.shape[0], -1)
+    return torch.linalg.vector_norm(x, dim=1, dtype=torch.float64).square()

@@ -1,124 +1,45 @@
 """The PyTorch monitor: one line to watch a model's gradients, activations and backward signal.
 
-Hooks capture; pure reductions (:mod:`gradprobe.torch._reduce`) turn tensors into a few numbers
-where they live; the step's numbers cross to the host once and become rows of the two record tables
-(:mod:`gradprobe.records`). Nothing here changes a tensor of the model.
+The parts, each with one job:
+
+- :mod:`gradprobe.torch._hooks`: arming and hooks (layers, activations, backward signal, the
+  optimizer's step, a GradScaler's skipped steps);
+- :mod:`gradprobe.torch._step`: the typed per-step accumulator and its reduction to rows;
+- :mod:`gradprobe.torch._reduce`: the reducer, chosen once at :func:`watch` (torch on any
+  device, or the fused C pass for plain CPU tensors);
+- :mod:`gradprobe.storage`: where the rows go.
 
 When each number is read:
 
 - gradients in the optimizer's step *pre*-hook: after the last backward, before the update, so
-  gradient accumulation, clipping and AMP unscaling are seen as applied (or in
-  :meth:`Monitor.step` when no optimizer is given);
+  gradient accumulation, clipping and AMP unscaling are seen as applied; with
+  ``optimizer.step(closure)``, right after the closure's first call (the gradients the step
+  applies; for LBFGS, the gradient at the step's starting point); in :meth:`Monitor.step` when
+  no optimizer is given;
 - the update ``W_after - W_before`` in the step *post*-hook;
-- activations and the backward signal ``dL/dh`` during the forward and backward passes of a
-  recorded step only: on other steps (``every > 1``) no module hook is registered at all.
+- activations and the backward signal ``dL/dh`` during the forwards and backwards of a recorded
+  step that lead to it (every micro-batch under gradient accumulation; forwards with no backward,
+  e.g. evaluation, are dropped; forwards under ``no_grad``/``inference_mode`` are never seen).
+  On steps that are not recorded (``every > 1``) no module hook is registered at all.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
-from torch.utils.hooks import RemovableHandle
 
-from gradprobe.errors import CaptureError, GradprobeWarning, UsageError
-from gradprobe.records import TABLES, RecordBuffer
-from gradprobe.torch import _reduce as R
-from gradprobe.torch._activations import FUNCTIONS, MODULES, Activation
-from gradprobe.torch._rows import LayerMeta, ParamMeta, PendingRows
-
-ROOT = "(root)"
-
-
-@dataclass
-class _Layer:
-    """What one recorded step gathered for one layer that owns parameters."""
-
-    act: Activation | None = None
-    unit_dim: int = -1
-    outs: list[tuple[torch.Tensor, int]] = field(default_factory=list)  # small: reduced at step
-    parts: list[tuple[Any, Any]] = field(default_factory=list)  # large ones: reduced at once
-    grads: list[torch.Tensor] = field(default_factory=list)  # small dL/dh: reduced at the step
-    gnorms: list[Any] = field(default_factory=list)  # large ones: their norms
-    x_rows: list[Any] = field(default_factory=list)
-    d_rows: list[Any] = field(default_factory=list)
-    pending: torch.Tensor | None = None  # output waiting to see whether an activation follows
-    # numbers already on the host: CPU tensors reduced by the fused pass as they were produced
-    m: tuple[float, ...] | None = None  # summed output moments: sum, sum of squares, count,
-    # saturated count
-    alive: np.ndarray | None = None  # units positive for some example
-    bsq: float | None = None  # ||dL/dh||^2
-
-    def add_output(self, row: tuple[float, float, float, float], alive: Any) -> None:
-        self.m = row if self.m is None else tuple(a + b for a, b in zip(self.m, row, strict=True))
-        if alive is not None:
-            self.alive = alive if self.alive is None else (self.alive | alive)
-
-
-@dataclass
-class _ParamSet:
-    """What stays the same from step to step about the parameters that have gradients."""
-
-    meta: ParamMeta  # layer, name, depth and size of each parameter
-    is_weight: np.ndarray
-    views: _GradViews
-    order_size: int
-    zeros: np.ndarray  # read-only fillers for the rows: no non-finite value, no number
-    nans: np.ndarray
-
-    @classmethod
-    def build(cls, mon: Monitor, have: tuple[int, ...]) -> _ParamSet:
-        chosen = [mon._params[i] for i in have]
-        params = [p for _, _, p in chosen]
-        meta = ParamMeta(
-            layers=np.array([layer for layer, _, _ in chosen], dtype=object),
-            pnames=np.array([pn for _, pn, _ in chosen], dtype=object),
-            depth=np.array([mon._depth(layer) for layer, _, _ in chosen], dtype=np.int64),
-            numel=np.array([p.numel() for p in params], dtype=np.int64),
-        )
-        return cls(
-            meta=meta,
-            is_weight=np.array([pn == "weight" for _, pn, _ in chosen]),
-            views=_GradViews(params),
-            order_size=len(mon._order),
-            zeros=_read_only(np.zeros(len(params), dtype=np.int64)),
-            nans=_read_only(np.full(len(params), np.nan)),
-        )
-
-
-class _GradViews(R.ParamViews):
-    """Parameter views that also hand out the parameters themselves, to read ``.grad``."""
-
-    def __init__(self, params: list[torch.Tensor]) -> None:
-        super().__init__(params)
-        self._params = params
-
-    def params(self) -> list[torch.Tensor]:
-        return self._params
-
-
-class _FunctionalActivations(TorchFunctionMode):
-    """Sees functional activations (``F.relu(x)``, ``x.sigmoid()``) during a recorded forward."""
-
-    def __init__(self, monitor: Monitor) -> None:
-        super().__init__()
-        self.monitor = monitor
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def,unused-ignore]
-        out = func(*args, **(kwargs or {}))
-        act = FUNCTIONS.get(func)
-        if act is not None:
-            self.monitor._on_functional(act, out)
-        return out
+from gradprobe.errors import CaptureError, UsageError
+from gradprobe.records import TABLES
+from gradprobe.storage import Storage
+from gradprobe.torch import _reduce
+from gradprobe.torch._hooks import Capture, ScalerPatch, StepHooks
+from gradprobe.torch._rows import PendingRows
+from gradprobe.torch._step import DepthOrder, Reading, Recorder, StepLayers
+from gradprobe.torch._structure import trainable
 
 
 class Monitor:
@@ -153,71 +74,79 @@ class Monitor:
         per_example: bool = False,
         log_dir: str | Path | None = None,
         max_rows_in_memory: int = 100_000,
+        reducer: str = "auto",
+        scaler: Any = None,
+        all_ranks: bool = False,
+        tensorboard: bool = False,
     ) -> None:
-        if isinstance(model, type):
-            raise CaptureError(
-                f"watch() expects a model instance, got the class {model.__name__}: "
-                f"instantiate it first (watch({model.__name__}(...), optimizer))"
-            )
-        if not isinstance(model, nn.Module):
-            raise CaptureError(
-                f"watch() expects a torch.nn.Module, got {type(model).__name__}; "
-                "pass the model itself (e.g. watch(model, optimizer))"
-            )
-        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise CaptureError(
-                f"watch() expects a torch.optim.Optimizer as optimizer, got "
-                f"{type(optimizer).__name__}"
-            )
-        if not isinstance(every, int) or every < 1:
-            raise UsageError(f"every must be a whole number >= 1, got {every!r}")
+        _check(model, optimizer, every)
         self.model, self.optimizer, self.every = model, optimizer, every
         self.activations, self.backward, self.per_example = activations, backward, per_example
-        folder = Path(log_dir) if log_dir is not None else None
-        self._buffers = {t: RecordBuffer(t, folder, max_rows_in_memory) for t in TABLES}
+        self.scaler = scaler
+        self.reducer = _reduce.choose(reducer, model)
+        rank = _rank()
+        pending: list[PendingRows] = []  # the storage's last flush must not hold the monitor
+
+        def before_flush() -> None:
+            for rows in pending:
+                rows.materialize()
+
+        self._storage = Storage(
+            log_dir,
+            rank=rank,
+            write=rank == 0 or all_ranks,
+            max_rows_in_memory=max_rows_in_memory,
+            tensorboard=tensorboard,
+            before_flush=before_flush,
+        )
+        self._buffers = self._storage.buffers
         self._rows = PendingRows(self._buffers["params"], self._buffers["layers"])
-        self._layer_metas: dict[tuple[Any, ...], LayerMeta] = {}
-        self._params, self._owner_names = self._trainable(model)
-        if not self._params:
+        pending.append(self._rows)
+        params, owners = trainable(model)
+        if not params:
             raise CaptureError(
                 f"{type(model).__name__} has no trainable parameters (requires_grad=True): "
                 "nothing to watch"
             )
-        self._act_modules = {m: MODULES[type(m)] for m in model.modules() if type(m) in MODULES}
-        self._kinds = {name: type(m).__name__ for m, name in self._owner_names.items()}
-        self._conv = {name for name, kind in self._kinds.items() if kind.startswith("Conv")}
-        self._backward_hooks = {
-            name: partial(self._on_backward, name) for name in self._owner_names.values()
-        }
-        self._order: dict[str, int] = {}
+        self._layers = StepLayers()
+        self._order = DepthOrder(list(owners.values()))
+        self._kinds: dict[str, str] = {}
+        self._recorder = Recorder(
+            self._rows, self.reducer, self._order, self._kinds, per_example=per_example
+        )
+        self._capture = Capture(
+            model,
+            owners,
+            self._layers,
+            self._order,
+            self.reducer,
+            activations=activations,
+            backward=backward,
+            per_example=per_example,
+        )
+        self._set_params(params, owners)
         self._step = 0
-        self._layers: dict[str, _Layer] = {}
-        self._last: str | None = None
-        self._in_act_module = 0
-        self._functional: bool | None = None  # None: not known yet; found on the first forward
-        self._mode: _FunctionalActivations | None = None
-        self._updates = R.UpdateMeter()
-        self._sgd: _SgdPlan | None = None
-        self._plan_key: tuple[Any, ...] | None = None
-        self._plan: _SgdPlan | None = None
-        self._param_sets: dict[tuple[int, ...], _ParamSet] = {}
-        self._current: _ParamSet | None = None
-        self._collector = R.Collector()
-        self._persistent: list[RemovableHandle] = []
-        self._armed: list[RemovableHandle] = []
+        self._reading: Reading | None = None
         self._attached = True
-        self._warned_empty = False
-        self._eager = False  # True once a model changed a kept output in place
+        self._steps: StepHooks | None = None
+        self._scaler: ScalerPatch | None = None
+        self._scan_key: tuple[int, int] | None = None
         if optimizer is not None:
-            self._persistent.append(optimizer.register_step_pre_hook(self._before_update))
-            self._persistent.append(optimizer.register_step_post_hook(self._after_update))
-        self._arm()
+            self._steps = StepHooks(optimizer, self)
+            self._scan_key = _groups_key(optimizer)
+            if scaler is not None:
+                self._scaler = ScalerPatch(scaler, self._steps, self._skipped)
+        self._capture.arm()
 
     # ------------------------------------------------------------------ public
     @property
     def steps_seen(self) -> int:
         """How many steps (optimizer steps, or calls of :meth:`step`) the monitor has seen."""
         return self._step
+
+    @property
+    def attached(self) -> bool:
+        return self._attached
 
     def step(self) -> None:
         """Record the gradients now (call after ``backward``) when no optimizer was given."""
@@ -227,10 +156,9 @@ class Monitor:
                 "do not call monitor.step() as well (or watch without the optimizer)"
             )
         if self._recording():
-            ps = self._read_grads()
-            if ps is not None:
-                self._collector.put("w", ps.views.sq_norms())
-            self._finish(updates=None)
+            self._rescan_if_changed(None)
+            reading = self._read(None)
+            self._finish(reading, None)
         self._advance()
 
     def to_pandas(self, table: str = "params") -> pd.DataFrame:
@@ -245,24 +173,21 @@ class Monitor:
 
     def flush(self) -> None:
         """Write the records held in memory to ``log_dir`` (no-op without one)."""
-        self._rows.materialize()
-        for buf in self._buffers.values():
-            buf.flush()
+        self._storage.flush()
 
     def detach(self) -> None:
-        """Remove every hook this monitor added; records stay readable."""
-        self._disarm()
-        self._rows.materialize()
-        for h in self._persistent:
-            h.remove()
-        self._persistent.clear()
-        self._layers.clear()
-        self._updates.clear()
+        """Remove every hook this monitor added and write the rows held to ``log_dir``;
+        records stay readable. Idempotent."""
+        self._capture.disarm()
+        if self._steps is not None:
+            self._steps.remove()
+        if self._scaler is not None:
+            self._scaler.remove()
         self._attached = False
-
-    @property
-    def attached(self) -> bool:
-        return self._attached
+        self._layers.clear()
+        self._recorder.clear()
+        self._reading = None
+        self._storage.close()
 
     def _repr_html_(self) -> str:
         """A compact summary and the findings, for notebooks."""
@@ -289,441 +214,124 @@ class Monitor:
             f"rows={len(self._buffers['params']) + self._rows.pending_params()})"
         )
 
-    # ------------------------------------------------------------- structure
-    @staticmethod
-    def _trainable(
-        model: nn.Module,
-    ) -> tuple[list[tuple[str, str, torch.Tensor]], dict[nn.Module, str]]:
-        """(layer, param name, tensor) of each trainable parameter (shared ones once), and the
-        path of every module that owns parameters, trainable or frozen."""
-        params: list[tuple[str, str, torch.Tensor]] = []
-        owners: dict[nn.Module, str] = {}
-        seen: set[int] = set()
-        for path, module in model.named_modules():
-            for pname, p in module.named_parameters(recurse=False):
-                owners.setdefault(module, path or ROOT)  # frozen layers still show their signal
-                if not p.requires_grad or id(p) in seen or p.numel() == 0:
-                    continue
-                seen.add(id(p))
-                params.append((path or ROOT, pname, p))
-        return params, owners
-
-    def _depth(self, layer: str) -> int:
-        if layer not in self._order:
-            self._order[layer] = len(self._order)
-        return self._order[layer]
-
-    # --------------------------------------------------------------- arming
+    # ------------------------------------------------------------- the step
     def _recording(self) -> bool:
-        return self._step % self.every == 0
+        return self._attached and self._step % self.every == 0
 
-    def _arm(self) -> None:
-        if self._armed or not self._attached:
-            return
-        if not (self.activations or self.backward or self.per_example or not self._order):
-            return
-        for module, name in self._owner_names.items():
-            self._armed.append(module.register_forward_hook(partial(self._on_layer, name)))
-        if self.activations:
-            # the pre-hooks only tell functional calls inside nn.ReLU & co from the user's own
-            counted = self._functional is not False
-            for module, act in self._act_modules.items():
-                if counted:
-                    self._armed.append(module.register_forward_pre_hook(self._enter_act_module))
-                self._armed.append(
-                    module.register_forward_hook(partial(self._on_act_module, act, counted))
-                )
-            if counted:
-                self._armed.append(self.model.register_forward_pre_hook(self._push_mode))
-                self._armed.append(
-                    self.model.register_forward_hook(self._pop_mode, always_call=True)
-                )
-        self._armed.append(self.model.register_forward_hook(self._end_forward, always_call=True))
+    def before_update(self, optimizer: torch.optim.Optimizer) -> None:
+        """Read the gradients (the optimizer's pre-hook, or a closure's first call)."""
+        if self._recording() and self._reading is None:
+            self._rescan_if_changed(optimizer)
+            self._reading = self._read(optimizer)
 
-    def _disarm(self) -> None:
-        for h in self._armed:
-            h.remove()
-        self._armed.clear()
-        if self._mode is not None:
-            self._mode.__exit__(None, None, None)
-            self._mode = None
-
-    # ---------------------------------------------------------- forward hooks
-    def _layer(self, name: str) -> _Layer:
-        acc = self._layers.get(name)
-        if acc is None:
-            acc = self._layers[name] = _Layer()
-        return acc
-
-    def _on_layer(self, name: str, module: nn.Module, inputs: tuple, output: Any) -> None:
-        self._depth(name)
-        self._resolve_pending()
-        self._last = name
-        if not isinstance(output, torch.Tensor) or not output.is_floating_point():
-            return
-        acc = self._layer(name)
-        if self.activations:
-            acc.pending = output
-        if output.requires_grad and (self.backward or self.per_example):
-            output.register_hook(self._backward_hooks[name])
-        if self.per_example and isinstance(module, nn.Linear) and output.ndim == 2:
-            acc.x_rows.append(R.row_sq_norms(inputs[0]))
-
-    def _resolve_pending(self) -> None:
-        """The previous layer's output had no activation after it: measure the output itself."""
-        if self._last is None:
-            return
-        acc = self._layers.get(self._last)
-        if acc is not None and acc.pending is not None:
-            self._measure(acc, acc.pending, None)
-            acc.pending = None
-
-    def _measure(self, acc: _Layer, out: torch.Tensor, act: Activation | None) -> None:
-        """Keep a small output for the step's batched reduction; reduce a large one now."""
-        acc.unit_dim = 1 if out.ndim > 2 and self._last in self._conv else -1
-        now = R.output_stats_now(out, act, acc.unit_dim)
-        if now is not None:  # a CPU tensor, read while still in cache
-            acc.add_output(*now)
-            return
-        out = out.detach()
-        if out.numel() <= R.DEFER and not self._eager:
-            acc.outs.append((out, out._version))
-        else:
-            acc.parts.append(R.output_stats([out], act, acc.unit_dim))
-
-    def _on_activation(self, act: Activation, out: Any) -> None:
-        if self._last is None or not isinstance(out, torch.Tensor):
-            return
-        acc = self._layers.get(self._last)
-        if acc is None or acc.pending is None:
-            return  # a second activation after the same layer: the first one counts
-        acc.pending = None
-        if acc.act is None:
-            acc.act = act
-        self._measure(acc, out, act)
-
-    def _enter_act_module(self, module: nn.Module, inputs: tuple) -> None:
-        self._in_act_module += 1
-
-    def _on_act_module(
-        self, act: Activation, counted: bool, module: nn.Module, inputs: tuple, out: Any
-    ) -> None:
-        if counted:
-            self._in_act_module -= 1
-        self._on_activation(act, out)
-
-    def _on_functional(self, act: Activation, out: Any) -> None:
-        if self._in_act_module:
-            return  # inside nn.ReLU & co: the module hook records it
-        self._functional = True
-        self._on_activation(act, out)
-
-    def _push_mode(self, module: nn.Module, inputs: tuple) -> None:
-        if self._mode is None:
-            self._mode = _FunctionalActivations(self)
-            self._mode.__enter__()
-
-    def _pop_mode(self, module: nn.Module, inputs: tuple, output: Any) -> None:
-        if self._mode is not None:
-            self._mode.__exit__(None, None, None)
-            self._mode = None
-            if self._functional is None:
-                self._functional = False
-                # no functional activation in this model: stop intercepting torch calls
-                self._disarm()
-                self._arm()
-
-    def _end_forward(self, module: nn.Module, inputs: tuple, output: Any) -> None:
-        self._resolve_pending()
-        self._last = None
-        if not (self.activations or self.backward or self.per_example):
-            self._disarm()  # gradients only: the layer hooks were there to learn the depth order
-
-    # --------------------------------------------------------- backward hook
-    def _on_backward(self, name: str, grad: torch.Tensor) -> None:
-        acc = self._layer(name)
-        if self.backward:
-            sq = R.sq_norm_now(grad)
-            if sq is not None:  # a CPU tensor, read while still in cache
-                acc.bsq = sq if acc.bsq is None else acc.bsq + sq
-            elif grad.numel() <= R.DEFER:
-                acc.grads.append(grad)
-            else:
-                acc.gnorms.append(R.norms([grad]))
-        if self.per_example and acc.x_rows and grad.ndim == 2:
-            acc.d_rows.append(R.row_sq_norms(grad))
-
-    # ------------------------------------------------------- optimizer hooks
-    def _before_update(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self._sgd = None
-        if self._recording():
-            ps = self._read_grads()
-            if ps is None:
-                return
-            self._sgd = self._plan_for(optimizer, ps)
-            if self._sgd is None:
-                self._collector.put("w", self._updates.before(ps.views))
-            else:
-                self._collector.put("w", ps.views.sq_norms())
-
-    def _plan_for(self, optimizer: torch.optim.Optimizer, ps: _ParamSet) -> _SgdPlan | None:
-        """:func:`_sgd_plan`, made again only when the groups' settings or the parameters change."""
-        if type(optimizer) is not torch.optim.SGD:
-            return None
-        key = (
-            id(ps),
-            tuple(
-                (
-                    float(g["lr"]),
-                    g.get("momentum", 0),
-                    g.get("nesterov"),
-                    g.get("weight_decay", 0),
-                    len(g["params"]),
-                )
-                for g in optimizer.param_groups
-            ),
-        )
-        if key != self._plan_key:
-            self._plan_key, self._plan = key, _sgd_plan(optimizer, ps.views.params())
-        return self._plan
-
-    def _after_update(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self._recording():
-            plan = self._sgd
-            if plan is None:
-                self._finish(self._updates.after())
-            elif plan.kind == "grad":
-                self._finish(None)
-            else:  # the step was -lr * momentum buffer
-                params = self._current.views.params() if self._current is not None else []
-                bufs = [optimizer.state.get(p, {}).get("momentum_buffer") for p in params]
-                if any(b is None for b in bufs):
-                    self._sgd = None  # a buffer we cannot read: no update norm this step
-                    self._finish(None)
-                else:
-                    self._finish(R.sq_norms(bufs))
+    def after_update(self, optimizer: torch.optim.Optimizer) -> None:
+        """Measure the update and record the step (the optimizer's post-hook)."""
+        reading, self._reading = self._reading, None
+        self._layers.clear()  # captures after the read (later closure calls) do not count
+        if reading is not None:
+            self._finish(reading, optimizer)
         self._advance()
 
-    # ---------------------------------------------------------- step bodies
-    def _read_grads(self) -> _ParamSet | None:
-        """Queue the gradient moments of every parameter that has a gradient now."""
-        found = [p.grad for _, _, p in self._params]
-        have = tuple(i for i, g in enumerate(found) if g is not None)
-        if not have:
-            self._current = None
-            return None
-        ps = self._param_sets.get(have)
-        if ps is None or ps.order_size != len(self._order):
-            ps = self._param_sets[have] = _ParamSet.build(self, have)
-        views = ps.views
-        grads = found if len(have) == len(found) else [found[i] for i in have]
-        self._collector.put("g", R.moments(grads, views.starts, views.small))
-        self._current = ps
-        return ps
-
-    def _finish(self, updates: Any) -> None:
-        if updates is not None:
-            self._collector.put("u", updates)
-        rows = self._reduce_layers()
-        for name, acc in self._layers.items():
-            if acc.x_rows and acc.d_rows:
-                x = _cat(acc.x_rows)
-                d = _cat(acc.d_rows)
-                if x.shape == d.shape:
-                    self._collector.put(f"p:{name}", (x * d).mean())
-        host = self._collector.resolve()
-        plan, self._sgd = self._sgd, None
-        if plan is not None:  # SGD: ||update|| = lr * ||g|| or lr * ||momentum buffer||
-            base = host["g"][:, R.SUMSQ] if plan.kind == "grad" else host.get("u")
-            if base is not None:
-                host["u"] = plan.lr_sq * base
-        if self._current is not None:
-            self._emit_params(self._current, host)
-        elif not self._warned_empty:
-            self._warned_empty = True
-            warnings.warn(
-                f"step {self._step}: no parameter has a gradient; call backward() before "
-                "optimizer.step() (or monitor.step())",
-                GradprobeWarning,
-                stacklevel=3,
-            )
-        self._emit_layers(self._gather_layers(rows, host, self._layers))
+    def _skipped(self, optimizer: torch.optim.Optimizer) -> None:
+        """GradScaler found inf/NaN and did not call ``optimizer.step``: a skipped step."""
+        if self._recording():
+            self._rescan_if_changed(optimizer)
+            reading = self._read(None, skipped=True)
+            self._finish(reading, None)
         self._layers.clear()
-        self._current = None
+        self._reading = None
+        self._advance()
 
-    def _reduce_layers(self) -> list[tuple[str, str, list[str]]]:
-        """Queue the step's layer statistics: one batched reduction per group of same-shaped
-        tensors. Returns (collector key, kind, layer of each row)."""
-        groups: dict[tuple[Any, ...], list[tuple[str, torch.Tensor]]] = {}
-        rows: list[tuple[str, str, list[str]]] = []
-        for name, acc in self._layers.items():
-            for o, version in acc.outs:
-                if o._version != version:
-                    # changed in place after the activation (e.g. x += residual): this value is
-                    # lost; from now on outputs are reduced as soon as they are produced
-                    self._eager = True
-                    continue
-                key = ("o", o.shape, o.dtype, o.device, acc.act, acc.unit_dim)
-                groups.setdefault(key, []).append((name, o))
-            for g in acc.grads:
-                groups.setdefault(("g", g.shape, g.dtype, g.device), []).append((name, g))
-            for j, (stats, alive) in enumerate(acc.parts):
-                self._collector.put(f"o:{name}:{j}", stats)
-                if alive is not None:
-                    self._collector.put(f"o:{name}:{j}:alive", alive)
-                rows.append((f"o:{name}:{j}", "o", [name]))
-            if acc.gnorms:
-                self._collector.put(f"g:{name}", _cat(acc.gnorms))
-                rows.append((f"g:{name}", "g", [name] * len(acc.gnorms)))
-        for i, (key, items) in enumerate(groups.items()):
-            names, tensors = [n for n, _ in items], [t for _, t in items]
-            if key[0] == "o":
-                stats, alive = R.output_stats(tensors, key[4], key[5])
-                self._collector.put(f"group{i}", stats)
-                if alive is not None:
-                    self._collector.put(f"group{i}:alive", alive)
-            else:
-                self._collector.put(f"group{i}", R.norms(tensors))
-            rows.append((f"group{i}", key[0], names))
-        return rows
+    def _read(self, optimizer: torch.optim.Optimizer | None, skipped: bool = False) -> Reading:
+        grad_scale, loss_scale, found_inf = self._scales(optimizer)
+        return self._recorder.read(
+            optimizer,
+            self._layers.take(),
+            grad_scale=grad_scale,
+            loss_scale=loss_scale,
+            skipped=skipped or found_inf,
+        )
 
-    @staticmethod
-    def _gather_layers(
-        rows: list[tuple[str, str, list[str]]],
-        host: dict[str, np.ndarray],
-        layers: dict[str, _Layer],
-    ) -> dict[str, dict[str, Any]]:
-        """Per layer: summed output moments, units alive in any batch, backward ||dL/dh||^2."""
-        out: dict[str, dict[str, Any]] = {
-            name: {"m": acc.m, "alive": acc.alive, "bsq": acc.bsq}
-            for name, acc in layers.items()
-            if acc.m is not None or acc.bsq is not None
-        }
-        for key, kind, names in rows:
-            values = np.atleast_2d(host[key]) if kind == "o" else np.ravel(host[key])
-            alive = host.get(f"{key}:alive")
-            for r, name in enumerate(names):
-                d = out.setdefault(name, {"m": None, "alive": None, "bsq": None})
-                if kind == "g":
-                    d["bsq"] = (d["bsq"] or 0.0) + float(values[r]) ** 2
-                    continue
-                d["m"] = values[r] if d["m"] is None else d["m"] + values[r]
-                if alive is not None:
-                    a = np.atleast_2d(alive)[r].astype(bool)
-                    d["alive"] = a if d["alive"] is None else (d["alive"] | a)
-        return out
+    def _finish(self, reading: Reading, optimizer: torch.optim.Optimizer | None) -> None:
+        if self._recorder.finish(self._step, reading, optimizer):
+            self._capture.eager = True  # an output changed in place: reduce outputs at once
+
+    def _scales(self, optimizer: torch.optim.Optimizer | None) -> tuple[float, float, bool]:
+        """(scale of the gradients, scale of dL/dh, step skipped) under a GradScaler.
+
+        A fused optimizer gets ``grad_scale`` and ``found_inf`` from the scaler and its
+        gradients stay scaled; otherwise the scaler has unscaled them already, and only the
+        backward signal is scaled, by the ``scaler`` given to :func:`watch`."""
+        gs = getattr(optimizer, "grad_scale", None) if optimizer is not None else None
+        if gs is not None:
+            fi = getattr(optimizer, "found_inf", None)
+            scale = float(gs)
+            return scale, scale, fi is not None and float(fi) > 0
+        sc = self.scaler
+        loss_scale = float(sc.get_scale()) if sc is not None and sc.is_enabled() else 1.0
+        return 1.0, loss_scale, False
 
     def _advance(self) -> None:
         self._step += 1
         if self._recording():
-            self._arm()
+            self._capture.arm()
         else:
-            self._disarm()
+            self._capture.disarm()
 
-    # ---------------------------------------------------------- row building
-    def _emit_params(self, ps: _ParamSet, host: dict[str, np.ndarray]) -> None:
-        g, n = host["g"], ps.meta.numel
-        nonfinite, nan = ps.zeros, ps.nans  # shared by the steps' rows, never written
-        if not np.isfinite(g[:, : R.SUMSQ + 1]).all():  # a sum or sum of squares is not finite
-            suspect = ~np.isfinite(g[:, R.SUMSQ]) | ~np.isfinite(g[:, R.SUM])
-            idx = np.flatnonzero(suspect)
-            grads = ps.views.params()
-            nonfinite = np.zeros(len(n), dtype=np.int64)
-            nonfinite[idx] = R.nonfinite_counts([_grad(grads[i]) for i in idx])
-        pe = nan
-        if self.per_example:
-            pe_layer = np.array([_scalar(host.get(f"p:{layer}")) for layer in ps.meta.layers])
-            with np.errstate(invalid="ignore"):
-                pe = np.where(ps.is_weight, np.sqrt(pe_layer), np.nan)
-        u = np.asarray(host["u"], dtype=np.float64) if "u" in host else nan
-        w = np.asarray(host["w"], dtype=np.float64)
-        self._rows.add_params(self._step, ps.meta, g, w, u, pe, nonfinite)
+    # ----------------------------------------------------- what is watched
+    def _set_params(
+        self, params: list[tuple[str, str, torch.Tensor]], owners: dict[nn.Module, str]
+    ) -> None:
+        self._recorder.set_params(params)
+        self._kinds.clear()
+        self._kinds.update({name: type(m).__name__ for m, name in owners.items()})
+        self._order.add_layers(list(owners.values()))
+        self._frozen = [p for p in self.model.parameters() if not p.requires_grad]
 
-    def _emit_layers(self, numbers: dict[str, dict[str, Any]]) -> None:
-        if not numbers:
+    def _rescan_if_changed(self, optimizer: torch.optim.Optimizer | None) -> None:
+        """Parameters unfrozen after :func:`watch`, or param groups added, are recorded from
+        the step they appear on (a cheap check per recorded step; a re-scan when it fires)."""
+        key = _groups_key(optimizer) if optimizer is not None else None
+        grown = optimizer is not None and key != self._scan_key
+        if not grown and not any(p.requires_grad for p in self._frozen):
             return
-        names = sorted(numbers, key=self._depth)
-        acts = tuple(self._layers[name].act for name in names)
-        key = (tuple(names), acts)
-        meta = self._layer_metas.get(key)
-        if meta is None:
-            meta = self._layer_metas[key] = LayerMeta(
-                names=np.array(names, dtype=object),
-                depth=np.array([self._depth(nm) for nm in names], dtype=np.int64),
-                kinds=np.array([self._kinds.get(nm, "") for nm in names], dtype=object),
-                acts=np.array([a.name if a else "" for a in acts], dtype=object),
-                saturating=np.array([a is not None and a.family == "saturating" for a in acts]),
-            )
-        m = np.full((len(names), 4), np.nan)
-        dead = np.full(len(names), np.nan)
-        bsq = np.full(len(names), np.nan)
-        for i, name in enumerate(names):
-            d = numbers[name]
-            if d["m"] is not None:
-                m[i] = d["m"]
-            if d["alive"] is not None and d["alive"].size:
-                dead[i] = 1.0 - float(np.mean(d["alive"]))
-            if d["bsq"] is not None:
-                bsq[i] = d["bsq"]
-        self._rows.add_layers(self._step, meta, m, dead, bsq)
+        self._scan_key = key
+        params, owners = trainable(self.model)
+        self._set_params(params, owners)
+        armed = self._capture.armed
+        self._capture.disarm()
+        self._capture.set_owners(owners)
+        if armed:
+            self._capture.arm()
 
 
-@dataclass(frozen=True)
-class _SgdPlan:
-    """A ``torch.optim.SGD`` step whose update norm needs no snapshot of the weights.
-
-    ``kind`` is ``"grad"`` when the step is ``-lr * g`` (no momentum, no weight decay) and
-    ``"momentum"`` when it is ``-lr * buf`` (momentum without Nesterov; weight decay and
-    dampening are inside ``buf``). ``lr_sq`` holds each parameter's lr squared. The norm is the
-    step's own: the rounding of the weights to their precision is not in it.
-    """
-
-    kind: str
-    lr_sq: np.ndarray
-
-
-def _sgd_plan(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> _SgdPlan | None:
-    if type(optimizer) is not torch.optim.SGD:
-        return None
-    kinds, lr_of = set(), {}
-    for group in optimizer.param_groups:
-        if group.get("nesterov"):
-            return None
-        if group.get("momentum", 0):
-            kinds.add("momentum")
-        elif group.get("weight_decay", 0):
-            return None
-        else:
-            kinds.add("grad")
-        lr = float(group["lr"])
-        for p in group["params"]:
-            lr_of[id(p)] = lr
-    if len(kinds) != 1 or any(id(p) not in lr_of for p in params):
-        return None
-    return _SgdPlan(kinds.pop(), np.array([lr_of[id(p)] ** 2 for p in params]))
+def _check(model: Any, optimizer: Any, every: Any) -> None:
+    if isinstance(model, type):
+        raise CaptureError(
+            f"watch() expects a model instance, got the class {model.__name__}: "
+            f"instantiate it first (watch({model.__name__}(...), optimizer))"
+        )
+    if not isinstance(model, nn.Module):
+        raise CaptureError(
+            f"watch() expects a torch.nn.Module, got {type(model).__name__}; "
+            "pass the model itself (e.g. watch(model, optimizer))"
+        )
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise CaptureError(
+            f"watch() expects a torch.optim.Optimizer as optimizer, got {type(optimizer).__name__}"
+        )
+    if not isinstance(every, int) or every < 1:
+        raise UsageError(f"every must be a whole number >= 1, got {every!r}")
 
 
-def _read_only(a: np.ndarray) -> np.ndarray:
-    """``a``, made unwritable: it is shared by the rows of every step."""
-    a.flags.writeable = False
-    return a
+def _groups_key(optimizer: torch.optim.Optimizer) -> tuple[int, int]:
+    groups = optimizer.param_groups
+    return len(groups), sum(len(g["params"]) for g in groups)
 
 
-def _grad(p: torch.Tensor) -> torch.Tensor:
-    """The gradient of a parameter known to have one."""
-    g = p.grad
-    assert g is not None
-    return g
-
-
-def _cat(values: list[Any]) -> Any:
-    if isinstance(values[0], torch.Tensor):
-        return torch.cat(values)
-    return np.concatenate(values)
-
-
-def _scalar(v: Any) -> float:
-    return math.nan if v is None else float(np.asarray(v).reshape(-1)[0])
+def _rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def watch(
@@ -735,16 +343,46 @@ def watch(
     backward: bool = True,
     per_example: bool = False,
     log_dir: str | Path | None = None,
+    max_rows_in_memory: int = 100_000,
+    reducer: str = "auto",
+    scaler: Any = None,
+    all_ranks: bool = False,
+    tensorboard: bool = False,
 ) -> Monitor:
     """Watch ``model`` during training; returns a :class:`Monitor`.
 
     With an ``optimizer``, gradients are read in its step pre-hook (after the last backward,
     before the update) and the update in its post-hook: the training loop stays as it is.
-    Without one, call ``monitor.step()`` after ``backward()``. ``every=N`` records steps
-    0, N, 2N, ...; other steps run with no module hook at all. ``per_example=True`` also records,
-    for Linear weights, the RMS over the batch of per-example gradient norms ||delta_b||*||x_b||
-    (what signal-propagation theory predicts). ``log_dir`` flushes records to Parquet files there,
-    keeping memory bounded over long runs.
+    ``optimizer.step(closure)`` works too: the gradients are read right after the closure's
+    *first* call, i.e. the gradients the step applies (for LBFGS, which calls the closure several
+    times, the gradient at the step's starting point); layer statistics come from that call.
+    Without an optimizer, call ``monitor.step()`` after ``backward()``.
+
+    - ``every=N`` records steps 0, N, 2N, ...; other steps run with no module hook at all.
+    - Only training steps count: forwards under ``torch.no_grad()``/``inference_mode`` are not
+      seen, and forwards with no backward before the next forward or step (evaluation) are
+      dropped. Under gradient accumulation all micro-batches since the last step count.
+    - ``per_example=True`` also records, for Linear weights, the RMS over the batch of
+      per-example gradient norms ||delta_b||*||x_b||.
+    - ``log_dir``: rows go to Parquet files there (one file set per rank), written when
+      ``max_rows_in_memory`` rows are held, on :meth:`Monitor.flush`, :meth:`Monitor.detach`,
+      leaving the ``with`` block (also on an exception) and at interpreter exit. Without it,
+      at most ``max_rows_in_memory`` rows per table stay in memory (older ones spill to a
+      private temporary folder). Under ``torch.distributed`` only rank 0 writes unless
+      ``all_ranks=True``. ``tensorboard=True`` also writes TensorBoard event files there.
+    - ``reducer``: how tensors become numbers, chosen once: ``"torch"`` (torch operations on
+      the tensors' device, never synchronising), ``"fused"`` (the C pass for plain dense CPU
+      tensors; any other tensor goes through torch), or ``"auto"`` (default: fused when it is
+      built and the model is on the CPU, else torch).
+    - AMP: gradients are recorded unscaled. A fused/foreach optimizer stepped by a GradScaler
+      (``Adam(fused=True)``), whose gradients stay scaled, is recognised by itself: its numbers
+      are divided by the scale, and a step the scaler skips (inf/NaN found) is a row flagged
+      ``skipped``. Pass ``scaler=scaler`` (the ``torch.amp.GradScaler``) for the rest: then
+      ``backward_norm`` is unscaled too (else it is in loss-scaled units), and steps the scaler
+      skips without calling ``optimizer.step`` are recorded as ``skipped`` rows (gradient and
+      backward numbers NaN: not measured), never as non-finite gradients.
+    - Parameters that become trainable after ``watch`` (unfrozen) and param groups added later
+      (``optimizer.add_param_group``) are recorded from the step they appear on.
     """
     return Monitor(
         model,
@@ -754,4 +392,9 @@ def watch(
         backward=backward,
         per_example=per_example,
         log_dir=log_dir,
+        max_rows_in_memory=max_rows_in_memory,
+        reducer=reducer,
+        scaler=scaler,
+        all_ranks=all_ranks,
+        tensorboard=tensorboard,
     )

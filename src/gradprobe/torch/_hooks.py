@@ -1,0 +1,322 @@
+"""Arming and hooks: what the monitor attaches to a model, its optimizer and a GradScaler.
+
+- :class:`Capture`: forward hooks on every layer that owns parameters and on activation modules,
+  a torch-function mode for functional activations, and a tensor hook on each layer output for
+  the backward signal. Armed only for recorded steps; forwards under ``no_grad`` or
+  ``inference_mode`` hold nothing. Captures go to a :class:`gradprobe.torch._step.StepLayers`.
+- :class:`StepHooks`: the optimizer's step pre- and post-hooks. A closure passed to
+  ``step(closure)`` is replaced by a wrapper that reads the gradients right after the closure's
+  *first* call, the gradients the step applies (for LBFGS: the gradient at the step's starting
+  point).
+- :class:`ScalerPatch`: ``GradScaler.step`` of one scaler instance, wrapped to learn that a step
+  was skipped (the scaler found inf/NaN and never called ``optimizer.step``).
+
+Every handle is removed by ``remove()``/``disarm()``; after it the objects behave as before.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils.hooks import RemovableHandle
+
+from gradprobe.torch import _reduce as R
+from gradprobe.torch._activations import FUNCTIONS, Activation
+from gradprobe.torch._step import DepthOrder, Forward, LayerAcc, StepLayers
+from gradprobe.torch._structure import activation_of, is_convolution, primary_tensor
+
+
+class _FunctionalActivations(TorchFunctionMode):
+    """Sees functional activations (``F.relu(x)``, ``x.sigmoid()``) during a recorded forward."""
+
+    def __init__(self, capture: Capture) -> None:
+        super().__init__()
+        self.capture = capture
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def,unused-ignore]
+        out = func(*args, **(kwargs or {}))
+        act = FUNCTIONS.get(func)
+        if act is not None:
+            self.capture.on_functional(act, out)
+        return out
+
+
+class Capture:
+    """Forward and backward hooks of one model, feeding a :class:`StepLayers`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        owners: dict[nn.Module, str],
+        layers: StepLayers,
+        order: DepthOrder,
+        reducer: R.Reducer,
+        *,
+        activations: bool,
+        backward: bool,
+        per_example: bool,
+    ) -> None:
+        self.model, self.layers, self.order, self.reducer = model, layers, order, reducer
+        self.activations, self.backward, self.per_example = activations, backward, per_example
+        self.set_owners(owners)
+        self._armed: list[RemovableHandle] = []
+        self._last: str | None = None
+        self._live: bool | None = None  # inside the model's forward: whether grad is enabled
+        self._in_act_module = 0
+        self._functional: bool | None = None  # None: not known yet; found on the first forward
+        self._mode: _FunctionalActivations | None = None
+        self.eager = False  # True once a model changed a kept output in place
+
+    def set_owners(self, owners: dict[nn.Module, str]) -> None:
+        """The layers to hook (again after a re-scan of the model)."""
+        self.owners = owners
+        self.conv = {name for m, name in owners.items() if is_convolution(m)}
+        acts = ((m, activation_of(m)) for m in self.model.modules())
+        self.act_modules = {m: a for m, a in acts if a is not None}
+
+    @property
+    def armed(self) -> bool:
+        return bool(self._armed)
+
+    def wanted(self) -> bool:
+        """Whether module hooks have anything to do (gradients only: just learning the order)."""
+        return self.activations or self.backward or self.per_example or not self.order.pos
+
+    # ------------------------------------------------------------------ arming
+    def arm(self) -> None:
+        if self._armed or not self.wanted():
+            return
+        add = self._armed.append
+        for module, name in self.owners.items():
+            add(module.register_forward_hook(partial(self._on_layer, name)))
+        counted = self.activations and self._functional is not False
+        if self.activations:
+            # the pre-hooks only tell functional calls inside nn.ReLU & co from the user's own
+            for module, act in self.act_modules.items():
+                if counted:
+                    add(module.register_forward_pre_hook(self._enter_act_module))
+                add(module.register_forward_hook(partial(self._on_act_module, act, counted)))
+        add(self.model.register_forward_pre_hook(partial(self._begin, counted)))
+        add(self.model.register_forward_hook(self._end, always_call=True))
+
+    def disarm(self) -> None:
+        for h in self._armed:
+            h.remove()
+        self._armed.clear()
+        self._pop_mode()
+        self._last, self._live, self._in_act_module = None, None, 0
+
+    # ------------------------------------------------------- the model's forward
+    def _begin(self, counted: bool, module: nn.Module, inputs: tuple) -> None:
+        self._live = torch.is_grad_enabled()
+        self._last = None
+        if self._live:
+            self.layers.begin()
+            if counted and self._mode is None:
+                self._mode = _FunctionalActivations(self)
+                self._mode.__enter__()
+
+    def _end(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+        if self._live:
+            self._resolve_pending()
+        self._last, self._live = None, None
+        if self._pop_mode() and self._functional is None:
+            self._functional = False
+            # no functional activation in this model: stop intercepting torch calls
+            self.disarm()
+            self.arm()
+        elif not (self.activations or self.backward or self.per_example):
+            self.disarm()  # gradients only: the layer hooks were there to learn the depth order
+
+    def _pop_mode(self) -> bool:
+        if self._mode is None:
+            return False
+        self._mode.__exit__(None, None, None)
+        self._mode = None
+        return True
+
+    def _capturing(self) -> bool:
+        return self._live if self._live is not None else torch.is_grad_enabled()
+
+    # ------------------------------------------------------------ layer outputs
+    def _on_layer(self, name: str, module: nn.Module, inputs: tuple, output: Any) -> None:
+        self.order.see(name)
+        if not self._capturing():
+            return
+        fwd = self.layers.forward()
+        self._resolve_pending()
+        self._last = name
+        if isinstance(output, torch.Tensor):
+            out = output if output.is_floating_point() else None
+        else:
+            out = primary_tensor(output)
+        if out is None:
+            return
+        acc = fwd.layer(name)
+        if self.activations:
+            acc.pending = out
+        if out.requires_grad:  # also tells that a backward reached this forward
+            out.register_hook(partial(self._on_backward, fwd, acc))
+        if self.per_example and isinstance(module, nn.Linear) and out.ndim == 2:
+            acc.x_rows.append(R.row_sq_norms(inputs[0]))
+
+    def _resolve_pending(self) -> None:
+        """The previous layer's output had no activation after it: measure the output itself."""
+        if self._last is None or self.layers.current is None:
+            return
+        acc = self.layers.current.layers.get(self._last)
+        if acc is not None and acc.pending is not None:
+            self._measure(acc, acc.pending, None)
+            acc.pending = None
+
+    def _measure(self, acc: LayerAcc, out: torch.Tensor, act: Activation | None) -> None:
+        """Reduce a CPU output now (still in cache); keep a small one for the step's batched
+        reduction; reduce a large one now."""
+        acc.unit_dim = 1 if out.ndim > 2 and self._last in self.conv else -1
+        now = self.reducer.output_now(out, act, acc.unit_dim)
+        if now is not None:
+            acc.add_output(*now)
+            return
+        out = out.detach()
+        if out.numel() <= R.DEFER and not self.eager:
+            acc.outs.append((out, out._version))
+        else:
+            acc.parts.append(self.reducer.output_stats([out], act, acc.unit_dim))
+
+    # -------------------------------------------------------------- activations
+    def _on_activation(self, act: Activation, out: Any) -> None:
+        fwd = self.layers.current
+        if self._last is None or fwd is None or not isinstance(out, torch.Tensor):
+            return
+        acc = fwd.layers.get(self._last)
+        if acc is None or acc.pending is None:
+            return  # a second activation after the same layer: the first one counts
+        acc.pending = None
+        if acc.act is None:
+            acc.act = act
+        self._measure(acc, out, act)
+
+    def _enter_act_module(self, module: nn.Module, inputs: tuple) -> None:
+        self._in_act_module += 1
+
+    def _on_act_module(
+        self, act: Activation, counted: bool, module: nn.Module, inputs: tuple, out: Any
+    ) -> None:
+        if counted:
+            self._in_act_module -= 1
+        if self._capturing():
+            self._on_activation(act, out)
+
+    def on_functional(self, act: Activation, out: Any) -> None:
+        if self._in_act_module:
+            return  # inside an activation module (a tanh inside a GELU): the module names it
+        self._functional = True
+        self._on_activation(act, out)
+
+    # ----------------------------------------------------------------- backward
+    def _on_backward(self, fwd: Forward, acc: LayerAcc, grad: torch.Tensor) -> None:
+        fwd.backed = True
+        if self.backward:
+            sq = self.reducer.sq_norm_now(grad)
+            if sq is not None:  # a CPU tensor, read while still in cache
+                acc.add_bsq(sq)
+            elif grad.numel() <= R.DEFER:
+                acc.grads.append(grad)
+            else:
+                acc.gnorms.append(R.norms(self.reducer, [grad]))
+        if self.per_example and acc.x_rows and grad.ndim == 2:
+            acc.d_rows.append(R.row_sq_norms(grad))
+
+
+class StepSink(Protocol):
+    """What the optimizer hooks report to."""
+
+    def before_update(self, optimizer: torch.optim.Optimizer) -> None: ...
+
+    def after_update(self, optimizer: torch.optim.Optimizer) -> None: ...
+
+
+class StepHooks:
+    """The optimizer's step pre/post hooks; closures are wrapped to read after their first call.
+
+    ``completed`` counts the post-hooks seen (a step the optimizer really ran).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, sink: StepSink) -> None:
+        self.optimizer, self.sink = optimizer, sink
+        self.completed = 0
+        self._handles = [
+            optimizer.register_step_pre_hook(self._pre),
+            optimizer.register_step_post_hook(self._post),
+        ]
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def _pre(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> Any:
+        if "closure" in kwargs and kwargs["closure"] is not None:
+            kwargs = {**kwargs, "closure": self._wrap(optimizer, kwargs["closure"])}
+            return args, kwargs
+        # args[0] is the optimizer itself (the hooks see step's bound arguments)
+        if len(args) > 1 and callable(args[1]):
+            return (args[0], self._wrap(optimizer, args[1]), *args[2:]), kwargs
+        self.sink.before_update(optimizer)
+        return None
+
+    def _wrap(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any]) -> Callable:
+        first = True
+
+        def closure_then_read() -> Any:
+            nonlocal first
+            loss = closure()
+            if first:  # the gradients at the step's starting point: the ones it applies
+                first = False
+                self.sink.before_update(optimizer)
+            return loss
+
+        return closure_then_read
+
+    def _post(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        self.completed += 1
+        self.sink.after_update(optimizer)
+
+
+class ScalerPatch:
+    """Wraps ``scaler.step`` of one GradScaler instance: when it returns without the optimizer's
+    post-hook having run (inf/NaN found, step skipped), ``on_skip(optimizer)`` is called."""
+
+    def __init__(
+        self,
+        scaler: Any,
+        hooks: StepHooks,
+        on_skip: Callable[[torch.optim.Optimizer], None],
+    ) -> None:
+        self.scaler, self.hooks, self.on_skip = scaler, hooks, on_skip
+        self._original = scaler.step
+        self._active = True
+        patch = self
+
+        def step(scaler_self: Any, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+            if not patch._active:
+                return patch._original(optimizer, *args, **kwargs)
+            seen = patch.hooks.completed
+            out = patch._original(optimizer, *args, **kwargs)
+            if optimizer is patch.hooks.optimizer and patch.hooks.completed == seen:
+                patch.on_skip(optimizer)
+            return out
+
+        self._bound = types.MethodType(step, scaler)
+        scaler.step = self._bound
+
+    def remove(self) -> None:
+        self._active = False  # a later wrapper may still call ours: it then passes through
+        if self.scaler.__dict__.get("step") is self._bound:
+            del self.scaler.step
