@@ -6,8 +6,11 @@ whole step's tensors without a Python round trip per tensor; the Python side (gr
 checks dtypes, contiguity and sizes before it calls, and falls back to numpy/torch when this module
 is not built.
 
-Sums are accumulated in float64 (float32 sums of squares and counts in runs of at most 256
-elements, each run's total added in float64), each in LANES independent accumulators. Loops carry
+Every sum and sum of squares is exact to float64 rounding for any finite float32 input: each
+element is converted to float64 (a float32 square is exact in float64: 48 significant bits, no
+overflow below 3.4e38 squared, no underflow above 1e-45 squared) and added into float64
+accumulators, in several independent lanes. Only counts (exact below 2^24) and maxima (exact in
+any dtype) run in the arrays' own dtype. Loops carry
 OpenMP SIMD pragmas (compiled with -fopenmp-simd: vectorised, no OpenMP runtime). The passes over
 many arrays may split a large pass across a few POSIX threads (see run_pass); nothing else starts a
 thread.
@@ -38,8 +41,8 @@ thread.
    which made the passes 2-3x slower than the loads they do. */
 #define LANES 16
 
-/* float32 sums run in float32 lanes over blocks of this many elements, each block's total then
-   added in float64: vector-wide float32 arithmetic, with the rounding error of a short sum */
+/* counts run in the arrays' dtype over blocks of this many elements (exact: far below 2^24),
+   each block's count then added into float64 */
 #define BLOCK 256
 
 /* moments: per array sum, sum of squares, max |x|, count of exact zeros -> out[4*k .. 4*k+3].
@@ -86,34 +89,30 @@ KERNEL static void moments_one(const void *ptr, int64_t n, int dtype, double *o)
     if (dtype == F32) MOMENTS_BODY(float, fabsf) else MOMENTS_BODY(double, fabs)
 }
 
-/* sum of squares only: float64 lanes for float64 arrays; float32 lanes over BLOCK elements,
-   flushed into float64 lanes, for float32 ones */
+/* sum of squares only, in SQ_LANES float64 lanes: more lanes than the other passes, since this
+   loop has nothing else to do while an addition waits for the one before it in its lane (four
+   float64 vectors of AVX-512, eight of AVX2, in flight) */
+#define SQ_LANES 32
+#define SUMSQ_BODY(T)                                                                      \
+    {                                                                                      \
+        const T *x = (const T *)ptr;                                                       \
+        for (; i + SQ_LANES <= n; i += SQ_LANES) {                                         \
+            _Pragma("omp simd")                                                            \
+            for (int j = 0; j < SQ_LANES; j++) {                                           \
+                double d = (double)x[i + j];                                               \
+                q[j] += d * d;                                                             \
+            }                                                                              \
+        }                                                                                  \
+        for (; i < n; i++) q[0] += (double)x[i] * (double)x[i];                            \
+    }
+
 KERNEL static double sumsq_one(const void *ptr, int64_t n, int dtype)
 {
-    double q[LANES] = {0};
+    double q[SQ_LANES] = {0};
     int64_t i = 0;
-    if (dtype == F64) {
-        const double *x = (const double *)ptr;
-        for (; i + LANES <= n; i += LANES) {
-            _Pragma("omp simd")
-            for (int j = 0; j < LANES; j++) q[j] += x[i + j] * x[i + j];
-        }
-        for (; i < n; i++) q[0] += x[i] * x[i];
-    } else {
-        const float *x = (const float *)ptr;
-        for (; i + BLOCK <= n; i += BLOCK) {
-            float qb[LANES] = {0};
-            for (int64_t k = i; k < i + BLOCK; k += LANES) {
-                _Pragma("omp simd")
-                for (int j = 0; j < LANES; j++) qb[j] += x[k + j] * x[k + j];
-            }
-            _Pragma("omp simd")
-            for (int j = 0; j < LANES; j++) q[j] += (double)qb[j];
-        }
-        for (; i < n; i++) q[0] += (double)x[i] * (double)x[i];
-    }
+    if (dtype == F32) SUMSQ_BODY(float) else SUMSQ_BODY(double)
     double Q = 0.0;
-    for (int j = 0; j < LANES; j++) Q += q[j];
+    for (int j = 0; j < SQ_LANES; j++) Q += q[j];
     return Q;
 }
 
@@ -146,16 +145,18 @@ KERNEL static double sqdist_one(const void *pa, const void *pb, int64_t n, int d
 
 /* outputs: sum, sum of squares, count outside [low, high]; and, when unit_max is given, the max
    over the other dimensions of each unit of an (outer, units, inner) array (unit_max has the
-   arrays' own dtype). The sum is taken in float64 (a mean near zero cancels); the sum of squares
-   and the count run in the arrays' dtype over short runs (at most BLOCK elements), each run's
-   total added in float64. Each run goes LANES elements at a time into LANES accumulators, which
-   last the whole array (no sum across lanes until the end). */
+   arrays' own dtype). The sum and the sum of squares are taken in float64 (a mean near zero
+   cancels; squares of float32 values reach 1e-90 and 1e76); the count runs in the arrays' dtype
+   over short runs (at most BLOCK elements), each run's count added in float64. Each run goes
+   LANES elements at a time into LANES accumulators, which last the whole array (no sum across
+   lanes until the end). */
 /* element i of a run into lane j */
 #define ELEMENT(T, base, MAXV, COUNT)                                                      \
     {                                                                                      \
         T v = (base)[i];                                                                   \
-        sl[j] += (double)v;                                                                \
-        qb[j] += v * v;                                                                    \
+        double d = (double)v;                                                              \
+        sl[j] += d;                                                                        \
+        ql[j] += d * d;                                                                    \
         COUNT                                                                              \
         MAXV                                                                               \
     }
@@ -163,7 +164,7 @@ KERNEL static double sqdist_one(const void *pa, const void *pb, int64_t n, int d
     {                                                                                      \
         for (int64_t b0 = 0; b0 < (len); b0 += BLOCK) {                                    \
             int64_t e0 = b0 + BLOCK < (len) ? b0 + BLOCK : (len);                          \
-            T qb[LANES] = {0}, cb[LANES] = {0};                                            \
+            T cb[LANES] = {0};                                                             \
             int64_t i0 = b0;                                                               \
             for (; i0 + LANES <= e0; i0 += LANES) {                                        \
                 _Pragma("omp simd")                                                        \
@@ -177,10 +178,7 @@ KERNEL static double sqdist_one(const void *pa, const void *pb, int64_t n, int d
                 ELEMENT(T, base, MAXV, COUNT)                                              \
             }                                                                              \
             _Pragma("omp simd")                                                            \
-            for (int j = 0; j < LANES; j++) {                                              \
-                ql[j] += (double)qb[j];                                                    \
-                cl[j] += (double)cb[j];                                                    \
-            }                                                                              \
+            for (int j = 0; j < LANES; j++) cl[j] += (double)cb[j];                       \
         }                                                                                  \
     }
 #define IN_BAND(T) cb[j] += (v < lo || v > hi) ? (T)1 : (T)0;

@@ -5,15 +5,21 @@ statistic) and returns float64 numpy arrays. A pass over many tensors with a mil
 more in all is split across torch's thread count; those threads end with the call, so nothing is
 left spinning against torch's own pool (as BLAS thread pools do, see :mod:`._reduce`).
 
-Each function returns ``None`` when the reductions are not built or do not apply (a tensor off
-the CPU, mixed or unsupported dtypes); the caller then takes its numpy/torch path, which computes
-the same numbers.
+Each function returns ``None`` when the reductions are not built or do not apply: a tensor that is
+not :func:`plain` (off the CPU, sparse, nested, a tensor subclass such as a DTensor, which has no
+memory of its own to read), or mixed or unsupported dtypes. The caller then takes its numpy/torch
+path, which computes the same numbers.
+
+Every sum and sum of squares is accumulated in float64, each element converted to float64 first
+(float16/bfloat16 tensors are read as float32 copies, which is exact): a float32 square is exact in
+float64, so values from 1e-38 to 3e38 per element neither underflow nor overflow.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -26,36 +32,69 @@ except ImportError:  # built without a C compiler: the numpy/torch paths do the 
 ENABLED = _fused is not None  # tests switch it off to run the other paths
 _CODES = {torch.float32: 0, torch.float64: 1}
 _NP = {0: np.float32, 1: np.float64}
+_HALF = (torch.float16, torch.bfloat16)
+_PLAIN_TYPES = frozenset({torch.Tensor, torch.nn.Parameter})
+_STRIDED = torch.strided
 
 
 def available() -> bool:
     return ENABLED and _fused is not None
 
 
-def _prepare(tensors: Sequence[torch.Tensor]) -> tuple[Sequence[torch.Tensor], int] | None:
-    """The tensors as contiguous CPU arrays of one supported dtype, and that dtype's code."""
+def plain(t: torch.Tensor) -> bool:
+    """Whether C may read ``t``'s memory: a dense (strided, not nested) CPU tensor whose type is
+    ``torch.Tensor``, ``nn.Parameter``, or a Parameter subclass that leaves dispatch to torch
+    (FSDP's FlatParameter). Other tensor subclasses dispatch their ops elsewhere (DTensor,
+    FakeTensor, functional wrappers): their ``data_ptr()`` is not their data (0 for a DTensor)."""
+    cls = type(t)
+    if cls not in _PLAIN_TYPES and not (
+        issubclass(cls, torch.nn.Parameter)
+        and cls.__torch_dispatch__ is torch.Tensor.__torch_dispatch__
+    ):
+        return False
+    return t.layout is _STRIDED and t.is_cpu and not t.is_nested
+
+
+class _Batch(NamedTuple):
+    """Tensors ready for a pass: contiguous, one dtype (code), their addresses and sizes. The
+    address array must live until the call returns (a temporary's memory could be reused)."""
+
+    tensors: Sequence[torch.Tensor]
+    code: int
+    addrs: np.ndarray
+    sizes: np.ndarray
+
+
+def _prepare(tensors: Sequence[torch.Tensor], sizes: np.ndarray | None = None) -> _Batch | None:
+    """The tensors as contiguous plain CPU arrays of one supported dtype, or None."""
     if not available() or not tensors:
         return None
     dtype = tensors[0].dtype
     code = _CODES.get(dtype)
     if code is not None and all(
-        t.is_cpu and t.dtype == dtype and t.is_contiguous() for t in tensors
+        type(t) in _PLAIN_TYPES
+        and t.layout is _STRIDED
+        and t.is_cpu
+        and not t.is_nested
+        and t.dtype == dtype
+        and t.is_contiguous()
+        for t in tensors
     ):
-        return tensors, code  # the common case, checked with as few calls as possible
-    if dtype in (torch.float16, torch.bfloat16):
-        dtype, code = torch.float32, _CODES[torch.float32]
-    if code is None:
-        return None
-    ready = []
-    for t in tensors:
-        if not t.is_cpu:
+        ready: Sequence[torch.Tensor] = tensors  # the common case, with as few calls as possible
+    else:
+        if dtype in _HALF:
+            dtype, code = torch.float32, _CODES[torch.float32]
+        if code is None or not all(map(plain, tensors)):
             return None
-        if t.dtype != dtype:
-            if t.dtype not in (torch.float16, torch.bfloat16) or dtype != torch.float32:
-                return None
-            t = t.float()
-        ready.append(t.detach().contiguous())
-    return ready, code
+        if any(t.dtype != dtype and not (t.dtype in _HALF and code == 0) for t in tensors):
+            return None
+        ready = [t.detach().to(dtype).contiguous() for t in tensors]
+        sizes = None
+    addrs = _addresses(ready)
+    sizes = _sizes(ready) if sizes is None else sizes
+    if not addrs.all() and (sizes[addrs == 0] > 0).any():
+        return None  # no memory behind a non-empty tensor (storage freed, as FSDP does)
+    return _Batch(ready, code, addrs, sizes)
 
 
 def _addresses(tensors: Sequence[torch.Tensor]) -> np.ndarray:
@@ -75,50 +114,47 @@ def _threads() -> int:
 def moments(tensors: Sequence[torch.Tensor]) -> np.ndarray | None:
     """Per tensor: sum, sum of squares, max |x| and count of exact zeros, shape (n, 4), sums in
     float64. max |x| is NaN when the tensor holds a NaN, as numpy's is."""
-    prep = _prepare(tensors)
-    if prep is None:
+    b = _prepare(tensors)
+    if b is None:
         return None
-    ts, code = prep
-    addrs, sizes = _addresses(ts), _sizes(ts)
-    out = np.empty((len(ts), 4))
-    _fused.moments(addrs.ctypes.data, sizes.ctypes.data, len(ts), code, out.ctypes.data, _threads())
+    out = np.empty((len(b.tensors), 4))
+    _fused.moments(
+        b.addrs.ctypes.data, b.sizes.ctypes.data, len(b.sizes), b.code, out.ctypes.data, _threads()
+    )
     suspect = ~np.isfinite(out[:, 1])  # the kernel's max skips NaN: take it again, NaN included
     if suspect.any():
         for i in np.flatnonzero(suspect):
-            out[i, 2] = float(ts[int(i)].abs().max())
+            out[i, 2] = float(b.tensors[int(i)].abs().max())
     return out
 
 
 def sq_norms(tensors: Sequence[torch.Tensor], sizes: np.ndarray | None = None) -> np.ndarray | None:
-    """Per tensor ||x||^2 (float32 tensors: float32 runs of 256 elements, totals in float64).
-    ``sizes``: the element counts of exactly these tensors, when the caller keeps them."""
-    prep = _prepare(tensors)
-    if prep is None:
+    """Per tensor ||x||^2, squares and sums in float64. ``sizes``: the element counts of exactly
+    these tensors (int64), when the caller keeps them."""
+    b = _prepare(tensors, sizes)
+    if b is None:
         return None
-    ts, code = prep
-    addrs = _addresses(ts)
-    sizes = _sizes(ts) if sizes is None else sizes
-    out = np.empty(len(ts))
-    _fused.sumsq(addrs.ctypes.data, sizes.ctypes.data, len(ts), code, out.ctypes.data, _threads())
+    out = np.empty(len(b.sizes))
+    _fused.sumsq(
+        b.addrs.ctypes.data, b.sizes.ctypes.data, len(b.sizes), b.code, out.ctypes.data, _threads()
+    )
     return out
 
 
 def sq_dists(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> np.ndarray | None:
     """Per pair of same-shaped tensors ||a - b||^2, differences and sums in float64."""
     pa, pb = _prepare(a), _prepare(b)
-    if pa is None or pb is None or pa[1] != pb[1]:
+    if pa is None or pb is None or pa.code != pb.code:
         return None
-    if any(x.shape != y.shape for x, y in zip(pa[0], pb[0], strict=True)):
+    if any(x.shape != y.shape for x, y in zip(pa.tensors, pb.tensors, strict=True)):
         return None
-    # the address arrays are named so they outlive the call (a temporary's memory could be reused)
-    addrs_a, addrs_b, sizes = _addresses(pa[0]), _addresses(pb[0]), _sizes(pa[0])
-    out = np.empty(len(sizes))
+    out = np.empty(len(pa.sizes))
     _fused.sqdist(
-        addrs_a.ctypes.data,
-        addrs_b.ctypes.data,
-        sizes.ctypes.data,
-        len(sizes),
-        pa[1],
+        pa.addrs.ctypes.data,
+        pb.addrs.ctypes.data,
+        pa.sizes.ctypes.data,
+        len(pa.sizes),
+        pa.code,
         out.ctypes.data,
         _threads(),
     )
@@ -131,21 +167,20 @@ def output_stats(
     """For same-shaped tensors: per tensor sum, sum of squares, element count and count outside
     ``[low, high]`` (shape (k, 4)); with ``unit_dim``, per tensor and unit along that dimension
     whether any element is positive (shape (k, units))."""
-    prep = _prepare(outs)
-    if prep is None:
+    b = _prepare(outs)
+    if b is None or any(t.shape != b.tensors[0].shape for t in b.tensors):
         return None
-    ts, code = prep
-    outer, units, inner = _layout(ts[0].shape, unit_dim)
-    addrs = _addresses(ts)
-    stats = np.empty((len(ts), 4))
-    umax = None if unit_dim is None else np.empty((len(ts), units), dtype=_NP[code])
+    k = len(b.tensors)
+    outer, units, inner = _layout(b.tensors[0].shape, unit_dim)
+    stats = np.empty((k, 4))
+    umax = None if unit_dim is None else np.empty((k, units), dtype=_NP[b.code])
     _fused.outputs(
-        addrs.ctypes.data,
-        len(ts),
+        b.addrs.ctypes.data,
+        k,
         outer,
         units,
         inner,
-        code,
+        b.code,
         low,
         high,
         stats.ctypes.data,
@@ -156,7 +191,9 @@ def output_stats(
 
 def _one(t: torch.Tensor) -> int | None:
     """The dtype code of a tensor the one-array kernels can read in place, else None."""
-    if not (available() and t.is_cpu and t.is_contiguous()):
+    if not (available() and plain(t) and t.is_contiguous()):
+        return None
+    if t.data_ptr() == 0 and t.numel() > 0:
         return None
     return _CODES.get(t.dtype)
 
