@@ -123,20 +123,19 @@ def case_ddp() -> dict[str, Any]:
     return train(model, reference)
 
 
-def _fsdp1(use_orig_params: bool) -> nn.Module:
+def _fsdp1(use_orig_params: bool, **how: Any) -> nn.Module:
+    """The MLP under FSDP1, its first layer in a nested FSDP module (two flat parameters)."""
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
     inner = mlp()
-    inner[0] = FSDP(
-        inner[0], use_orig_params=use_orig_params, device_id=CPU
-    )  # a nested flat parameter
-    return FSDP(inner, use_orig_params=use_orig_params, device_id=CPU)
+    inner[0] = FSDP(inner[0], use_orig_params=use_orig_params, device_id=CPU, **how)
+    return FSDP(inner, use_orig_params=use_orig_params, device_id=CPU, **how)
 
 
-def case_fsdp1_orig() -> dict[str, Any]:
+def case_fsdp1_orig(**how: Any) -> dict[str, Any]:
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-    model = _fsdp1(True)
+    model = _fsdp1(True, **how)
 
     def reference() -> tuple[Numbers, Numbers]:
         with FSDP.summon_full_params(model, with_grads=True):
@@ -180,12 +179,29 @@ def case_fsdp1_flat() -> dict[str, Any]:
     return train(model, reference)
 
 
-def case_fsdp2() -> dict[str, Any]:
+def case_fsdp1_replicated() -> dict[str, Any]:
+    """NO_SHARD: every rank holds all of every parameter (counted once)."""
+    from torch.distributed.fsdp import ShardingStrategy
+
+    return case_fsdp1_orig(sharding_strategy=ShardingStrategy.NO_SHARD)
+
+
+def case_fsdp1_hybrid() -> dict[str, Any]:
+    """HYBRID_SHARD over a (replicas, shards) mesh of (world, 1): one full replica per rank."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import ShardingStrategy
+
+    mesh = init_device_mesh("cpu", (dist.get_world_size(), 1))
+    return case_fsdp1_orig(sharding_strategy=ShardingStrategy.HYBRID_SHARD, device_mesh=mesh)
+
+
+def case_fsdp2(shape: tuple[int, ...] | None = None) -> dict[str, Any]:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     model = mlp()
-    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    names = ("replicate", "shard") if shape else None
+    mesh = init_device_mesh("cpu", shape or (dist.get_world_size(),), mesh_dim_names=names)
     for i in (0, 2, 4):
         fully_shard(model[i], mesh=mesh)
     fully_shard(model, mesh=mesh)
@@ -221,12 +237,20 @@ def case_merge() -> dict[str, Any]:
     return {"merged": lay.merge(np.array(rows).reshape(len(rows), 2), "sm").tolist()}
 
 
+def case_fsdp2_hybrid() -> dict[str, Any]:
+    """HSDP: (Replicate, Shard(0)) placements over a (world, 1) mesh; replicas counted once."""
+    return case_fsdp2((dist.get_world_size(), 1))
+
+
 CASES = {
     "merge": case_merge,
     "ddp": case_ddp,
     "fsdp1_orig": case_fsdp1_orig,
     "fsdp1_flat": case_fsdp1_flat,
+    "fsdp1_replicated": case_fsdp1_replicated,
+    "fsdp1_hybrid": case_fsdp1_hybrid,
     "fsdp2": case_fsdp2,
+    "fsdp2_hybrid": case_fsdp2_hybrid,
 }
 
 

@@ -134,12 +134,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[Any]]:
     return {2: _collect(two, deadline), 1: _collect(one, deadline)}
 
 
-def _worst(case: dict[str, Any]) -> float:
+def _worst(case: dict[str, Any], reference: dict[str, Any]) -> float:
     """Largest relative error of the layout's numbers against the reference's, any step."""
     worst = 0.0
-    for step in case["steps"]:
+    for step, ref_step in zip(case["steps"], reference["steps"], strict=True):
         for kind in ("grad", "weight"):
-            got, ref = step[kind], step[f"ref_{kind}"]
+            got, ref = step[kind], ref_step[f"ref_{kind}"]
             assert sorted(got) == sorted(ref), kind
             for name, values in ref.items():
                 for a, b in zip(got[name], values, strict=True):
@@ -157,8 +157,20 @@ MLP_ENTRIES = [
 ]
 
 
+CASES = [
+    "ddp",
+    "fsdp1_flat",
+    "fsdp1_orig",
+    "fsdp1_replicated",
+    "fsdp1_hybrid",
+    "fsdp2",
+    "fsdp2_hybrid",
+]
+
+
+@pytest.mark.slow  # one shared launch of 3 processes: 20-35 s on 2 busy cores
 @pytest.mark.parametrize("world", [2, 1])
-@pytest.mark.parametrize("case", ["ddp", "fsdp1_flat", "fsdp1_orig", "fsdp2"])
+@pytest.mark.parametrize("case", CASES)
 def test_global_norms_match_the_full_gradient_and_weights(
     runs: dict[int, list[Any]], world: int, case: str
 ) -> None:
@@ -166,24 +178,33 @@ def test_global_norms_match_the_full_gradient_and_weights(
     for r in ranks:
         assert r["entries"] == MLP_ENTRIES  # one row per original parameter, clean names
         assert r["distributed"]
-        assert _worst(r) < 1e-10
+        # FSDP1 hybrid sharding with shards of one rank leaves the replicas' gradients
+        # unsynchronised (torch 2.13): the numbers are the first replica's.
+        reference = ranks[0] if case == "fsdp1_hybrid" else r
+        assert _worst(r, reference) < 1e-10
     for r in ranks[1:]:  # every rank holds the same merged numbers
-        assert r["steps"] == ranks[0]["steps"]
+        for step, first in zip(r["steps"], ranks[0]["steps"], strict=True):
+            assert (step["grad"], step["weight"]) == (first["grad"], first["weight"])
 
 
+@pytest.mark.slow  # one shared launch of 3 processes: 20-35 s on 2 busy cores
 def test_ddp_layout_is_trivial_on_every_rank(runs: dict[int, list[Any]]) -> None:
     assert all(r["ddp"]["trivial"] and r["ddp"]["n_pieces"] == 6 for r in runs[2])
 
 
+@pytest.mark.slow  # one shared launch of 3 processes: 20-35 s on 2 busy cores
 def test_sharded_layouts_split_pieces_between_ranks(runs: dict[int, list[Any]]) -> None:
     for case in ("fsdp1_flat", "fsdp1_orig", "fsdp2"):
         pieces = [r[case]["n_pieces"] for r in runs[2]]
         assert not any(r[case]["trivial"] for r in runs[2])
         assert 6 <= sum(pieces) <= 12 and min(pieces) < 6, (case, pieces)
+    for case in ("fsdp1_replicated", "fsdp1_hybrid", "fsdp2_hybrid"):  # replicas count once
+        assert [r[case]["n_pieces"] for r in runs[2]] == [6, 0], case
     assert [r["fsdp1_flat"]["n_params"] for r in runs[2]] == [2, 2]  # the flat parameters
     assert [r["fsdp1_orig"]["n_params"] for r in runs[2]] == [6, 6]  # the original ones
 
 
+@pytest.mark.slow  # one shared launch of 3 processes: 20-35 s on 2 busy cores
 def test_merge_adds_and_maxes_over_ranks_with_empty_entries_and_nan(
     runs: dict[int, list[Any]],
 ) -> None:

@@ -461,15 +461,15 @@ class _Builder:
 
 
 def _counted_flat(handle: Any) -> bool:
-    """Whether this rank's shard of ``handle`` counts: replicas (NO_SHARD, the replica groups
-    of hybrid sharding) count only on the first rank of their replica group."""
+    """Whether this rank's shard of ``handle`` counts. Replicas count once: an unsharded flat
+    parameter (NO_SHARD, or a shard group of one) only on rank 0 of its group, and under
+    hybrid sharding only in the first replica (rank 0 of the replica group)."""
     import torch.distributed as dist
 
-    if not handle.uses_sharded_strategy:
-        return bool(dist.get_rank(handle.process_group) == 0)
-    strategy = str(getattr(handle, "_sharding_strategy", ""))
-    inter = handle._gradprobe_replica_group if "HYBRID" in strategy else None
-    return inter is None or bool(dist.get_rank(inter) == 0)
+    if not handle.uses_sharded_strategy and dist.get_rank(handle.process_group) != 0:
+        return False
+    replicas = handle._gradprobe_replica_group  # set only by hybrid sharding
+    return replicas is None or bool(dist.get_rank(replicas) == 0)
 
 
 def _counted_dtensor(p: Any) -> bool:
