@@ -54,6 +54,8 @@ class Trend:
 def depth_trend(norms: Sequence[float] | np.ndarray) -> Trend:
     """The depth trend of norms ordered input to output (zeros count as vanished).
 
+    The ratio is n_1 / n_L: 0/0 (no gradient anywhere) is NaN, never infinite.
+
     Example:
         >>> depth_trend([2.0, 2.0]).ratio
         1.0
@@ -63,7 +65,8 @@ def depth_trend(norms: Sequence[float] | np.ndarray) -> Trend:
     depth = np.arange(len(n), dtype=float)
     slope = float(np.polyfit(depth, logs, 1)[0]) if len(n) >= 2 else 0.0
     step = float(np.median(np.diff(logs))) if len(n) >= 2 else 0.0
-    ratio = float(n[0] / n[-1]) if n[-1] > 0 else math.inf
+    # nothing reached the last layer: 0/0 is no ratio (NaN), x/0 an infinite one
+    ratio = float(n[0] / n[-1]) if n[-1] > 0 else (math.nan if n[0] == 0 else math.inf)
     return Trend(ratio=ratio, factor=math.exp(-step), slope=slope, layers=len(n))
 
 
@@ -77,11 +80,12 @@ def measure(rec: VariantRecords) -> tuple[str, pd.DataFrame]:
 
 
 def trends(grid: pd.DataFrame) -> dict[int, Trend]:
-    """step -> Trend, over steps whose norms are all finite."""
+    """step -> Trend, over steps whose norms are all finite and whose last layer got a gradient
+    (with none there, a step has nothing to compare: see the ``zero_gradients`` rule)."""
     out = {}
     for step, row in grid.iterrows():
         values = row.to_numpy(dtype=float)
-        if len(values) >= 2 and np.all(np.isfinite(values)):
+        if len(values) >= 2 and np.all(np.isfinite(values)) and values[-1] > 0:
             out[int(step)] = depth_trend(values)
     return out
 
@@ -99,6 +103,8 @@ def log_threshold(rec: VariantRecords, key: str, th: Thresholds, high: bool) -> 
 
 def flagged(trend: Trend, limit: float, th: Thresholds, high: bool) -> bool:
     """Whether one step's trend passes ``limit`` (= |ln r| needed) in the given direction."""
+    if math.isnan(trend.ratio):
+        return False  # 0/0: no gradient, neither vanishing nor exploding
     lr = math.log(trend.ratio) if trend.ratio > 0 else -math.inf
     if high:
         return lr > limit and (trend.layers < 3 or trend.factor > 1.0 / th.layer_factor)

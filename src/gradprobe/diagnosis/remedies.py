@@ -71,6 +71,16 @@ CATALOG = {
         "Standardise the inputs (zero mean, unit variance): large inputs drive the first "
         "layers into saturation and make every gradient scale off."
     ),
+    "loss_scale": (
+        "Nothing to do for an occasional skip: the loss scaler lowers its scale and retries. "
+        "If it skips most steps, the unscaled gradients overflow or are NaN: find the first "
+        "non-finite value, lower the learning rate, or train in bf16 or float32."
+    ),
+    "check_loss": (
+        "Check the loss: a batch whose labels are all masked (ignore_index, a zero mask), a "
+        "loss multiplied by 0, or an output cut from the graph (.detach(), .item(), no_grad) "
+        "gives gradients that are exactly 0; skip such batches or fix the mask."
+    ),
 }
 
 
@@ -115,3 +125,13 @@ def for_stalled(vanishing: bool) -> tuple[Remedy, ...]:
 
 def for_update_too_large() -> tuple[Remedy, ...]:
     return remedies("lower_lr", "clip_gradients")
+
+
+def for_skipped(persistent: bool) -> tuple[Remedy, ...]:
+    if persistent:
+        return remedies("loss_scale", "find_nan", "lower_lr")
+    return remedies("loss_scale")
+
+
+def for_zero_gradients() -> tuple[Remedy, ...]:
+    return remedies("check_loss")

@@ -1,5 +1,9 @@
 """What the rules read: one variant's two record tables, with step x depth grids ready.
 
+Steps the optimizer skipped (rows with ``skipped`` True: a loss scaler found inf/NaN and did not
+step) are taken out of both tables here and kept as :attr:`VariantRecords.skipped_steps`, so no
+rule but ``skipped_steps`` ever reads their (loss-scaled, possibly infinite) numbers.
+
 :func:`split` accepts what :func:`gradprobe.diagnosis.diagnose` accepts: a loaded
 :class:`~gradprobe.run.Run`, a live monitor (anything with ``to_pandas(table)``), or a
 ``(params, layers)`` pair of frames (see :mod:`gradprobe.records`).
@@ -27,6 +31,17 @@ class VariantRecords:
     params: pd.DataFrame
     layers: pd.DataFrame
     prediction: Any = None  # gradprobe.theory's MLPPrediction when the run's config allows one
+    skipped_steps: tuple[int, ...] = ()  # steps the optimizer skipped (left out of both tables)
+
+    @cached_property
+    def zero_steps(self) -> tuple[int, ...]:
+        """Steps where every recorded gradient is exactly zero (no gradient reached any weight:
+        a fully masked batch, a loss times 0); NaN or missing norms never count as zero."""
+        p = self.params
+        if p.empty:
+            return ()
+        zero = (p["grad_norm"] == 0).groupby(p["step"]).all()
+        return tuple(int(s) for s in zero.index[zero.to_numpy()])
 
     @cached_property
     def weights(self) -> pd.DataFrame:
@@ -108,14 +123,14 @@ def _ordered_variants(obj: Any, params: pd.DataFrame, layers: pd.DataFrame) -> l
 
 
 def split(obj: Any) -> list[VariantRecords]:
-    """One :class:`VariantRecords` per variant, in the run's order."""
+    """One :class:`VariantRecords` per variant, in the run's order (skipped steps set apart)."""
     params, layers = tables_of(obj)
     if "variant" not in params.columns and "variant" not in layers.columns:
-        return [VariantRecords("", params, layers)]
+        return [_records("", params, layers, None)]
     params = params if "variant" in params.columns else params.assign(variant="")
     layers = layers if "variant" in layers.columns else layers.assign(variant="")
     return [
-        VariantRecords(
+        _records(
             v,
             params[params["variant"] == v],
             layers[layers["variant"] == v],
@@ -123,6 +138,24 @@ def split(obj: Any) -> list[VariantRecords]:
         )
         for v in _ordered_variants(obj, params, layers)
     ]
+
+
+def _skipped(frame: pd.DataFrame) -> set[int]:
+    if "skipped" not in frame.columns or frame.empty:
+        return set()
+    flag = frame["skipped"].eq(True).to_numpy()  # NaN (rows from before the column): False
+    return {int(s) for s in frame["step"].to_numpy()[flag]}
+
+
+def _records(
+    variant: str, params: pd.DataFrame, layers: pd.DataFrame, prediction: Any
+) -> VariantRecords:
+    """The variant's records with every row of a skipped step set apart."""
+    skipped = _skipped(params) | _skipped(layers)
+    if skipped:
+        params = params[~params["step"].isin(skipped)]
+        layers = layers[~layers["step"].isin(skipped)]
+    return VariantRecords(variant, params, layers, prediction, tuple(sorted(skipped)))
 
 
 def _prediction(obj: Any, variant: str) -> Any:

@@ -10,11 +10,14 @@ from gradprobe.diagnosis.rules.activations import dead_units, saturation
 from gradprobe.diagnosis.rules.base import Rule
 from gradprobe.diagnosis.rules.gradient_flow import exploding, vanishing
 from gradprobe.diagnosis.rules.non_finite import non_finite
+from gradprobe.diagnosis.rules.steps import skipped_steps, zero_gradients
 from gradprobe.diagnosis.rules.theory import theory_mismatch
 from gradprobe.diagnosis.rules.updates import stalled_layers, update_too_large
 
 RULES: dict[str, Rule] = {
     "non_finite": non_finite,
+    "skipped_steps": skipped_steps,
+    "zero_gradients": zero_gradients,
     "vanishing": vanishing,
     "exploding": exploding,
     "saturation": saturation,

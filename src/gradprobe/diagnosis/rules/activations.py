@@ -12,6 +12,8 @@ from gradprobe.diagnosis.rules.base import fmt
 from gradprobe.diagnosis.thresholds import Thresholds
 from gradprobe.diagnosis.view import VariantRecords
 
+SLOPE_LIMIT = 0.01  # saturated: the derivative under this share of its maximum (gradprobe.stats)
+
 
 def _persistent_layers(  # noqa: D103 - layers where ``column`` > ``limit`` persistently
     rec: VariantRecords, column: str, limit: float, th: Thresholds
@@ -33,6 +35,7 @@ def _evidence(grid: pd.DataFrame, hits: list[int], rec: VariantRecords, name: st
         },
         f"max_{name}": float(np.nanmax(grid[hits].to_numpy())),
         "steps_recorded": int(len(grid)),
+        "layers_flagged": len(hits),
     }
 
 
@@ -43,6 +46,7 @@ def saturation(rec: VariantRecords, th: Thresholds) -> list[Finding]:
         return []
     ev = _evidence(grid, hits, rec, "saturated_frac")
     ev["threshold"] = th.saturated_high
+    ev["slope_limit_of_max"] = SLOPE_LIMIT
     steps = grid.index[(grid[hits] > th.saturated_high).any(axis=1)]
     return [
         Finding(
@@ -54,7 +58,8 @@ def saturation(rec: VariantRecords, th: Thresholds) -> list[Finding]:
             evidence=ev,
             summary=(
                 f"saturated activations: up to {fmt(100 * ev['max_saturated_frac'])}% of the "
-                f"outputs of {len(hits)} layer(s) are on the flat tails (slope < 1% of max)"
+                f"outputs of {len(hits)} layer(s) are on the flat tails (slope < "
+                f"{fmt(100 * SLOPE_LIMIT)}% of max)"
             ),
             explanation=(
                 "A sigmoid or tanh unit driven far from 0 has an almost flat slope there, so "

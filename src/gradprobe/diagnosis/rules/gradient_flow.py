@@ -110,7 +110,7 @@ def exploding(rec: VariantRecords, th: Thresholds) -> list[Finding]:
     ev = scan["evidence"]
     summary = (
         f"the {ev['measure']} at the first layer is {fmt(ev['first_last_ratio'])} x the last "
-        f"layer's (x{fmt(1 / ev['per_layer_factor'])} per layer towards the input) at step "
+        f"layer's (x{fmt(ev['per_layer_factor'])} per layer towards the input) at step "
         f"{ev['step']}, on {ev['steps_flagged']} of {ev['steps_recorded']} recorded steps"
     )
     why = (

@@ -1,4 +1,9 @@
-"""``non_finite``: a gradient, weight norm or backward signal is NaN or infinite."""
+"""``non_finite``: a gradient has NaN/inf elements, or a norm or activation is infinite.
+
+A NaN *statistic* means "not measured" (a frozen layer's backward signal, a layer that did not
+run) and is never read as non-finite: NaN gradients are counted element by element on capture
+(``grad_nonfinite``). Steps a loss scaler skipped are not seen here (``skipped_steps``).
+"""
 
 from __future__ import annotations
 
@@ -12,15 +17,14 @@ from gradprobe.diagnosis.view import VariantRecords
 
 
 def _bad_params(p: pd.DataFrame) -> pd.DataFrame:
-    cols = ["grad_norm", "weight_norm"]
-    finite = np.isfinite(p[cols].to_numpy(dtype=float)).all(axis=1)
-    return p[(p["grad_nonfinite"] > 0) | ~finite]
+    """Rows with NaN/inf gradient elements, or an infinite norm (NaN: not measured)."""
+    inf = np.isinf(p[["grad_norm", "weight_norm"]].to_numpy(dtype=float)).any(axis=1)
+    return p[(p["grad_nonfinite"].fillna(0) > 0) | inf]
 
 
 def _bad_layers(lay: pd.DataFrame) -> pd.DataFrame:
-    cols = ["act_rms", "backward_norm"]
-    v = lay[cols].to_numpy(dtype=float)
-    return lay[(np.isinf(v) | (np.isnan(v) & ~np.isnan(v).all(axis=0))).any(axis=1)]
+    """Rows whose activation or backward signal is infinite (NaN: not measured)."""
+    return lay[np.isinf(lay[["act_rms", "backward_norm"]].to_numpy(dtype=float)).any(axis=1)]
 
 
 def non_finite(rec: VariantRecords, th: Thresholds) -> list[Finding]:

@@ -71,6 +71,7 @@ def theory_mismatch(rec: VariantRecords, th: Thresholds) -> list[Finding]:
                 "predicted_first_last_ratio": float(predicted[0]),
                 "factor": factor,
                 "log_tolerance": tol,
+                "chance_factor": math.exp(tol),
                 "measured_by_depth": [float(x) for x in measured],
                 "predicted_by_depth": [float(x) for x in predicted],
             },

@@ -2,7 +2,8 @@
 
 About 1e-3 trains steadily (a weight changes by a thousandth of its size per step); far below,
 the layer stays where it started; far above, each step rewrites it. Weights only (biases start at
-0, where the ratio has no meaning).
+0, where the ratio has no meaning). Steps with no gradient at all (``zero_gradients``) are left
+out: a weight that got no gradient did not stall for want of a learning rate.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from gradprobe.diagnosis.view import VariantRecords
 
 
 def _ratio_hits(rec: VariantRecords, th: Thresholds, low: bool) -> tuple[dict, list[int]]:
-    grid = rec.grid("update_ratio").dropna(axis=1, how="all")
-    grid = grid.dropna(axis=0, how="all")
+    grid = rec.grid("update_ratio").drop(index=list(rec.zero_steps), errors="ignore")
+    grid = grid.dropna(axis=1, how="all").dropna(axis=0, how="all")
     if grid.empty:
         return {}, []
     values = grid.to_numpy(dtype=float)
@@ -71,6 +72,7 @@ def update_too_large(rec: VariantRecords, th: Thresholds) -> list[Finding]:
     if not hits:
         return []
     ev["threshold"] = th.update_high
+    ev["layers_flagged"] = len(hits)
     highest = max(ev["median_update_ratio_by_layer"].values())
     return [
         Finding(
