@@ -46,40 +46,47 @@ thread.
 #define BLOCK 256
 
 /* moments: per array sum, sum of squares, max |x|, count of exact zeros -> out[4*k .. 4*k+3].
-   Sums in float64; the max and the count are exact in the arrays' own dtype. */
+   Sums in float64; the max and the count are exact in the arrays' own dtype (the count over
+   blocks of BLOCK elements, each block's count added in float64: a count in the data's own
+   vector width, about a fifth faster than int64 lanes). */
+#define MOMENT(T, ABS, j)                                                                  \
+    {                                                                                      \
+        T a = ABS(v);                                                                      \
+        double d = (double)v;                                                              \
+        s[j] += d;                                                                         \
+        q[j] += d * d;                                                                     \
+        m[j] = a > m[j] ? a : m[j];                                                        \
+        zb[j] += v == (T)0 ? (T)1 : (T)0;                                                  \
+    }
 #define MOMENTS_BODY(T, ABS)                                                               \
     {                                                                                      \
         const T *x = (const T *)ptr;                                                       \
-        double s[LANES] = {0}, q[LANES] = {0};                                             \
+        double s[LANES] = {0}, q[LANES] = {0}, z[LANES] = {0};                             \
         T m[LANES] = {0};                                                                  \
-        int64_t z[LANES] = {0};                                                            \
-        int64_t nb = n - n % LANES;                                                        \
-        for (int64_t i = 0; i < nb; i += LANES) {                                          \
-            _Pragma("omp simd")                                                            \
-            for (int j = 0; j < LANES; j++) {                                              \
-                T v = x[i + j];                                                            \
-                double d = (double)v;                                                      \
-                s[j] += d;                                                                 \
-                q[j] += d * d;                                                             \
-                T a = ABS(v);                                                              \
-                m[j] = a > m[j] ? a : m[j];                                                \
-                z[j] += v == (T)0;                                                         \
+        for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {                                        \
+            const int64_t e0 = b0 + BLOCK < n ? b0 + BLOCK : n;                            \
+            T zb[LANES] = {0};                                                             \
+            int64_t i = b0;                                                                \
+            for (; i + LANES <= e0; i += LANES) {                                          \
+                _Pragma("omp simd")                                                        \
+                for (int j = 0; j < LANES; j++) {                                          \
+                    T v = x[i + j];                                                        \
+                    MOMENT(T, ABS, j)                                                      \
+                }                                                                          \
             }                                                                              \
-        }                                                                                  \
-        for (int64_t i = nb; i < n; i++) {                                                 \
-            T v = x[i];                                                                    \
-            T a = ABS(v);                                                                  \
-            s[0] += (double)v;                                                             \
-            q[0] += (double)v * (double)v;                                                 \
-            m[0] = a > m[0] ? a : m[0];                                                    \
-            z[0] += v == (T)0;                                                             \
+            for (; i < e0; i++) { /* the last few elements, all into lane 0 */             \
+                T v = x[i];                                                                \
+                MOMENT(T, ABS, 0)                                                          \
+            }                                                                              \
+            _Pragma("omp simd")                                                            \
+            for (int j = 0; j < LANES; j++) z[j] += (double)zb[j];                         \
         }                                                                                  \
         double S = 0.0, Q = 0.0, M = 0.0, Z = 0.0;                                         \
         for (int j = 0; j < LANES; j++) {                                                  \
             S += s[j];                                                                     \
             Q += q[j];                                                                     \
             M = (double)m[j] > M ? (double)m[j] : M;                                       \
-            Z += (double)z[j];                                                             \
+            Z += z[j];                                                                     \
         }                                                                                  \
         o[0] = S; o[1] = Q; o[2] = M; o[3] = Z;                                            \
     }
