@@ -63,7 +63,7 @@ def test_step_with_closure_records_the_gradients_that_step_applies_from_step_0(r
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     mon = gradprobe.watch(model, opt, reducer=reducer)
     taken = []
-    for s in range(4):
+    for _ in range(4):
         x, y = torch.randn(16, 6), torch.randn(16, 1)
 
         def closure(x=x, y=y):  # type: ignore[no-untyped-def]
@@ -88,7 +88,7 @@ def test_lbfgs_records_the_first_closure_calls_gradients_and_the_real_update():
     opt = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=4)
     mon = gradprobe.watch(model, opt)
     first, changes = [], []
-    for s in range(3):
+    for _ in range(3):
         x, y = torch.randn(16, 6), torch.randn(16, 1)
         calls = []
 
@@ -201,7 +201,7 @@ def test_fused_adam_with_grad_scaler_records_unscaled_gradients_and_skipped_step
     mon = gradprobe.watch(model, opt)
     x = torch.randn(8, 6)
     want = []
-    for s in range(3):
+    for _ in range(3):
         opt.zero_grad()
         scaler.scale(model(x).pow(2).mean()).backward()
         want.append(grad_norms(model, scale=float(scaler.get_scale())))
@@ -321,10 +321,12 @@ def test_detach_writes_every_row_to_log_dir(tmp_path):
 def test_leaving_the_with_block_by_an_exception_writes_every_row(tmp_path):
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    with pytest.raises(RuntimeError, match="training failed"):
-        with gradprobe.watch(model, opt, log_dir=tmp_path):
-            _train(model, opt, 4)
-            raise RuntimeError("training failed")
+    with (
+        pytest.raises(RuntimeError, match="training failed"),
+        gradprobe.watch(model, opt, log_dir=tmp_path),
+    ):
+        _train(model, opt, 4)
+        raise RuntimeError("training failed")
     assert _on_disk(tmp_path) == 4 * 6
 
 
