@@ -214,3 +214,24 @@ def test_merge_adds_and_maxes_over_ranks_with_empty_entries_and_nan(
         assert merged[0, 1] == 7.0 and merged[1, 1] == -np.inf and np.isnan(merged[2, 1])
     merged = np.array(runs[1][0]["merge"]["merged"])
     assert merged[:, 0].tolist() == [3.0, 0.0, 4.0]
+
+
+def test_weights_follow_a_parameter_whose_data_was_replaced() -> None:
+    model = _mlp()
+    lay = layout(model, _trainable(model))
+    first = lay.local_weights()
+    with torch.no_grad():
+        model[0].weight.data = torch.full((4, 3), 2.0)  # e.g. model.to(...) or a reload
+    again = lay.local_weights()
+    assert again[0].data_ptr() == model[0].weight.data_ptr() != first[0].data_ptr()
+    assert float(again[0].sum()) == 24.0
+    assert again[1].data_ptr() == first[1].data_ptr()  # the others are the same views
+
+
+def test_sparse_gradient_is_read_dense() -> None:
+    emb = nn.Embedding(10, 3, sparse=True)
+    lay = layout(emb, [("(root)", "weight", emb.weight)])
+    emb(torch.tensor([1, 1, 4])).sum().backward()
+    grads = lay.local_grads()
+    assert grads is not None and grads[0].layout == torch.strided
+    assert torch.equal(grads[0], emb.weight.grad.to_dense())

@@ -70,12 +70,20 @@ class _Source:
         return self.param.detach()
 
     def grad(self) -> torch.Tensor | None:
-        g = self.param.grad
-        return None if g is None else g.detach()
+        return _dense(self.param.grad)
 
     def has_grad(self) -> bool:
         """Whether the parameter has a gradient (also when this rank holds none of it)."""
         return self.param.grad is not None
+
+
+def _dense(g: torch.Tensor | None) -> torch.Tensor | None:
+    """A gradient as a dense tensor (sparse gradients, e.g. of ``Embedding(sparse=True)``, are
+    made dense: a copy)."""
+    if g is None:
+        return None
+    g = g.detach()
+    return g if g.layout == torch.strided else g.to_dense()
 
 
 class _DTensorSource(_Source):
@@ -177,6 +185,18 @@ class ParamLayout:
         self._starts = first  # index of the first piece of each entry that has pieces
         self._with_pieces = entry_of[first]  # those entries
         self.piece_entry = entry_of
+        self._pieceless = sorted(set(range(len(self.entries))) - set(entry_of.tolist()))
+        # a plain trivial layout (no sharding): the pieces are the parameters themselves
+        self._plain = (
+            self.trivial
+            and all(
+                type(p.source) is _Source and p.source.param is q
+                for p, q in zip(pieces, self.params, strict=True)
+            )
+            and len(pieces) == len(self.params)
+        )
+        self._all_present = np.ones(len(self.entries), dtype=bool)
+        self._weights: list[torch.Tensor] = []
 
     @property
     def n_pieces(self) -> int:
@@ -188,6 +208,11 @@ class ParamLayout:
         no copy); None when no parameter has a gradient. A piece whose parameter has no
         gradient (while others have) reads as zeros, and ``grad_present`` is False for its
         entry."""
+        if self._plain:
+            grads = [p.grad for p in self.params]
+            if all(g is not None and g.layout == torch.strided for g in grads):
+                self.grad_present = self._all_present
+                return grads  # type: ignore[return-value]
         pieces = self._pieces or []
         full: dict[int, torch.Tensor | None] = {}
         out: list[torch.Tensor] = []
@@ -202,9 +227,9 @@ class ParamLayout:
             else:
                 present[piece.entry] = True
                 out.append(self._slice(piece, g))
-        for i, source in (self._sources or {}).items():  # entries without a local piece
-            if not present[i] and source.has_grad():
-                present[i] = True
+        sources = self._sources or {}
+        for i in self._pieceless:  # entries held on other ranks only
+            present[i] = sources[i].has_grad()
         self.grad_present = present
         if not present.any():
             return None
@@ -212,6 +237,8 @@ class ParamLayout:
 
     def local_weights(self) -> list[torch.Tensor]:
         """One plain dense tensor per piece: the part of the weights this rank holds (views)."""
+        if self._plain:
+            return self._plain_weights()
         full: dict[int, torch.Tensor] = {}
         out = []
         for piece in self._pieces or []:
@@ -220,6 +247,21 @@ class ParamLayout:
                 full[key] = piece.source.weight()
             out.append(self._slice(piece, full[key]))
         return out
+
+    def _plain_weights(self) -> list[torch.Tensor]:
+        """Detached views of the parameters, made once and remade for a parameter whose data
+        was replaced (``p.data = ...``, ``model.to(...)``)."""
+        views = self._weights
+        if len(views) != len(self.params):
+            views[:] = [p.detach() for p in self.params]
+        stale = [
+            i
+            for i, (v, p) in enumerate(zip(views, self.params, strict=True))
+            if v.data_ptr() != p.data_ptr()
+        ]
+        for i in stale:
+            views[i] = self.params[i].detach()
+        return list(views)
 
     @staticmethod
     def _slice(piece: _Piece, t: torch.Tensor) -> torch.Tensor:
