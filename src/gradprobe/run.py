@@ -6,12 +6,16 @@ Layout (all tables are Parquet; pandas reads them)::
       config.json          the resolved configuration (gradprobe.experiments.spec.RunConfig)
       status.json          {"status": "running" | "complete" | "partial", "message": ...}
       summary.json         the object ``gradprobe run --json`` prints
-      records/<variant>/params-NNNNN.parquet   gradient records (gradprobe.records)
-      records/<variant>/layers-NNNNN.parquet   activation and backward-signal records
+      records/<variant>/params-*.parquet   gradient records (gradprobe.records)
+      records/<variant>/layers-*.parquet   activation and backward-signal records
       steps.parquet        variant, step, epoch, loss
       epochs.parquet       variant, epoch, steps, train/test loss and accuracy
       firstlayer.parquet   variant, step, true first-layer gradient and the notebook's estimate
       plots/*.png
+
+A monitor's ``log_dir`` (``params-*.parquet`` and ``layers-*.parquet``, see
+:mod:`gradprobe.storage`) loads too: without config, status or steps tables (empty ones), one
+variant ``model``, or one per rank (``rank0``, ``rank1``, ...) when several processes wrote it.
 
 A live :class:`~gradprobe.torch.Monitor` and a saved run load into the same tables, so analysis
 and views take either.
@@ -85,10 +89,11 @@ class Run:
     status: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    kind: str = "run"  # "run": written by 'gradprobe run' / save_run; "log_dir": a monitor's
 
     @property
     def partial(self) -> bool:
-        return self.status.get("status") != "complete"
+        return self.kind == "run" and self.status.get("status") != "complete"
 
     @property
     def variants(self) -> list[str]:
@@ -119,11 +124,20 @@ class Run:
 
 
 def load_run(path: str | Path) -> Run:
-    """Load a run directory written by ``gradprobe run`` (complete, partial or interrupted)."""
+    """Load a run directory written by ``gradprobe run`` (complete, partial or interrupted), or
+    the ``log_dir`` of a monitor."""
     root = Path(path)
     if not root.is_dir():
         raise NoRunDirError(
-            f"{root}: no such run directory (expected a folder made by 'gradprobe run')"
+            f"{root}: no such run directory (expected a folder made by 'gradprobe run' "
+            "or a monitor's log_dir)"
+        )
+    if not (root / "config.json").exists() and _is_log_dir(root):
+        return _load_log_dir(root)
+    if not (root / "config.json").exists() and not (root / "records").is_dir():
+        raise NoRunDirError(
+            f"{root}: not a run directory: expected config.json (written by 'gradprobe run') "
+            "or params-*.parquet records (a monitor's log_dir), found neither"
         )
     config = _read_json(root / "config.json")
     status = _read_json(root / "status.json", required=False) or {
@@ -138,14 +152,43 @@ def load_run(path: str | Path) -> Run:
             f = _read_parquet(part)
             f["variant"] = _variant_of(part, config)
             frames.append(f)
-        t = concat_tables(frames, name)
-        if "variant" not in t:
-            t["variant"] = pd.Series([], dtype=object)
-        tables[name] = t
+        tables[name] = _with_variant(concat_tables(frames, name))
+    tables |= _extra_tables(root)
+    return Run(root, config, status, summary, tables)
+
+
+def _is_log_dir(root: Path) -> bool:
+    return any(next(root.glob(f"{name}-*.parquet"), None) for name in TABLES)
+
+
+def _load_log_dir(root: Path) -> Run:
+    """A monitor's log_dir: the records of every rank; one variant per rank when several."""
+    tables = {}
+    for name in TABLES:
+        frames = [_read_parquet(part) for part in sorted(root.glob(f"{name}-*.parquet"))]
+        tables[name] = concat_tables(frames, name)
+    ranks = sorted(set(tables["params"]["rank"]) | set(tables["layers"]["rank"]))
+    for name in TABLES:
+        t = tables[name]
+        t["variant"] = "model" if len(ranks) <= 1 else "rank" + t["rank"].astype(str)
+        tables[name] = _with_variant(t)
+    tables |= _extra_tables(root)
+    status = {"status": "log_dir", "message": "records of a monitor's log_dir"}
+    return Run(root, {}, status, {}, tables, kind="log_dir")
+
+
+def _with_variant(t: pd.DataFrame) -> pd.DataFrame:
+    if "variant" not in t:
+        t["variant"] = pd.Series([], dtype=object)
+    return t
+
+
+def _extra_tables(root: Path) -> dict[str, pd.DataFrame]:
+    out = {}
     for name in EXTRA_TABLES:
         p = root / f"{name}.parquet"
-        tables[name] = _read_parquet(p) if p.exists() else pd.DataFrame({"variant": []})
-    return Run(root, config, status, summary, tables)
+        out[name] = _read_parquet(p) if p.exists() else pd.DataFrame({"variant": []})
+    return out
 
 
 def variant_dir(name: str) -> str:
