@@ -180,3 +180,21 @@ def test_rows_carry_skipped_in_both_tables():
     assert p.dtype == bool and p.tolist() == [False, True, False, False]
     assert lay.dtype == bool and lay.tolist() == [False, True, False]
     assert np.concatenate([c["grad_norm"] for c in params.chunks]).tolist() == [2.0] * 4
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e25])
+def test_batched_lab_layer_statistics_are_float64_from_1e_30_to_1e25(scale):
+    """The batched trainer took ||a|| in float32: outputs of 1e25 per element gave inf."""
+    torch = pytest.importorskip("torch")
+    from gradprobe.lab.batched import _layer_stats
+    from gradprobe.records import LAYER_STATS
+
+    a = torch.full((2, 4, 8), scale) * torch.tensor([1.0, -1.0]).repeat(16).reshape(1, 4, 8)
+    grad = torch.full((2, 4, 8), scale)
+    got = dict(zip(LAYER_STATS, _layer_stats(a, S.BY_NAME["relu"], grad)[0], strict=True))
+    x = a[0].double().numpy().ravel()
+    assert got["act_rms"] == pytest.approx(np.sqrt(np.mean(x * x)), rel=1e-12)
+    assert got["act_std"] == pytest.approx(np.std(x), rel=1e-12)
+    assert got["act_mean"] == pytest.approx(0.0, abs=1e-12 * scale)
+    assert got["backward_norm"] == pytest.approx(np.linalg.norm(grad[0].double()), rel=1e-12)
+    assert got["dead_frac"] == 0.5 and np.isnan(got["saturated_frac"])  # odd units never fire
