@@ -184,7 +184,7 @@ def test_rows_carry_skipped_in_both_tables():
 
 @pytest.mark.parametrize("scale", [1e-30, 1e25])
 def test_batched_lab_layer_statistics_are_float64_from_1e_30_to_1e25(scale):
-    """The batched trainer took ||a|| in float32: outputs of 1e25 per element gave inf."""
+    """Moments in float64 on torch's side, columns from gradprobe.stats: exact at any scale."""
     torch = pytest.importorskip("torch")
     from gradprobe.lab.batched import _layer_stats
     from gradprobe.records import LAYER_STATS
