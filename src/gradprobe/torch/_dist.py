@@ -36,17 +36,7 @@ import torch
 from torch import nn
 
 from gradprobe.errors import UsageError
-
-ROOT = "(root)"  # the layer name of parameters owned by the model itself
-
-# wrapper prefixes that are not part of a layer's path
-_WRAPPERS = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")
-
-
-def _clean(path: str) -> str:
-    """A module path without wrapper components (FSDP, checkpoint, compile, DDP's ``module``)."""
-    parts = [p for p in path.split(".") if p and p not in _WRAPPERS]
-    return ".".join(parts) or ROOT
+from gradprobe.torch._structure import ROOT, clean_path
 
 
 @dataclass(frozen=True)
@@ -482,7 +472,7 @@ class _Builder:
         if not requires:
             return
         e = len(self.entries)
-        self.entries.append((_clean(path), info.param_name, int(fp._numels[i])))
+        self.entries.append((clean_path(path), info.param_name, int(fp._numels[i])))
         if orig is not None:
             self.params.append(orig)
         elif all(q is not fp for q in self.params):
