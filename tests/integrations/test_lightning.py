@@ -213,6 +213,38 @@ def test_bf16_mixed_precision_records_the_gradients_applied():
     assert_grads_match(probe.monitor.to_pandas(), ref.steps)
 
 
+def fp16(init_scale: float = 2.0**16):
+    """``"16-mixed"`` on the CPU (Lightning's default falls back to bf16 there): fp16 autocast
+    and a GradScaler, as on a GPU."""
+    from lightning.pytorch.plugins import MixedPrecision
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+    return MixedPrecision("16-mixed", "cpu", scaler=scaler)
+
+
+def test_fp16_with_a_grad_scaler_records_unscaled_gradients_and_backward_signal():
+    plain, scaled, ref = GradprobeCallback(), GradprobeCallback(), GradReference()
+    fit(model(), plain, max_steps=1)
+    fit(model(), scaled, ref, plugins=[fp16()])
+    assert_grads_match(scaled.monitor.to_pandas(), ref.steps)
+    # step 0, same weights and batch: fp16 autocast moves the numbers by ~1e-3, the scale by 65536
+    want = plain.monitor.to_pandas("layers").set_index("layer")["backward_norm"]
+    got = scaled.monitor.to_pandas("layers").query("step == 0").set_index("layer")["backward_norm"]
+    np.testing.assert_allclose(got, want.loc[got.index], rtol=1e-2)
+
+
+def test_fp16_steps_the_grad_scaler_skips_are_flagged_rows():
+    probe, ref = GradprobeCallback(), GradReference()
+    trainer = fit(model(), probe, ref, plugins=[fp16(init_scale=2.0**19)])  # 3 steps overflow
+    params = probe.monitor.to_pandas()
+    assert ref.steps, "some steps must be applied"
+    assert sorted(params["step"].unique()) == list(range(trainer.global_step))
+    skipped = sorted(params.loc[params["skipped"], "step"].unique())
+    assert skipped and skipped == sorted(set(range(trainer.global_step)) - set(ref.steps))
+    assert_grads_match(params[~params["skipped"]], ref.steps)
+    assert (params.loc[params["skipped"], "grad_nonfinite"].fillna(0) == 0).all()
+
+
 # ------------------------------------------------------------------------------ validation
 
 

@@ -19,7 +19,9 @@ What is recorded, and when:
   (automatic optimisation runs forward, backward and gradient clipping inside the closure;
   manual optimisation passes an empty one), so every step's gradients are the ones that step
   applies: clipped as ``gradient_clip_val`` clips them, summed over ``accumulate_grad_batches``
-  micro-batches (one record per optimizer step), unscaled under mixed precision.
+  micro-batches (one record per optimizer step), unscaled under mixed precision. Under
+  ``"16-mixed"`` the monitor is given the precision plugin's ``GradScaler``: the backward signal
+  is unscaled too, and a step the scaler skips (inf/NaN found) is a row flagged ``skipped``.
 - Record ``step`` k is the k-th optimizer step of this fit: ``trainer.global_step`` when the
   fit started from step 0 (a resumed fit adds :attr:`GradprobeCallback.first_step`).
 - Validation and the sanity check run under ``no_grad``/``inference_mode`` and lead to no
@@ -104,9 +106,11 @@ class GradprobeCallback(pl.Callback):  # type: ignore[misc,unused-ignore]
         optimizer = _the_optimizer(trainer.optimizers)
         self.first_step = trainer.global_step
         self._sent, self._next_send = -1, trainer.global_step + 1
-        self.monitor = watch(
-            pl_module, optimizer, every=self.every, log_dir=self.log_dir, **self.watch_kwargs
-        )
+        kwargs = dict(self.watch_kwargs)
+        scaler = getattr(trainer.precision_plugin, "scaler", None)  # "16-mixed": a GradScaler
+        if scaler is not None:
+            kwargs.setdefault("scaler", scaler)
+        self.monitor = watch(pl_module, optimizer, every=self.every, log_dir=self.log_dir, **kwargs)
 
     def on_train_batch_end(
         self,

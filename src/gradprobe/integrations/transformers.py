@@ -16,7 +16,9 @@ What is recorded, and when:
   The ``monitor`` keeps the records afterwards.
 - The gradients are read in the optimizer's step pre-hook: after every micro-batch of
   ``gradient_accumulation_steps`` has been summed in, after ``max_grad_norm`` clipping, after
-  mixed-precision unscaling -- as the step applies them. One record per optimizer step.
+  mixed-precision unscaling -- as the step applies them. One record per optimizer step. When
+  accelerate steps with a ``GradScaler`` (fp16), the monitor is given it: the backward signal is
+  unscaled too, and a step the scaler skips is a row flagged ``skipped``.
 - Record ``step`` k is ``state.global_step`` k when training started from step 0 (a resumed
   run adds :attr:`GradprobeCallback.first_step`).
 - Evaluation (``eval_strategy``) runs under ``no_grad`` and leads to no optimizer step: it adds
@@ -79,12 +81,12 @@ class GradprobeCallback(transformers.TrainerCallback):  # type: ignore[misc,unus
                 f"optimizer={type(optimizer).__name__}; use it through Trainer(callbacks=[...])"
             )
         self.first_step = int(state.global_step)
+        kwargs = dict(self.watch_kwargs)
+        scaler = getattr(optimizer, "scaler", None)  # accelerate's GradScaler under fp16
+        if scaler is not None:
+            kwargs.setdefault("scaler", scaler)
         self.monitor = watch(
-            model,
-            base_optimizer(optimizer),
-            every=self.every,
-            log_dir=self.log_dir,
-            **self.watch_kwargs,
+            model, base_optimizer(optimizer), every=self.every, log_dir=self.log_dir, **kwargs
         )
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
