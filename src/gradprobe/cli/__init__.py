@@ -45,6 +45,7 @@ _COMMANDS = {
     "gradprobe.cli.predict": ("predict",),
     "gradprobe.cli.diagnose": ("diagnose_cmd", "report_cmd", "check_cmd"),
     "gradprobe.cli.lab": ("sweep_cmd", "remedies_cmd"),
+    "gradprobe.cli.tensorboard": ("tensorboard_cmd",),
 }
 for _module, _names in _COMMANDS.items():
     _mod = importlib.import_module(_module)
