@@ -140,6 +140,27 @@ def test_a_gradscaler_skipped_step_is_information_not_non_finite():
     assert "1 of 8 recorded steps skipped by the loss scaler" in f.summary
 
 
+def test_a_real_gradscaler_skip_is_reported_as_information():
+    """torch.amp.GradScaler finds inf at step 2 and skips it: info, never non_finite."""
+    seeded(0)
+    model = mlp("relu", 4, 32, he)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 32, generator=g), torch.randn(64, 1, generator=g)
+    with gradprobe.watch(model, opt, scaler=scaler) as mon:
+        for step in range(6):
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(x), y)
+            scaler.scale(loss * math.inf if step == 2 else loss).backward()
+            scaler.step(opt)
+            scaler.update()
+    params = mon.to_pandas()
+    assert params.groupby("step")["skipped"].all().tolist() == [s == 2 for s in range(6)]
+    found = diagnose(mon)
+    assert [(f.code, f.severity, f.steps) for f in found] == [("skipped_steps", "info", (2,))]
+
+
 def test_skipped_steps_are_left_out_of_the_other_rules():
     edit = _skipped_at({0, 1, 2, 3, 4, 5})  # stalled/inf on most steps, but skipped
 
