@@ -79,8 +79,13 @@ def train(
     seen: list[dict[str, Any]] = []
 
     def before(optimizer: Any, args: Any, kwargs: Any) -> None:
+        grads = lay.local_grads()
         seen.append(
-            {"grad": merged(lay, lay.local_grads()), "weight": merged(lay, lay.local_weights())}
+            {
+                "grad": merged(lay, grads),
+                "weight": merged(lay, lay.local_weights()),
+                "applied": all(_inside(g, _optimizer_grads(optimizer)) for g in grads or []),
+            }
         )
 
     opt.register_step_pre_hook(before)
@@ -91,16 +96,9 @@ def train(
         ref_grad, ref_weight = reference()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        got = seen[-1]
-        steps.append(
-            {
-                "grad": got["grad"],
-                "weight": got["weight"],
-                "ref_grad": ref_grad,
-                "ref_weight": ref_weight,
-            }
-        )
+        steps.append({**seen[-1], "ref_grad": ref_grad, "ref_weight": ref_weight})
     return {
+        "no_grad_after_zero_grad": lay.local_grads() is None,
         "entries": [list(e) for e in lay.entries],
         "trivial": lay.trivial,
         "distributed": lay.distributed,
@@ -108,6 +106,28 @@ def train(
         "n_pieces": lay.n_pieces,
         "steps": steps,
     }
+
+
+def _optimizer_grads(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The local gradient tensors the optimizer's step applies."""
+    out = []
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            g = p.grad
+            if g is not None:
+                out.append(g.to_local() if hasattr(g, "to_local") else g)
+    return out
+
+
+def _inside(t: torch.Tensor, grads: list[torch.Tensor]) -> bool:
+    """Whether ``t`` views memory of one of ``grads`` (it is what the optimizer applies)."""
+    lo = t.data_ptr()
+    hi = lo + t.numel() * t.element_size()
+    for g in grads:
+        start = g.data_ptr()
+        if start <= lo and hi <= start + g.numel() * g.element_size():
+            return True
+    return False
 
 
 def case_ddp() -> dict[str, Any]:

@@ -182,6 +182,8 @@ def test_global_norms_match_the_full_gradient_and_weights(
         # unsynchronised (torch 2.13): the numbers are the first replica's.
         reference = ranks[0] if case == "fsdp1_hybrid" else r
         assert _worst(r, reference) < 1e-10
+        assert all(step["applied"] for step in r["steps"])  # read what the optimizer applies
+        assert r["no_grad_after_zero_grad"]
     for r in ranks[1:]:  # every rank holds the same merged numbers
         for step, first in zip(r["steps"], ranks[0]["steps"], strict=True):
             assert (step["grad"], step["weight"]) == (first["grad"], first["weight"])
