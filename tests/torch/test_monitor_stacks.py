@@ -409,3 +409,29 @@ def test_all_zero_gradients_give_finite_rows(reducer):
     assert (frame["grad_nonfinite"] == 0).all()
     assert not np.isinf(frame[["grad_norm", "grad_std", "weight_norm", "update_norm"]]).any().any()
     assert math.isfinite(float(frame["update_ratio"].max()))
+
+
+# ------------------------------------------------------------ h) C sees plain tensors only
+class Wrapped(torch.Tensor):
+    """A tensor subclass (as DTensor is): its memory is not for the C pass to read."""
+
+
+def test_the_fused_reducer_never_hands_c_a_tensor_that_is_not_plain_dense_cpu(monkeypatch):
+    from gradprobe.torch import _reduce
+
+    seen = []
+    real = _native.moments
+
+    def spy(ts):  # type: ignore[no-untyped-def]
+        seen.extend(ts)
+        return real(ts)
+
+    monkeypatch.setattr(_native, "moments", spy)
+    plain = torch.randn(5, 3)
+    sub = torch.randn(4).as_subclass(Wrapped)
+    sparse = torch.randn(3, 3).to_sparse()
+    got = np.asarray(_reduce.FusedReducer().moments([plain, sub, sparse.to_dense(), plain.t()]))
+    assert all(type(t) is torch.Tensor and t.layout is torch.strided for t in seen)
+    assert not any(t is sub for t in seen)
+    want = [float(t.double().square().sum()) for t in (plain, sub, sparse.to_dense(), plain)]
+    np.testing.assert_allclose(got[:, 1], want, rtol=1e-12)

@@ -21,6 +21,7 @@ import torch
 
 from gradprobe.errors import GradprobeWarning
 from gradprobe.torch._activations import Activation
+from gradprobe.torch._dist import ParamLayout
 from gradprobe.torch._reduce import SUM, SUMSQ, Num, Reducer, UpdateMeter, nonfinite_counts
 from gradprobe.torch._rows import LayerMeta, ParamMeta, PendingRows
 
@@ -335,6 +336,31 @@ class ParamSet:
     version: int  # of the depth order it was built with
     zeros: np.ndarray  # read-only fillers for the rows: no non-finite value, no number
     nans: np.ndarray
+    entries: list[int] | None = None  # sharded: the layout's entries these rows are
+    nonfinite: np.ndarray | None = None  # sharded: this step's non-finite counts, if any
+
+    @classmethod
+    def sharded(cls, lay: ParamLayout, entries: tuple[int, ...], order: DepthOrder) -> ParamSet:
+        """The rows of a sharded model: one per entry (original parameter) with a gradient;
+        ``params`` holds the tensors the optimizer updates (for the momentum buffers: none)."""
+        chosen = [lay.entries[i] for i in entries]
+        meta = ParamMeta(
+            layers=np.array([layer for layer, _, _ in chosen], dtype=object),
+            pnames=np.array([pn for _, pn, _ in chosen], dtype=object),
+            depth=np.array([order.depth(layer) for layer, _, _ in chosen], dtype=np.int64),
+            numel=np.array([n for _, _, n in chosen], dtype=np.int64),
+        )
+        n = len(chosen)
+        return cls(
+            meta=meta,
+            params=list(lay.params),
+            weights=[],
+            is_weight=np.array([pn == "weight" for _, pn, _ in chosen]),
+            version=order.version,
+            zeros=_read_only(np.zeros(n, dtype=np.int64)),
+            nans=_read_only(np.full(n, np.nan)),
+            entries=list(entries),
+        )
 
     @classmethod
     def build(cls, chosen: list[tuple[str, str, torch.Tensor]], order: DepthOrder) -> ParamSet:
@@ -386,6 +412,7 @@ class Recorder:
         self.rows, self.reducer, self.order, self.kinds = rows, reducer, order, kinds
         self.per_example = per_example
         self.params: list[tuple[str, str, torch.Tensor]] = []
+        self.layout: ParamLayout | None = None  # a sharded model's pieces (None: plain)
         self._sets: dict[tuple[int, ...], ParamSet] = {}
         self._layer_metas: dict[tuple[Any, ...], LayerMeta] = {}
         self._updates = UpdateMeter(reducer)
@@ -393,8 +420,13 @@ class Recorder:
         self._plan: SgdPlan | None = None
         self.warned_empty = False
 
-    def set_params(self, params: list[tuple[str, str, torch.Tensor]]) -> None:
+    def set_params(
+        self, params: list[tuple[str, str, torch.Tensor]], layout: ParamLayout | None = None
+    ) -> None:
+        """The parameters to record; ``layout``: how a sharded model holds them (None, or a
+        trivial layout: each parameter is a plain local tensor, read directly)."""
         self.params = params
+        self.layout = None if layout is None or layout.trivial else layout
         self._sets.clear()
         self._plan_key = None
 
@@ -410,6 +442,8 @@ class Recorder:
     ) -> Reading:
         """Queue the gradient moments and weight norms of every parameter that has a gradient
         now; snapshot the weights when the update must be measured."""
+        if self.layout is not None:
+            return self._read_sharded(optimizer, layers, grad_scale, loss_scale, skipped)
         found = [p.grad for _, _, p in self.params]
         have = tuple(i for i, g in enumerate(found) if g is not None)
         if not have:
@@ -425,6 +459,50 @@ class Recorder:
         else:
             w = self.reducer.sq_norms(ps.weights)
         return Reading(ps, g, w, plan, layers, grad_scale, loss_scale, skipped)
+
+    def _read_sharded(
+        self,
+        optimizer: torch.optim.Optimizer | None,
+        layers: dict[str, LayerAcc],
+        grad_scale: float,
+        loss_scale: float,
+        skipped: bool,
+    ) -> Reading:
+        """:meth:`read` for a sharded model: each rank reduces the pieces it holds (plain
+        local tensors), and :meth:`ParamLayout.merge` adds them up across the process group
+        (a collective: every rank records the same steps). Numbers are global, on the host."""
+        lay = self.layout
+        assert lay is not None
+        grads = lay.local_grads()
+        if grads is None:
+            return Reading(None, None, None, None, layers, grad_scale, loss_scale, skipped)
+        present = lay.grad_present if lay.grad_present is not None else np.ones(1, bool)
+        key = tuple(int(i) for i in np.flatnonzero(present))
+        ps = self._sets.get(key)
+        if ps is None or ps.version != self.order.version:
+            ps = self._sets[key] = ParamSet.sharded(lay, key, self.order)
+        g = None
+        if not skipped:
+            g = self._merge(self.reducer.moments(grads) if grads else None, "ssms", ps)
+            if not np.isfinite(g[:, : SUMSQ + 1]).all():
+                bad = nonfinite_counts(grads).astype(np.float64)[:, None] if grads else None
+                ps.nonfinite = self._merge(bad, "s", ps)[:, 0].astype(np.int64)
+            else:
+                ps.nonfinite = None
+        weights = lay.local_weights()
+        if optimizer is not None:
+            w = self._merge(self._updates.before(weights) if weights else None, "s", ps)
+        else:
+            w = self._merge(self.reducer.sq_norms(weights) if weights else None, "s", ps)
+        return Reading(ps, g, w[:, 0], None, layers, grad_scale, loss_scale, skipped)
+
+    def _merge(self, per_piece: Num | None, ops: str, ps: ParamSet) -> np.ndarray:
+        """Per-piece numbers -> global per-entry rows of the entries in ``ps``."""
+        lay = self.layout
+        assert lay is not None
+        rows = np.zeros((0, len(ops))) if per_piece is None else fetch([per_piece])[0]
+        rows = np.asarray(rows, dtype=np.float64).reshape(lay.n_pieces, len(ops))
+        return lay.merge(rows, ops)[ps.entries]
 
     def _plan_for(self, optimizer: torch.optim.Optimizer, ps: ParamSet) -> SgdPlan | None:
         """:func:`sgd_plan`, made again only when the groups' settings or the parameters change."""
@@ -454,7 +532,10 @@ class Recorder:
         u: Any = None
         plan = reading.plan
         if reading.ps is not None and optimizer is not None:
-            if plan is None:
+            if self.layout is not None:
+                after = self._updates.after()
+                u = self._merge(after, "s", reading.ps)[:, 0]
+            elif plan is None:
                 u = self._updates.after()
             elif plan.kind == "momentum":  # the step was -lr * momentum buffer
                 bufs = [
@@ -491,7 +572,7 @@ class Recorder:
     ) -> None:
         ps = reading.ps
         assert ps is not None
-        n = len(ps.params)
+        n = len(ps.meta.numel)
         nonfinite: np.ndarray = ps.zeros  # shared by the steps' rows, never written
         if g is None:  # a skipped step: its gradients are not the ones of a training step
             g = np.full((n, 4), np.nan)
@@ -499,7 +580,11 @@ class Recorder:
             if reading.grad_scale != 1.0:  # a fused optimizer under AMP: unscale
                 s = reading.grad_scale
                 g = g / np.array([s, s * s, s, 1.0])
-            if not np.isfinite(g[:, : SUMSQ + 1]).all():  # a sum or sum of squares not finite
+            if ps.nonfinite is not None:  # counted across the ranks when it was read
+                nonfinite = ps.nonfinite
+            elif ps.entries is not None:
+                pass
+            elif not np.isfinite(g[:, : SUMSQ + 1]).all():  # a sum or sum of squares not finite
                 suspect = ~np.isfinite(g[:, SUMSQ]) | ~np.isfinite(g[:, SUM])
                 idx = np.flatnonzero(suspect)
                 nonfinite = np.zeros(n, dtype=np.int64)

@@ -36,6 +36,7 @@ from gradprobe.errors import CaptureError, UsageError
 from gradprobe.records import TABLES
 from gradprobe.storage import Storage
 from gradprobe.torch import _reduce
+from gradprobe.torch._dist import layout
 from gradprobe.torch._hooks import Capture, ScalerPatch, StepHooks
 from gradprobe.torch._rows import PendingRows
 from gradprobe.torch._step import DepthOrder, Reading, Recorder, StepLayers
@@ -282,7 +283,7 @@ class Monitor:
     def _set_params(
         self, params: list[tuple[str, str, torch.Tensor]], owners: dict[nn.Module, str]
     ) -> None:
-        self._recorder.set_params(params)
+        self._recorder.set_params(params, layout(self.model, params))
         self._kinds.clear()
         self._kinds.update({name: type(m).__name__ for m, name in owners.items()})
         self._order.add_layers(list(owners.values()))
