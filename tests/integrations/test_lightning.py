@@ -119,7 +119,9 @@ def loader(n: int = 48, scale: float = 1.0, seed: int = 0) -> torch.utils.data.D
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
 
 
-def fit(model: L.LightningModule, *callbacks: L.Callback, val=None, **trainer_kwargs) -> None:
+def fit(
+    model: L.LightningModule, *callbacks: L.Callback, val=None, ckpt_path=None, **trainer_kwargs
+) -> L.Trainer:
     kwargs = dict(
         max_steps=STEPS,
         accelerator="cpu",
@@ -133,7 +135,7 @@ def fit(model: L.LightningModule, *callbacks: L.Callback, val=None, **trainer_kw
     )
     kwargs.update(trainer_kwargs)
     trainer = L.Trainer(callbacks=list(callbacks), **kwargs)
-    trainer.fit(model, loader(), val)
+    trainer.fit(model, loader(), val, ckpt_path=ckpt_path)
     return trainer
 
 
@@ -257,12 +259,21 @@ def test_validation_adds_no_record_and_leaves_the_activation_statistics_alone():
     # inputs 100x larger in validation: merged into a training step they would move act_rms
     plain, watched = GradprobeCallback(), GradprobeCallback()
     fit(model(), plain)
-    fit(model(), watched, val=loader(16, scale=100.0, seed=1), val_check_interval=2)
+    trainer = fit(model(), watched, val=loader(16, scale=100.0, seed=1), val_check_interval=2)
+    assert "val_loss" in trainer.callback_metrics  # validation did run
     p0, l0 = _tables(plain)
     p1, l1 = _tables(watched)
     assert sorted(l1["step"].unique().tolist()) == list(range(STEPS))
     pd.testing.assert_frame_equal(p0, p1)
     pd.testing.assert_frame_equal(l0, l1)
+
+
+def test_training_is_bit_for_bit_the_same_as_unwatched():
+    plain, watched = model(), model()
+    fit(plain, gradient_clip_val=0.5, accumulate_grad_batches=2)
+    fit(watched, GradprobeCallback(), gradient_clip_val=0.5, accumulate_grad_batches=2)
+    for (name, a), (_, b) in zip(plain.named_parameters(), watched.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
 
 
 # -------------------------------------------------------------------------------- logging
@@ -290,6 +301,21 @@ def test_numbers_go_to_the_trainers_logger_at_their_steps(tmp_path):
     for row in layers.dropna(subset=["backward_norm"]).itertuples():
         assert logged.loc[row.step, f"gradprobe/backward_norm/{row.layer}"] == row.backward_norm
     assert "train_loss" in logged.columns  # the module's own logging is untouched
+
+
+def test_a_resumed_fit_logs_at_the_trainers_global_steps(tmp_path):
+    net = model()
+    trainer = fit(net, max_steps=3)
+    trainer.save_checkpoint(tmp_path / "three.ckpt")
+    probe = GradprobeCallback()
+    logger = CSVLogger(tmp_path, name="run")
+    fit(model(), probe, logger=logger, log_every_n_steps=1, ckpt_path=tmp_path / "three.ckpt")
+    assert probe.first_step == 3
+    logged = _logged(tmp_path)
+    ours = [c for c in logged.columns if c.startswith("gradprobe/grad_norm/")]
+    assert sorted(logged.dropna(subset=ours, how="all").index.tolist()) == [3, 4, 5]
+    # the records count this fit's steps from 0: record step k is global step first_step + k
+    assert sorted(probe.monitor.to_pandas()["step"].unique()) == [0, 1, 2]
 
 
 def test_logged_statistics_can_be_chosen(tmp_path):

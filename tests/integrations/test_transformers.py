@@ -132,7 +132,8 @@ def test_trainer_records_every_step_with_the_gradients_applied(make, tmp_path):
 def test_evaluation_adds_no_record_and_leaves_the_activation_statistics_alone(tmp_path):
     plain, watched = GradprobeCallback(), GradprobeCallback()
     train(gpt2(), plain, tmp_path=tmp_path / "a", evaluate=False)
-    train(gpt2(), watched, tmp_path=tmp_path / "b", evaluate=True)
+    trainer = train(gpt2(), watched, tmp_path=tmp_path / "b", evaluate=True)
+    assert [e["step"] for e in trainer.state.log_history if "eval_loss" in e] == [3, 6]
     for table in ("params", "layers"):
         pd.testing.assert_frame_equal(
             plain.monitor.to_pandas(table), watched.monitor.to_pandas(table)
@@ -156,6 +157,15 @@ def test_max_grad_norm_clipping_is_recorded_as_applied(tmp_path):
     params = probe.monitor.to_pandas()
     assert_grads_match(params, ref.steps)
     np.testing.assert_allclose(total_norms(params), 1e-3, rtol=1e-4)  # unclipped: ~1 and more
+
+
+def test_training_is_bit_for_bit_the_same_as_unwatched(tmp_path):
+    plain, watched = gpt2(), gpt2()
+    train(plain, tmp_path=tmp_path / "a", gradient_accumulation_steps=2, max_steps=3)
+    train(watched, GradprobeCallback(), tmp_path=tmp_path / "b", gradient_accumulation_steps=2,
+          max_steps=3)  # fmt: skip
+    for (name, a), (_, b) in zip(plain.named_parameters(), watched.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
 
 
 def test_every_records_every_nth_step(tmp_path):
