@@ -179,11 +179,11 @@ class ParamLayout:
         # a plain trivial layout (no sharding): the pieces are the parameters themselves
         self._plain = (
             self.trivial
+            and len(pieces) == len(self.params)
             and all(
                 type(p.source) is _Source and p.source.param is q
                 for p, q in zip(pieces, self.params, strict=True)
             )
-            and len(pieces) == len(self.params)
         )
         self._all_present = np.ones(len(self.entries), dtype=bool)
         self._weights: list[torch.Tensor] = []
