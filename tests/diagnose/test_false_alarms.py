@@ -254,6 +254,19 @@ def test_every_synthetic_finding_prints_its_evidence():
         assert_text_matches_evidence(f)
 
 
+def test_theory_mismatch_prints_its_evidence():
+    from types import SimpleNamespace
+
+    from gradprobe.diagnosis import Thresholds, VariantRecords
+
+    params, layers = tables([0.01, 0.1, 1.0])
+    prediction = SimpleNamespace(grad_norm_by_depth=[0.5, 0.7, 1.0], log_tolerance=0.2)
+    rec = VariantRecords("", params, layers, prediction)
+    (f,) = RULES["theory_mismatch"](rec, Thresholds())
+    assert f.evidence["chance_factor"] == pytest.approx(math.exp(0.2))
+    assert_text_matches_evidence(f)
+
+
 def test_new_rules_are_registered():
     assert {"zero_gradients", "skipped_steps"} <= set(RULES)
 
