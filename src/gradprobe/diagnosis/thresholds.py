@@ -45,7 +45,9 @@ class Thresholds:
     healthy), ``update_high`` = 0.1.
 
     Persistence: a condition counts when it holds on at least ``min_fraction`` = 0.5 of the
-    recorded steps, or on every step of the last quarter of them (it got stuck).
+    recorded steps, or on every step of the last quarter of them (it got stuck). Steps a loss
+    scaler skipped (``skipped_steps``) and steps with no gradient at all (``zero_gradients``)
+    are information, and a warning when they persist in this sense.
     """
 
     ratio_low: float = 1e-2
