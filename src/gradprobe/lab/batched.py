@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -134,10 +135,16 @@ def _accuracy(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def _clip(params: list[torch.Tensor], max_norm: float) -> None:
     """Per seed, as torch.nn.utils.clip_grad_norm_ does for one model."""
-    sq = sum(p.grad.reshape(p.shape[0], -1).square().sum(1) for p in params)
+    sq = torch.stack([_grad(p).reshape(p.shape[0], -1).square().sum(1) for p in params]).sum(0)
     coef = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
     for p in params:
-        p.grad.mul_(coef.reshape(-1, *([1] * (p.ndim - 1))))
+        _grad(p).mul_(coef.reshape(-1, *([1] * (p.ndim - 1))))
+
+
+def _grad(t: torch.Tensor) -> torch.Tensor:
+    """``t.grad``, which backward has set."""
+    assert t.grad is not None
+    return t.grad
 
 
 def train_seeds(
@@ -217,7 +224,7 @@ _EPOCH_COLUMNS = [
 ]
 
 
-def _evaluate(net: _Stack, loss: str, tr, te, seeds, alive, epoch: int, step: int) -> list:  # type: ignore[no-untyped-def]
+def _evaluate(net: _Stack, loss: str, tr, te, seeds, alive, epoch: int, step: int) -> list:
     with torch.no_grad():
         res = []
         for xx, yy in (tr, te):
@@ -238,11 +245,11 @@ class _Recorder:
         self._params: list[dict[str, np.ndarray]] = []
         self._layers: list[dict[str, np.ndarray]] = []
         self._before: list[torch.Tensor] = []
-        self._pending: dict[str, np.ndarray] | None = None
+        self._pending: dict[str, Any] | None = None
 
-    def before_update(self, step: int, kept: list, alive: np.ndarray) -> None:  # type: ignore[type-arg]
+    def before_update(self, step: int, kept: list, alive: np.ndarray) -> None:
         ps = self.net.params()
-        g = torch.stack([_moments(p.grad) for p in ps], 1).numpy()  # (S, P, 5)
+        g = torch.stack([_moments(_grad(p)) for p in ps], 1).numpy()  # (S, P, 5)
         w = torch.stack([_sq(p.detach()) for p in ps], 1).numpy()
         pe = torch.stack([_pe(h, z) for h, z, _ in kept], 1).numpy()  # (S, L)
         self._before = [p.detach().double().clone() for p in ps]
@@ -259,7 +266,7 @@ class _Recorder:
         self._emit_params(d, u.numpy())
         self._pending, self._before = None, []
 
-    def _emit_params(self, d: dict, u: np.ndarray) -> None:  # type: ignore[type-arg]
+    def _emit_params(self, d: dict, u: np.ndarray) -> None:
         s_idx = np.flatnonzero(d["alive"])
         g, w = d["g"][s_idx], d["w"][s_idx]
         n_s, n_p = g.shape[:2]
@@ -285,7 +292,7 @@ class _Recorder:
             }
         )
 
-    def _record_layers(self, step: int, kept: list, alive: np.ndarray) -> None:  # type: ignore[type-arg]
+    def _record_layers(self, step: int, kept: list, alive: np.ndarray) -> None:
         s_idx = np.flatnonzero(alive)
         cols: dict[str, list[np.ndarray]] = {k: [] for k in _LAYER_COLS}
         for depth, ((_, z, a), act_name) in enumerate(zip(kept, self.net.acts, strict=True)):
@@ -346,7 +353,7 @@ def _sq(t: torch.Tensor) -> torch.Tensor:
 def _pe(h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of ||x_b||^2 ||delta_b||^2 (squared per-example gradient RMS)."""
     x2 = h.detach().double().square().sum(-1)
-    d2 = z.grad.double().square().sum(-1)
+    d2 = _grad(z).double().square().sum(-1)
     return (x2.expand_as(d2) * d2).mean(1)
 
 
