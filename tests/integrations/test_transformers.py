@@ -168,6 +168,14 @@ def test_training_is_bit_for_bit_the_same_as_unwatched(tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_bf16_mixed_precision_records_the_gradients_applied(tmp_path):
+    probe, ref = GradprobeCallback(), GradReference()
+    trainer = train(gpt2(), probe, ref, tmp_path=tmp_path, bf16=True, max_steps=3, evaluate=False)
+    assert trainer.accelerator.mixed_precision == "bf16"
+    assert sorted(ref.steps) == [0, 1, 2]
+    assert_grads_match(probe.monitor.to_pandas(), ref.steps)
+
+
 def test_every_records_every_nth_step(tmp_path):
     probe, ref = GradprobeCallback(every=4), GradReference()
     train(gpt2(), probe, ref, tmp_path=tmp_path)
