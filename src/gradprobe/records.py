@@ -47,7 +47,7 @@ rank, skipped      as above
 ``rank`` and ``skipped`` came later than the other columns: :func:`conform` gives rows that lack
 them (records saved before) rank 0 and ``skipped=False``.
 
-Memory: a :class:`RecordBuffer` holds at most ``max_rows`` rows (about 120 bytes each); beyond
+Memory: a :class:`RecordBuffer` holds at most ``max_rows`` rows (100 to 140 bytes each); beyond
 that it writes them to a Parquet part -- in its ``folder`` when it has one, else in a private
 temporary folder that :meth:`RecordBuffer.to_pandas` reads back and that is removed when the
 buffer is garbage collected or the interpreter exits. :class:`gradprobe.storage.Storage` owns

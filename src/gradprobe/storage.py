@@ -12,9 +12,11 @@ bounded:
   garbage collected, and at interpreter exit. :func:`gradprobe.load_run` reads the folder back
   (all ranks, with their ``rank`` column).
 - **without** ``log_dir`` (or with ``write=False``): at most ``max_rows_in_memory`` rows per
-  table stay in memory (about 120 bytes a row: 12 MB per table at the default 100,000); older
-  rows are spilled to a private temporary folder and read back by ``to_pandas()``; that folder is
-  removed when the storage is garbage collected or the interpreter exits.
+  table stay in memory (100 to 140 bytes a row: at most ~14 MB per table at the default
+  100,000); older rows are spilled to a private temporary folder and read back by
+  ``to_pandas()``; that folder is removed when the storage is garbage collected or the
+  interpreter exits. Measured: 100,000 steps of an 11-layer MLP (3.3 million rows) grow a
+  process's RSS by ~50 MB, against ~570 MB with every row kept.
 - ``tensorboard=True`` also writes TensorBoard event files as rows arrive, in
   ``log_dir/tensorboard/rank<rank>`` (see :mod:`gradprobe.tensorboard`).
 
