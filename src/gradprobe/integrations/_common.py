@@ -53,21 +53,22 @@ def base_optimizer(optimizer: Any) -> Any:
     return optimizer
 
 
-def scalars(
-    params: pd.DataFrame, layers: pd.DataFrame, logged: tuple[str, ...], after: int
-) -> dict[int, dict[str, float]]:
+def scalars(records: Any, logged: tuple[str, ...], after: int) -> dict[int, dict[str, float]]:
     """Per recorded step later than ``after``: ``{"gradprobe/<stat>/<layer>[.<param>]": value}``.
 
-    Parameter statistics are named ``<layer>.<param>``, layer statistics ``<layer>``; values that
-    were not measured (NaN) are left out.
+    ``records`` is anything with ``to_pandas(table)`` (a monitor); only the tables holding a
+    ``logged`` statistic are read. Parameter statistics are named ``<layer>.<param>``, layer
+    statistics ``<layer>``; values that were not measured (NaN) are left out.
     """
     out: dict[int, dict[str, float]] = {}
-    for frame, stats, key in (
-        (params, [s for s in logged if s in PARAM_STATS], _param_key),
-        (layers, [s for s in logged if s in LAYER_STATS], _layer_key),
+    for table, columns, key in (
+        ("params", PARAM_STATS, _param_key),
+        ("layers", LAYER_STATS, _layer_key),
     ):
-        if not stats or frame.empty:
+        stats = [s for s in logged if s in columns]
+        if not stats:
             continue
+        frame = records.to_pandas(table)
         new = frame[frame["step"] > after]
         names = key(new)
         steps = new["step"].to_numpy()

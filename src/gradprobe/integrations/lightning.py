@@ -152,9 +152,7 @@ class GradprobeCallback(pl.Callback):  # type: ignore[misc,unused-ignore]
             return
         if not trainer.is_global_zero:
             return  # Lightning's loggers write on rank 0 only
-        params = mon.to_pandas("params")
-        layers = mon.to_pandas("layers")
-        per_step = scalars(params, layers, self.logged, self._sent)
+        per_step = scalars(mon, self.logged, self._sent)
         for step, metrics in per_step.items():
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=self.first_step + step)
