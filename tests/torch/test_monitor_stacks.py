@@ -237,7 +237,8 @@ def test_skipped_grad_scaler_steps_are_flagged_and_backward_norm_is_unscaled():
     assert not np.isinf(bad["grad_norm"]).any() and (bad["grad_nonfinite"] == 0).all()
     assert not np.isinf(layers[layers["step"] == 1]["backward_norm"]).any()
     # dL/dh of the last layer, unscaled: d(mean(out^2))/d out = 2 out / n
-    out = ref(x)
+    with torch.no_grad():
+        out = ref(x)
     want = float((2 * out / out.numel()).double().norm())
     got = layers[(layers["step"] == 0) & (layers["layer"] == "4")]["backward_norm"]
     assert float(got.iloc[0]) == pytest.approx(want, rel=1e-5)
@@ -393,6 +394,59 @@ def test_modules_with_tuple_outputs_get_layer_rows_and_nested_layers_a_depth_bef
     )
     assert depth["lstm"] < depth["attn.out_proj"] < depth["head"]
     assert depth["attn"] < depth["head"]
+
+
+class NewGELUActivation(nn.Module):
+    """Hugging Face's gelu_new (GPT-2), written as HF writes it: a tanh inside."""
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        c = math.sqrt(2.0 / math.pi)
+        return 0.5 * x * (1.0 + torch.tanh(c * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+class Conv1D(nn.Module):
+    """Hugging Face's Conv1D: a linear layer (units on the last dimension)."""
+
+    def __init__(self, nf: int, nx: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.5)
+        self.bias = nn.Parameter(torch.full((nf,), -0.4))
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return x @ self.weight + self.bias
+
+
+class HFBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.fc = Conv1D(12, 6)
+        self.act = NewGELUActivation()
+        self.proj = Conv1D(8, 12)
+        self.relu = nn.ReLU()
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return self.head(self.relu(self.proj(self.act(self.fc(x)))))
+
+
+def test_hf_gelu_new_is_named_gelu_and_hf_conv1d_counts_dead_units_per_feature():
+    model = HFBlock()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon = gradprobe.watch(model, opt)
+    x = torch.randn(4, 10, 6)  # (batch, positions, features)
+    with torch.no_grad():
+        g = model.act(model.fc(x))
+        r = model.relu(model.proj(g))
+    model(x).pow(2).mean().backward()
+    opt.step()
+    layers = mon.to_pandas("layers").set_index("layer")
+    mon.detach()
+    assert layers.loc["fc", "activation"].startswith("gelu")  # never the tanh inside it
+    assert math.isnan(float(layers.loc["fc", "saturated_frac"]))
+    assert float(layers.loc["fc", "act_mean"]) == pytest.approx(float(g.double().mean()), rel=1e-5)
+    want = act_stats([r], "relu", unit_dim=-1)["dead_frac"]  # units are the last dimension
+    assert float(layers.loc["proj", "dead_frac"]) == pytest.approx(want)
 
 
 # --------------------------------------------------------------- i) zero gradients
