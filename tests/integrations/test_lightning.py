@@ -8,7 +8,9 @@ SGD's step, so they are the ones the step applied: clipped, accumulated, unscale
 
 from __future__ import annotations
 
+import json
 import math
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -110,6 +112,20 @@ class GradReference(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         self.handle.remove()
+
+
+class DumpedReference(GradReference):
+    """A :class:`GradReference` that writes its steps to ``folder/ref-<rank>.json`` (for runs in
+    processes of their own)."""
+
+    def __init__(self, folder) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def on_train_end(self, trainer, pl_module):
+        super().on_train_end(trainer, pl_module)
+        path = self.folder / f"ref-{trainer.global_rank}.json"
+        path.write_text(json.dumps({str(k): v for k, v in self.steps.items()}))
 
 
 def loader(n: int = 48, scale: float = 1.0, seed: int = 0) -> torch.utils.data.DataLoader:
@@ -245,6 +261,27 @@ def test_fp16_steps_the_grad_scaler_skips_are_flagged_rows():
     assert skipped and skipped == sorted(set(range(trainer.global_step)) - set(ref.steps))
     assert_grads_match(params[~params["skipped"]], ref.steps)
     assert (params.loc[params["skipped"], "grad_nonfinite"].fillna(0) == 0).all()
+
+
+@pytest.mark.slow
+def test_ddp_on_two_processes_records_the_global_gradients_on_each_rank(tmp_path):
+    from lightning.pytorch.strategies import DDPStrategy
+
+    import gradprobe
+
+    # gloo on 127.0.0.1; a collective that waits longer than a minute fails instead of hanging
+    ddp = DDPStrategy(start_method="spawn", process_group_backend="gloo", timeout=timedelta(60))
+    probe = GradprobeCallback(log_dir=tmp_path / "gp", all_ranks=True)
+    fit(model(), probe, DumpedReference(tmp_path), strategy=ddp, devices=2, max_steps=4)
+    params = gradprobe.load_run(tmp_path / "gp").to_pandas("params")
+    assert sorted(params["rank"].unique()) == [0, 1]
+    refs = []
+    for rank in (0, 1):
+        ref = json.loads((tmp_path / f"ref-{rank}.json").read_text())
+        refs.append({int(k): v for k, v in ref.items()})
+        assert sorted(refs[-1]) == [0, 1, 2, 3]
+        assert_grads_match(params[params["rank"] == rank], refs[-1])
+    assert refs[0] == refs[1]  # DDP averaged the gradients: both ranks apply the same
 
 
 # ------------------------------------------------------------------------------ validation

@@ -26,6 +26,10 @@ What is recorded, and when:
   fit started from step 0 (a resumed fit adds :attr:`GradprobeCallback.first_step`).
 - Validation and the sanity check run under ``no_grad``/``inference_mode`` and lead to no
   optimizer step: they add no record and leave the activation statistics alone.
+- Under DDP each process watches its own replica; the numbers are the global ones (see
+  :func:`gradprobe.watch` for which ranks write). With ``strategy="ddp_spawn"`` training runs in
+  child processes, so the main process's ``monitor`` stays ``None``: give a ``log_dir`` and read
+  the records with :func:`gradprobe.load_run`.
 - With ``log_to_logger`` (default), a few numbers of each recorded step also go to the Trainer's
   loggers (TensorBoard, CSV, W&B, ...) at that step: ``gradprobe/grad_norm/<layer>.<param>``,
   ``gradprobe/update_ratio/<layer>.<param>`` and ``gradprobe/backward_norm/<layer>`` (choose
