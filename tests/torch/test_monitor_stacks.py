@@ -244,6 +244,24 @@ def test_skipped_grad_scaler_steps_are_flagged_and_backward_norm_is_unscaled():
     assert float(got.iloc[0]) == pytest.approx(want, rel=1e-5)
 
 
+def test_a_step_the_scaler_skips_unseen_leaves_nothing_in_the_next_step():
+    # without scaler=..., a skipped step is not seen; its forward must still not be merged
+    # into the next recorded step (the gradients were zeroed in between)
+    model = Keeper()
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    mon = gradprobe.watch(model, opt)
+    x = torch.randn(8, 6)
+    _amp_step(model, opt, scaler, x * 10, poison=True)  # skipped: opt.step never runs
+    _amp_step(model, opt, scaler, x)
+    layers = mon.to_pandas("layers").set_index("layer")
+    mon.detach()
+    with torch.no_grad():
+        want = act_stats([torch.tanh(ref.a(x))], "tanh")
+    assert float(layers.loc["a", "act_rms"]) == pytest.approx(want["act_rms"], rel=1e-6)
+
+
 # --------------------------------------------------------- d) low-precision weights
 def test_bf16_sgd_update_norm_is_the_real_change_of_the_weights():
     torch.manual_seed(0)

@@ -63,6 +63,7 @@ class Capture:
         per_example: bool,
     ) -> None:
         self.model, self.layers, self.order, self.reducer = model, layers, order, reducer
+        self.grads_gone: Callable[[], bool] = lambda: False  # set by the monitor
         self.activations, self.backward, self.per_example = activations, backward, per_example
         self.set_owners(owners)
         self._armed: list[RemovableHandle] = []
@@ -118,6 +119,10 @@ class Capture:
         self._last = None
         if self._live:
             self.layers.begin()
+            if self.layers.done and self.grads_gone():
+                # gradients zeroed since those forwards, with no step recorded: their step
+                # never happened (a loss scaler skipped it); they do not belong to the next one
+                self.layers.done = {}
             if counted and self._mode is None:
                 self._mode = _FunctionalActivations(self)
                 self._mode.__enter__()
@@ -133,6 +138,12 @@ class Capture:
             self.arm()
         elif not (self.activations or self.backward or self.per_example):
             self.disarm()  # gradients only: the layer hooks were there to learn the depth order
+
+    def end_pending(self) -> None:
+        """Measure an output still waiting for an activation (a model whose own forward is
+        not called, so no end-of-forward hook ran); called before the step reads."""
+        self._resolve_pending()
+        self._last = None
 
     def _pop_mode(self) -> bool:
         if self._mode is None:

@@ -125,6 +125,7 @@ class Monitor:
             backward=backward,
             per_example=per_example,
         )
+        self._capture.grads_gone = self._grads_gone
         self._set_params(params, owners)
         self._step = 0
         self._reading: Reading | None = None
@@ -243,7 +244,11 @@ class Monitor:
         self._reading = None
         self._advance()
 
+    def _grads_gone(self) -> bool:
+        return all(p.grad is None for _, _, p in self._recorder.params)
+
     def _read(self, optimizer: torch.optim.Optimizer | None, skipped: bool = False) -> Reading:
+        self._capture.end_pending()
         grad_scale, loss_scale, found_inf = self._scales(optimizer)
         return self._recorder.read(
             optimizer,
