@@ -273,6 +273,7 @@ def test_ddp_on_two_processes_records_the_global_gradients_on_each_rank(tmp_path
     ddp = DDPStrategy(start_method="spawn", process_group_backend="gloo", timeout=timedelta(60))
     probe = GradprobeCallback(log_dir=tmp_path / "gp", all_ranks=True)
     fit(model(), probe, DumpedReference(tmp_path), strategy=ddp, devices=2, max_steps=4)
+    assert probe.monitor is None  # it lived in the spawned processes: the records are on disk
     params = gradprobe.load_run(tmp_path / "gp").to_pandas("params")
     assert sorted(params["rank"].unique()) == [0, 1]
     refs = []
