@@ -132,13 +132,26 @@ def test_trainer_records_every_step_with_the_gradients_applied(make, tmp_path):
 def test_evaluation_adds_no_record_and_leaves_the_activation_statistics_alone(tmp_path):
     plain, watched = GradprobeCallback(), GradprobeCallback()
     train(gpt2(), plain, tmp_path=tmp_path / "a", evaluate=False)
-    trainer = train(gpt2(), watched, tmp_path=tmp_path / "b", evaluate=True)
-    assert [e["step"] for e in trainer.state.log_history if "eval_loss" in e] == [3, 6]
+    trainer = train(gpt2(), watched, tmp_path=tmp_path / "b", evaluate=True, eval_on_start=True)
+    assert [e["step"] for e in trainer.state.log_history if "eval_loss" in e] == [0, 3, 6]
     for table in ("params", "layers"):
         pd.testing.assert_frame_equal(
             plain.monitor.to_pandas(table), watched.monitor.to_pandas(table)
         )
     assert sorted(watched.monitor.to_pandas("layers")["step"].unique()) == list(range(6))
+
+
+def test_activation_checkpointing_changes_no_number(tmp_path):
+    # the checkpointed blocks run their forward again during backward: seen once, not twice
+    plain, checkpointed = GradprobeCallback(), GradprobeCallback()
+    train(gpt2(), plain, tmp_path=tmp_path / "a", evaluate=False, max_steps=2)
+    trainer = train(gpt2(), checkpointed, tmp_path=tmp_path / "b", evaluate=False, max_steps=2,
+                    activation_checkpointing=True)  # fmt: skip
+    assert trainer.model.is_activation_checkpointing
+    for table in ("params", "layers"):
+        pd.testing.assert_frame_equal(
+            plain.monitor.to_pandas(table), checkpointed.monitor.to_pandas(table)
+        )
 
 
 def test_gradient_accumulation_gives_one_record_per_optimizer_step(tmp_path):
