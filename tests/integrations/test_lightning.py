@@ -114,6 +114,32 @@ class GradReference(L.Callback):
         self.handle.remove()
 
 
+class UpdateReference(GradReference):
+    """Also ``{trainer.global_step: {"<layer>.<param>": ||W_after - W_before||}}`` in float64."""
+
+    def on_train_start(self, trainer, pl_module):
+        super().on_train_start(trainer, pl_module)
+        named = list(pl_module.named_parameters())
+        self.updates: dict[int, dict[str, float]] = {}
+        before: dict[str, torch.Tensor] = {}
+
+        def keep(optimizer, args, kwargs):
+            before.update({name: p.detach().double() for name, p in named})
+
+        def change(optimizer, args, kwargs):
+            self.updates[trainer.global_step] = {
+                name: (p.detach().double() - before[name]).norm().item() for name, p in named
+            }
+
+        opt = trainer.optimizers[0]
+        self.handles = [opt.register_step_pre_hook(keep), opt.register_step_post_hook(change)]
+
+    def on_train_end(self, trainer, pl_module):
+        super().on_train_end(trainer, pl_module)
+        for h in self.handles:
+            h.remove()
+
+
 class DumpedReference(GradReference):
     """A :class:`GradReference` that writes its steps to ``folder/ref-<rank>.json`` (for runs in
     processes of their own)."""
@@ -229,6 +255,17 @@ def test_bf16_mixed_precision_records_the_gradients_applied():
     probe, ref = GradprobeCallback(), GradReference()
     fit(model(), probe, ref, precision="bf16-mixed")
     assert_grads_match(probe.monitor.to_pandas(), ref.steps)
+
+
+def test_bf16_weights_record_the_real_change_of_the_weights():
+    # SGD on bf16 weights: rounding leaves many weights unchanged, lr * ||g|| would overstate it
+    probe, ref = GradprobeCallback(), UpdateReference()
+    fit(model(), probe, ref, precision="bf16-true")
+    params = probe.monitor.to_pandas()
+    assert_grads_match(params, ref.steps)
+    for row in params.itertuples():
+        want = ref.updates[row.step][f"{row.layer}.{row.param}"]
+        assert abs(row.update_norm - want) <= 1e-6 * want, (row.step, row.layer, row.param)
 
 
 def fp16(init_scale: float = 2.0**16):
