@@ -2,6 +2,7 @@
 
 Example::
 
+    import gradprobe
     import lightning.pytorch as L
     from gradprobe.integrations.lightning import GradprobeCallback
 
@@ -18,14 +19,15 @@ What is recorded, and when:
   ``LightningOptimizer`` wrapper that calls it). Lightning always calls ``optimizer.step(closure)``
   (automatic optimisation runs forward, backward and gradient clipping inside the closure;
   manual optimisation passes an empty one), so every step's gradients are the ones that step
-  applies: clipped as ``gradient_clip_val`` clips them, summed over ``accumulate_grad_batches``
-  micro-batches (one record per optimizer step), unscaled under mixed precision. Under
-  ``"16-mixed"`` the monitor is given the precision plugin's ``GradScaler``: the backward signal
-  is unscaled too, and a step the scaler skips (inf/NaN found) is a row flagged ``skipped``.
+  applies: clipped as ``gradient_clip_val`` clips them, accumulated over
+  ``accumulate_grad_batches`` micro-batches (one record per optimizer step), unscaled under
+  mixed precision. Under ``"16-mixed"`` the monitor is given the precision plugin's
+  ``GradScaler``: the backward signal is unscaled too, and a step the scaler skips (inf/NaN
+  found) is a row flagged ``skipped``.
 - Record ``step`` k is the k-th optimizer step of this fit: ``trainer.global_step`` when the
   fit started from step 0 (a resumed fit adds :attr:`GradprobeCallback.first_step`).
-- Validation and the sanity check run under ``no_grad``/``inference_mode`` and lead to no
-  optimizer step: they add no record and leave the activation statistics alone.
+- Validation runs under ``inference_mode`` and leads to no optimizer step: it adds no record
+  and leaves the activation statistics alone (the sanity check runs before the monitor exists).
 - Under DDP each process watches its own replica; the numbers are the global ones (see
   :func:`gradprobe.watch` for which ranks write). With ``strategy="ddp_spawn"`` training runs in
   child processes, so the main process's ``monitor`` stays ``None``: give a ``log_dir`` and read

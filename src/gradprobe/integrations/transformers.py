@@ -2,6 +2,7 @@
 
 Example::
 
+    import gradprobe
     from transformers import Trainer
     from gradprobe.integrations.transformers import GradprobeCallback
 
