@@ -20,7 +20,7 @@ pytest.importorskip("accelerate")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from gradprobe.errors import UsageError  # noqa: E402
+from gradprobe.errors import CaptureError, UsageError  # noqa: E402
 from gradprobe.integrations.transformers import GradprobeCallback  # noqa: E402
 
 REL = 1e-10
@@ -220,6 +220,12 @@ def test_log_dir_receives_the_records(tmp_path):
     train(gpt2(), probe, tmp_path=tmp_path, max_steps=2, evaluate=False)
     run = gradprobe.load_run(tmp_path / "gp")
     assert sorted(run.to_pandas("params")["step"].unique().tolist()) == [0, 1]
+
+
+def test_no_model_or_optimizer_is_a_capture_error():
+    state = transformers.TrainerState()
+    with pytest.raises(CaptureError, match="model and its optimizer"):
+        GradprobeCallback().on_train_begin(None, state, None, model=gpt2(), optimizer=None)
 
 
 def test_bad_every_fails_when_the_callback_is_made():
