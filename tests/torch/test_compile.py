@@ -398,3 +398,21 @@ def test_inductor_compiled_model_has_no_graph_break_and_eager_numbers(kind: str)
     hooks, _, _ = _compiled_run(kind, "after", "inductor", steps)
     assert _graph_breaks() == {}
     _check_numbers(hooks, kind, steps, rtol=1e-4)
+
+
+def test_dynamo_ignores_hooks_added_after_a_compiled_run_until_reset() -> None:
+    """Why the monitor must call ``torch._dynamo.reset()`` when it watches a model compiled
+    code already ran for: dynamo does not guard on empty hook dicts
+    (``torch._dynamo.config.skip_nnmodule_hook_guards``), so the hook-free graph keeps running."""
+    dynamo.reset()
+    model = _make("mlp")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    compiled = torch.compile(model, backend="aot_eager")
+    x, y = _data(model)
+    _train(compiled, opt, 1, x, y)
+    hooks = _CompiledHooks(compiled, opt)
+    _train(compiled, opt, 1, x, y)
+    assert all(m is None and bsq is None for m, _, bsq in hooks.layer_rows[-1].values())
+    dynamo.reset()
+    _train(compiled, opt, 1, x, y)
+    assert all(m is not None and bsq is not None for m, _, bsq in hooks.layer_rows[-1].values())
