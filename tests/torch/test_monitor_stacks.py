@@ -491,19 +491,40 @@ class Wrapped(torch.Tensor):
 def test_the_fused_reducer_never_hands_c_a_tensor_that_is_not_plain_dense_cpu(monkeypatch):
     from gradprobe.torch import _reduce
 
-    seen = []
+    calls = []
     real = _native.moments
 
     def spy(ts):  # type: ignore[no-untyped-def]
-        seen.extend(ts)
-        return real(ts)
+        got = real(ts)
+        calls.append((list(ts), got))
+        return got
 
     monkeypatch.setattr(_native, "moments", spy)
     plain = torch.randn(5, 3)
     sub = torch.randn(4).as_subclass(Wrapped)
     sparse = torch.randn(3, 3).to_sparse()
-    got = np.asarray(_reduce.FusedReducer().moments([plain, sub, sparse.to_dense(), plain.t()]))
-    assert all(type(t) is torch.Tensor and t.layout is torch.strided for t in seen)
-    assert not any(t is sub for t in seen)
-    want = [float(t.double().square().sum()) for t in (plain, sub, sparse.to_dense(), plain)]
+    got = np.asarray(_reduce.FusedReducer().moments([plain, sub, sparse, plain.t()]))
+    for ts, res in calls:  # C ran only on calls made of plain dense CPU tensors
+        if res is not None:
+            assert all(type(t) is torch.Tensor and t.layout is torch.strided for t in ts)
+    assert any(res is not None for _, res in calls)  # the plain ones did go through C
+    want = [float(t.to_dense().double().square().sum()) for t in (plain, sub, sparse, plain)]
     np.testing.assert_allclose(got[:, 1], want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("reducer", REDUCERS)
+def test_sparse_embedding_gradients_are_recorded_exactly(reducer):
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Embedding(50, 8, sparse=True), nn.Flatten(), nn.Linear(24, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = gradprobe.watch(model, opt, reducer=reducer)
+    model(torch.randint(0, 50, (4, 3))).pow(2).mean().backward()
+    assert model[0].weight.grad.layout is not torch.strided
+    # the gradient the step applies: duplicate indices summed in float32, as SGD does
+    want = {k: float(p.grad.to_dense().double().norm()) for p, k in names(model).items()}
+    opt.step()
+    frame = mon.to_pandas()
+    mon.detach()
+    assert_norms(frame, 0, want)
+    row = frame.set_index(["layer", "param"]).loc[("0", "weight")]
+    assert float(row["grad_zero_frac"]) >= 1 - 12 / 50  # rows never looked up: zeros

@@ -158,7 +158,8 @@ class Capture:
     # ------------------------------------------------------------ layer outputs
     def _on_layer(self, name: str, module: nn.Module, inputs: tuple, output: Any) -> None:
         self.order.see(name)
-        if not self._capturing():
+        live = self._live
+        if not (torch.is_grad_enabled() if live is None else live):
             return
         fwd = self.layers.forward()
         self._resolve_pending()

@@ -80,6 +80,13 @@ def _half_to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """``t`` detached, and dense when it is sparse (``nn.Embedding(sparse=True)`` gradients:
+    the elements not stored are zeros, and count as such)."""
+    t = t.detach()
+    return t if t.layout is torch.strided else t.to_dense()
+
+
 class TorchReducer:
     """Torch operations on any device; sums in float64; nothing synchronises."""
 
@@ -88,7 +95,7 @@ class TorchReducer:
     def moments(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
         rows = []
         for t in tensors:  # tensor by tensor: the later passes find it still in cache
-            x = _half_to_float(t.detach())
+            x = _half_to_float(_dense(t))
             lo, hi = torch.aminmax(x)  # one pass; far faster than an inf-norm on the CPU
             rows.append(
                 torch.stack(
@@ -103,7 +110,7 @@ class TorchReducer:
         return torch.stack(rows)
 
     def sq_norms(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-        ts = [t.detach() for t in tensors]
+        ts = [_dense(t) for t in tensors]
         return torch.stack(torch._foreach_norm(ts, 2, dtype=torch.float64)).square()
 
     def sq_dists(self, a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -152,8 +159,10 @@ class TorchReducer:
 
 def plain(t: torch.Tensor) -> bool:
     """A plain dense CPU tensor: the only kind the C pass may read (no subclass such as DTensor,
-    whose ``data_ptr()`` is not its data; no sparse layout; host memory)."""
-    return type(t) is torch.Tensor and t.layout is torch.strided and t.is_cpu
+    whose ``data_ptr()`` is not its data; no sparse layout; host memory). The C pass checks
+    it itself (:func:`gradprobe.torch._native.plain`); this tells which tensors of a mixed
+    call go through torch instead."""
+    return _native.plain(t)
 
 
 class FusedReducer:
@@ -174,16 +183,18 @@ class FusedReducer:
         fused: Callable[[Sequence[torch.Tensor]], np.ndarray | None],
         fallback: Callable[[Sequence[torch.Tensor]], Num],
     ) -> Num:
+        got = fused(tensors)  # None when a tensor is not plain dense CPU, or of another dtype
+        if got is not None:
+            return got
         ok = [plain(t) for t in tensors]
-        if all(ok):
-            got = fused(tensors)
-            return fallback(tensors) if got is None else got
-        if not any(ok):
+        if all(ok) or not any(ok):
             return fallback(tensors)
         idx = [i for i, k in enumerate(ok) if k]
         rest = [i for i, k in enumerate(ok) if not k]
-        a = np.asarray(self._split([tensors[i] for i in idx], fused, fallback))
+        part = [tensors[i] for i in idx]
+        a = fused(part)
         b = _host(fallback([tensors[i] for i in rest]))
+        a = _host(fallback(part)) if a is None else a
         out = np.empty((len(tensors), *a.shape[1:]))
         out[idx], out[rest] = a, b
         return out
@@ -195,30 +206,22 @@ class FusedReducer:
         return self._split(tensors, _native.sq_norms, self.torch.sq_norms)
 
     def sq_dists(self, a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> Num:
-        if all(plain(x) for x in a) and all(plain(y) for y in b):
-            got = _native.sq_dists(a, b)
-            if got is not None:
-                return got
-        return self.torch.sq_dists(a, b)
+        got = _native.sq_dists(a, b)
+        return self.torch.sq_dists(a, b) if got is None else got
 
     def output_stats(
         self, outs: Sequence[torch.Tensor], act: Activation | None, unit_dim: int
     ) -> tuple[Num, Num | None]:
-        if all(plain(o) for o in outs):
-            got = _native.output_stats(outs, *_bounds(act, outs[0].ndim, unit_dim))
-            if got is not None:
-                return got
-        return self.torch.output_stats(outs, act, unit_dim)
+        got = _native.output_stats(outs, *_bounds(act, outs[0].ndim, unit_dim))
+        return self.torch.output_stats(outs, act, unit_dim) if got is None else got
 
     def output_now(
         self, out: torch.Tensor, act: Activation | None, unit_dim: int
     ) -> OutputRow | None:
-        if not plain(out):
-            return None
         return _native.output_stats_one(out, *_bounds(act, out.ndim, unit_dim))
 
     def sq_norm_now(self, t: torch.Tensor) -> float | None:
-        return _native.sq_norm_one(t) if plain(t) else None
+        return _native.sq_norm_one(t)
 
 
 def choose(name: str, model: torch.nn.Module) -> Reducer:
