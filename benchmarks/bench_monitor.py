@@ -46,6 +46,7 @@ def mlp(depth: int, width: int, d_in: int, act: type[nn.Module]) -> nn.Sequentia
 
 
 OPTIMIZER = "sgd"
+REDUCER = "auto"  # watch(..., reducer=...): "auto" (fused on the CPU), "fused" or "torch"
 
 
 def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):  # type: ignore[no-untyped-def]
@@ -116,7 +117,7 @@ def compare(name: str, model: nn.Module, x, y, block: int, repeats: int) -> list
     for label, kw in configs.items():
         m = copy.deepcopy(model)
         step, opt = make_step(m, x, y)
-        watched[label] = (step, gt.watch(m, opt, **kw))
+        watched[label] = (step, gt.watch(m, opt, reducer=REDUCER, **kw))
     m = copy.deepcopy(model)
     floor_step, floor_opt = make_step(m, x, y)
     CaptureFloor(m, floor_opt)
@@ -160,16 +161,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
     ap.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     ap.add_argument("--only", choices=["small", "large"], default=None)
+    ap.add_argument("--reducer", choices=["auto", "fused", "torch"], default="auto")
     args = ap.parse_args()
-    global OPTIMIZER
-    OPTIMIZER = args.optimizer
+    global OPTIMIZER, REDUCER
+    OPTIMIZER, REDUCER = args.optimizer, args.reducer
     torch.manual_seed(0)
     reps = 5 if args.quick else 41
     print(
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads,"
         f" torch {torch.__version__}"
     )
-    print(f"optimizer: {OPTIMIZER}")
+    print(f"optimizer: {OPTIMIZER}, reducer: {REDUCER}")
     if args.only != "large":
         x, y = torch.randn(512, 8), torch.randn(512, 1)
         model = mlp(10, 64, 8, nn.Sigmoid)
