@@ -62,6 +62,10 @@ def test_all_is_complete_and_every_name_resolves():
         "report",
         "keras",
         "lab",
+        "storage",
+        "stats",
+        "tensorboard",
+        "integrations",
         "Any",
     }
     assert public - modules <= set(gradprobe.__all__), public - set(gradprobe.__all__)
