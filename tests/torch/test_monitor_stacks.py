@@ -119,6 +119,28 @@ def test_lbfgs_records_the_first_closure_calls_gradients_and_the_real_update():
     assert len(layers[layers["step"] == 0]) == 3
 
 
+def test_a_step_whose_closure_raises_leaves_nothing_for_the_next_step():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = gradprobe.watch(model, opt)
+    x = torch.randn(16, 6)
+
+    def closure():  # type: ignore[no-untyped-def]
+        opt.zero_grad()
+        model(x * 100).sum().backward()
+        raise RuntimeError("closure failed after backward")
+
+    with pytest.raises(RuntimeError, match="closure failed"):
+        opt.step(closure)  # the gradients were read, then the step died
+    opt.zero_grad()
+    model(x).pow(2).mean().backward()
+    want = grad_norms(model)
+    opt.step()
+    frame = mon.to_pandas()
+    mon.detach()
+    assert_norms(frame, 0, want)
+
+
 # ----------------------------------------------------------- b) training steps only
 class Keeper(nn.Module):
     """Linear layers whose outputs are watched by weak references."""
@@ -347,6 +369,23 @@ def test_leaving_the_with_block_by_an_exception_writes_every_row(tmp_path):
         _train(model, opt, 4)
         raise RuntimeError("training failed")
     assert _on_disk(tmp_path) == 4 * 6
+
+
+@pytest.mark.parametrize("all_ranks", [False, True])
+def test_only_rank_0_writes_unless_all_ranks(tmp_path, monkeypatch, all_ranks):
+    from gradprobe.torch import monitor
+
+    monkeypatch.setattr(monitor, "_rank", lambda: 1)  # as under torch.distributed, rank 1
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon = gradprobe.watch(model, opt, log_dir=tmp_path, all_ranks=all_ranks)
+    _train(model, opt, 3)
+    mon.detach()
+    assert len(mon.to_pandas()) == 3 * 6  # readable on every rank
+    assert _on_disk(tmp_path) == (3 * 6 if all_ranks else 0)
+    if all_ranks:
+        frame = pd.concat(pd.read_parquet(p) for p in tmp_path.glob("params-*.parquet"))
+        assert (frame["rank"] == 1).all()
 
 
 @pytest.mark.slow

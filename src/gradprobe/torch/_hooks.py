@@ -274,7 +274,7 @@ class StepHooks:
         self._handles = []
 
     def _pre(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> Any:
-        if "closure" in kwargs and kwargs["closure"] is not None:
+        if kwargs and kwargs.get("closure") is not None:
             kwargs = {**kwargs, "closure": self._wrap(optimizer, kwargs["closure"])}
             return args, kwargs
         # args[0] is the optimizer itself (the hooks see step's bound arguments)

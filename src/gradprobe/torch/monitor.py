@@ -85,6 +85,12 @@ class Monitor:
         self.activations, self.backward, self.per_example = activations, backward, per_example
         self.scaler = scaler
         self.reducer = _reduce.choose(reducer, model)
+        params, owners = trainable(model)
+        if not params:
+            raise CaptureError(
+                f"{type(model).__name__} has no trainable parameters (requires_grad=True): "
+                "nothing to watch"
+            )
         rank = _rank()
         pending: list[PendingRows] = []  # the storage's last flush must not hold the monitor
 
@@ -103,12 +109,6 @@ class Monitor:
         self._buffers = self._storage.buffers
         self._rows = PendingRows(self._buffers["params"], self._buffers["layers"])
         pending.append(self._rows)
-        params, owners = trainable(model)
-        if not params:
-            raise CaptureError(
-                f"{type(model).__name__} has no trainable parameters (requires_grad=True): "
-                "nothing to watch"
-            )
         self._layers = StepLayers()
         self._order = DepthOrder(list(owners.values()))
         self._kinds: dict[str, str] = {}
@@ -222,15 +222,16 @@ class Monitor:
 
     def before_update(self, optimizer: torch.optim.Optimizer) -> None:
         """Read the gradients (the optimizer's pre-hook, or a closure's first call)."""
-        if self._recording() and self._reading is None:
+        if self._recording():  # (a reading left by a step that raised is replaced)
             self._rescan_if_changed(optimizer)
             self._reading = self._read(optimizer)
 
     def after_update(self, optimizer: torch.optim.Optimizer) -> None:
         """Measure the update and record the step (the optimizer's post-hook)."""
-        reading, self._reading = self._reading, None
-        self._layers.clear()  # captures after the read (later closure calls) do not count
+        reading = self._reading
         if reading is not None:
+            self._reading = None
+            self._layers.clear()  # captures after the read (later closure calls) do not count
             self._finish(reading, optimizer)
         self._advance()
 
@@ -281,7 +282,7 @@ class Monitor:
         self._step += 1
         if self._recording():
             self._capture.arm()
-        else:
+        elif self._capture.armed:
             self._capture.disarm()
 
     # ----------------------------------------------------- what is watched
