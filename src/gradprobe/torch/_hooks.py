@@ -152,9 +152,6 @@ class Capture:
         self._mode = None
         return True
 
-    def _capturing(self) -> bool:
-        return self._live if self._live is not None else torch.is_grad_enabled()
-
     # ------------------------------------------------------------ layer outputs
     def _on_layer(self, name: str, module: nn.Module, inputs: tuple, output: Any) -> None:
         self.order.see(name)
@@ -222,7 +219,7 @@ class Capture:
     ) -> None:
         if counted:
             self._in_act_module -= 1
-        if self._capturing():
+        if self._last is not None:  # a layer of a forward being captured ran before it
             self._on_activation(act, out)
 
     def on_functional(self, act: Activation, out: Any) -> None:

@@ -60,8 +60,8 @@ class LayerAcc:
     bsq: float | None = None  # ||dL/dh||^2 already on the host
 
     def add_output(self, row: tuple[float, float, float, float], alive: np.ndarray | None) -> None:
-        r = np.asarray(row, dtype=np.float64)
-        self.m = r if self.m is None else self.m + r
+        m = self.m
+        self.m = np.array(row, dtype=np.float64) if m is None else m + row
         if alive is not None:
             self.alive = alive if self.alive is None else (self.alive | alive)
 

@@ -132,10 +132,10 @@ class Monitor:
         self._attached = True
         self._steps: StepHooks | None = None
         self._scaler: ScalerPatch | None = None
-        self._scan_key: tuple[int, int] | None = None
+        self._scan_key: int | None = None  # how many param groups the optimizer had
         if optimizer is not None:
             self._steps = StepHooks(optimizer, self)
-            self._scan_key = _groups_key(optimizer)
+            self._scan_key = len(optimizer.param_groups)
             if scaler is not None:
                 self._scaler = ScalerPatch(scaler, self._steps, self._skipped)
         self._capture.arm()
@@ -298,9 +298,9 @@ class Monitor:
     def _rescan_if_changed(self, optimizer: torch.optim.Optimizer | None) -> None:
         """Parameters unfrozen after :func:`watch`, or param groups added, are recorded from
         the step they appear on (a cheap check per recorded step; a re-scan when it fires)."""
-        key = _groups_key(optimizer) if optimizer is not None else None
+        key = len(optimizer.param_groups) if optimizer is not None else None
         grown = optimizer is not None and key != self._scan_key
-        if not grown and not any(p.requires_grad for p in self._frozen):
+        if not grown and not (self._frozen and any(p.requires_grad for p in self._frozen)):
             return
         self._scan_key = key
         params, owners = trainable(self.model)
@@ -329,11 +329,6 @@ def _check(model: Any, optimizer: Any, every: Any) -> None:
         )
     if not isinstance(every, int) or every < 1:
         raise UsageError(f"every must be a whole number >= 1, got {every!r}")
-
-
-def _groups_key(optimizer: torch.optim.Optimizer) -> tuple[int, int]:
-    groups = optimizer.param_groups
-    return len(groups), sum(len(g["params"]) for g in groups)
 
 
 def _rank() -> int:
