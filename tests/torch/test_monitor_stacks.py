@@ -567,3 +567,20 @@ def test_sparse_embedding_gradients_are_recorded_exactly(reducer):
     assert_norms(frame, 0, want)
     row = frame.set_index(["layer", "param"]).loc[("0", "weight")]
     assert float(row["grad_zero_frac"]) >= 1 - 12 / 50  # rows never looked up: zeros
+
+
+@pytest.mark.parametrize("reducer", REDUCERS)
+@pytest.mark.parametrize("size", [1e-24, 1e22])
+def test_tiny_and_huge_gradients_and_backward_signals_are_exact(reducer, size):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    mon = gradprobe.watch(model, opt, reducer=reducer)
+    x = torch.randn(8, 6)
+    (model(x).sum() * size).backward()
+    want = grad_norms(model)
+    opt.step()
+    frame, layers = mon.to_pandas(), mon.to_pandas("layers").set_index("layer")
+    mon.detach()
+    assert_norms(frame, 0, want)
+    # dL/dh of the last layer is `size` for each of its 8 outputs
+    assert float(layers.loc["4", "backward_norm"]) == pytest.approx(size * math.sqrt(8), rel=1e-6)
