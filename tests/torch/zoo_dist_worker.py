@@ -65,7 +65,7 @@ def main(setup: str, out: Path) -> None:
 
         if setup == "fsdp1_flat":
             replica = mlp()
-        wrapped = FSDP(model, use_orig_params=setup == "fsdp1_orig")
+        wrapped = FSDP(model, use_orig_params=setup == "fsdp1_orig", device_id=torch.device("cpu"))
     elif setup == "fsdp2":
         from torch.distributed.fsdp import fully_shard
 
