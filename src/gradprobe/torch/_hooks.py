@@ -11,11 +11,19 @@
 - :class:`ScalerPatch`: ``GradScaler.step`` of one scaler instance, wrapped to learn that a step
   was skipped (the scaler found inf/NaN and never called ``optimizer.step``).
 
-Every handle is removed by ``remove()``/``disarm()``; after it the objects behave as before.
+Every handle is removed by ``remove()``; after it the objects behave as before.
+
+Under ``torch.compile`` (a model compiled before :func:`gradprobe.watch`, or whose hooks dynamo
+traces) the hooks stay registered and are gated on :attr:`Capture.on` (dynamo guards on it:
+``every=N`` costs one more graph, compiled once); inside the compiled region they call only
+:mod:`gradprobe.torch._compiled` (no graph break): a layer's output goes through a signal probe
+whose backward adds ``||dL/dh||^2`` to a small leaf, and its statistics are appended to a list
+that :meth:`Capture.take_compiled` folds at the step.
 """
 
 from __future__ import annotations
 
+import math
 import types
 from collections.abc import Callable
 from functools import partial
@@ -26,6 +34,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
+from gradprobe.torch import _compiled as C
 from gradprobe.torch import _reduce as R
 from gradprobe.torch._activations import FUNCTIONS, Activation
 from gradprobe.torch._step import DepthOrder, Forward, LayerAcc, StepLayers
@@ -73,6 +82,15 @@ class Capture:
         self._functional: bool | None = None  # None: not known yet; found on the first forward
         self._mode: _FunctionalActivations | None = None
         self.eager = False  # True once a model changed a kept output in place
+        # under torch.compile: hooks stay registered, gated on `on`; whatever a traced hook reads
+        # is the same at each entry of the model (`_cpending`/`_clast` None, `_found` empty)
+        self.on = True
+        self.sticky = False  # hooks stay registered while watching (a compiled model)
+        self._cmode = _FunctionalActivations(self)  # one instance for the monitor's life
+        self._cmode_on = False
+        self._cpending: torch.Tensor | None = None
+        self._clast: str | None = None
+        self._found: list[tuple[str, Activation | None, torch.Tensor]] = []
 
     def set_owners(self, owners: dict[nn.Module, str]) -> None:
         """The layers to hook (again after a re-scan of the model)."""
@@ -80,6 +98,7 @@ class Capture:
         self.conv = {name for m, name in owners.items() if is_convolution(m)}
         acts = ((m, activation_of(m)) for m in self.model.modules())
         self.act_modules = {m: a for m, a in acts if a is not None}
+        self.probes = {name: C.new_probe(_device(m)) for m, name in owners.items()}
 
     @property
     def armed(self) -> bool:
@@ -91,6 +110,7 @@ class Capture:
 
     # ------------------------------------------------------------------ arming
     def arm(self) -> None:
+        self.on = True
         if self._armed or not self.wanted():
             return
         add = self._armed.append
@@ -103,10 +123,24 @@ class Capture:
                 if counted:
                     add(module.register_forward_pre_hook(self._enter_act_module))
                 add(module.register_forward_hook(partial(self._on_act_module, act, counted)))
-        add(self.model.register_forward_pre_hook(partial(self._begin, counted)))
-        add(self.model.register_forward_hook(self._end, always_call=True))
+        inner = getattr(self.model, "_orig_mod", self.model)  # torch.compile's wrapper
+        add(inner.register_forward_pre_hook(partial(self._begin, counted)))
+        add(inner.register_forward_hook(self._end, always_call=True))
 
     def disarm(self) -> None:
+        """Steps that are not recorded: hooks removed (eager), or gated off (compiled)."""
+        if self.sticky:
+            self.on = False
+            self.drop()
+            return
+        self.remove()
+
+    def remove(self) -> None:
+        """Every hook removed. A compiled graph that traced them sees ``on`` False and is
+        traced again, bare."""
+        self.on = False
+        self.sticky = False
+        self.drop()
         for h in self._armed:
             h.remove()
         self._armed.clear()
@@ -115,6 +149,13 @@ class Capture:
 
     # ------------------------------------------------------- the model's forward
     def _begin(self, counted: bool, module: nn.Module, inputs: tuple) -> None:
+        if torch.compiler.is_compiling():
+            if self.on:
+                self.sticky = True  # traced: the hooks must stay registered from now on
+                if counted and torch.is_grad_enabled() and not self._cmode_on:
+                    self._cmode.__enter__()
+                    self._cmode_on = True
+            return
         self._live = torch.is_grad_enabled()
         self._last = None
         if self._live:
@@ -128,10 +169,18 @@ class Capture:
                 self._mode.__enter__()
 
     def _end(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+        if torch.compiler.is_compiling():
+            if self.on:
+                self._c_resolve()
+                self._clast = None
+                if self._cmode_on:
+                    self._cmode.__exit__(None, None, None)
+                    self._cmode_on = False
+            return
         if self._live:
             self._resolve_pending()
         self._last, self._live = None, None
-        if self._pop_mode() and self._functional is None:
+        if self._pop_mode() and self._functional is None and not self.sticky:
             self._functional = False
             # no functional activation in this model: stop intercepting torch calls
             self.disarm()
@@ -153,7 +202,11 @@ class Capture:
         return True
 
     # ------------------------------------------------------------ layer outputs
-    def _on_layer(self, name: str, module: nn.Module, inputs: tuple, output: Any) -> None:
+    def _on_layer(self, name: str, module: nn.Module, inputs: tuple, output: Any) -> Any:
+        if torch.compiler.is_compiling():
+            return self._c_layer(name, output) if self.on else None
+        if not self.on:
+            return None
         self.order.see(name)
         live = self._live
         if not (torch.is_grad_enabled() if live is None else live):
@@ -200,6 +253,12 @@ class Capture:
 
     # -------------------------------------------------------------- activations
     def _on_activation(self, act: Activation, out: Any) -> None:
+        if torch.compiler.is_compiling():
+            pending, last = self._cpending, self._clast
+            if pending is not None and last is not None and isinstance(out, torch.Tensor):
+                self._cpending = None
+                self._c_measure(last, act, out)
+            return
         fwd = self.layers.current
         if self._last is None or fwd is None or not isinstance(out, torch.Tensor):
             return
@@ -212,21 +271,99 @@ class Capture:
         self._measure(acc, out, act)
 
     def _enter_act_module(self, module: nn.Module, inputs: tuple) -> None:
-        self._in_act_module += 1
+        if self.on:
+            self._in_act_module += 1
 
     def _on_act_module(
         self, act: Activation, counted: bool, module: nn.Module, inputs: tuple, out: Any
     ) -> None:
+        if not self.on:
+            return
         if counted:
             self._in_act_module -= 1
-        if self._last is not None:  # a layer of a forward being captured ran before it
+        if self._last is not None or self._clast is not None:  # a captured layer ran before
             self._on_activation(act, out)
 
     def on_functional(self, act: Activation, out: Any) -> None:
         if self._in_act_module:
             return  # inside an activation module (a tanh inside a GELU): the module names it
-        self._functional = True
+        if not torch.compiler.is_compiling():
+            self._functional = True
         self._on_activation(act, out)
+
+    # ----------------------------------------------------------- under compile
+    def _c_layer(self, name: str, output: Any) -> Any:
+        """A layer's forward hook inside a compiled region: the output, through the signal
+        probe (returned: the module's output is the probe's), waits for its activation."""
+        if not torch.is_grad_enabled():
+            return None
+        self._c_resolve()
+        self._clast = name
+        if isinstance(output, torch.Tensor):
+            if not output.is_floating_point():
+                return None
+            out, ret = output, None
+            if self.backward and out.requires_grad:
+                out = ret = C.signal_probe(out, self.probes[name])
+        else:
+            out, ret = primary_tensor(output), None  # tuple/dict outputs: no backward probe
+        if self.activations and out is not None:
+            self._cpending = out
+        return ret
+
+    def _c_resolve(self) -> None:
+        if self._cpending is not None and self._clast is not None:
+            self._c_measure(self._clast, None, self._cpending)
+        self._cpending = None
+
+    def _c_measure(self, name: str, act: Activation | None, out: torch.Tensor) -> None:
+        low, high = -math.inf, math.inf
+        if act is not None and act.family == "saturating":
+            low, high = act.low, act.high
+        unit = None
+        if act is not None and act.family == "rectifier" and out.ndim >= 2:
+            unit = 1 if out.ndim > 2 and name in self.conv else -1
+        self._found.append((name, act, C.layer_stats(out, low, high, unit)))
+
+    def take_compiled(self, layers: dict[str, LayerAcc]) -> None:
+        """Add what compiled forwards and backwards gathered since the last step to ``layers``
+        (the step's per-layer accumulators): output moments, units alive and ``||dL/dh||^2``,
+        read from the device in one transfer."""
+        found = self._found
+        probes = [(n, p) for n, p in self.probes.items() if p.grad is not None]
+        if not found and not probes:
+            return
+        by: dict[str, tuple[Activation | None, list[torch.Tensor]]] = {}
+        for name, act, vec in found:
+            self.order.see(name)
+            by.setdefault(name, (act, []))[1].append(vec)
+        found.clear()
+        sums = [torch.stack(v).sum(0) if len(v) > 1 else v[0] for _, v in by.values()]
+        flat = [s.reshape(-1) for s in sums] + [p.grad.reshape(-1) for _, p in probes]  # type: ignore[union-attr]
+        dev = flat[0].device
+        host = torch.cat([t.detach().double().to(dev) for t in flat]).cpu().numpy()
+        at = 0
+        for (name, (act, _)), s in zip(by.items(), sums, strict=True):
+            v, at = host[at : at + s.numel()], at + s.numel()
+            acc = layers.get(name)
+            if acc is None:
+                acc = layers[name] = LayerAcc()
+            if acc.act is None:
+                acc.act = act
+            acc.add_output(tuple(v[: C.HEAD]), v[C.HEAD :] > 0 if v.size > C.HEAD else None)
+        for name, p in probes:
+            p.grad = None
+            acc = layers.get(name)
+            if acc is None:
+                acc = layers[name] = LayerAcc()
+            acc.add_bsq(float(host[at]))
+            at += 1
+
+    def drop(self) -> None:
+        """Forget what compiled forwards and backwards gathered (no step recorded them)."""
+        self._found.clear()
+        for p in self.probes.values():
+            p.grad = None
 
     # ----------------------------------------------------------------- backward
     def _on_backward(self, fwd: Forward, acc: LayerAcc, grad: torch.Tensor) -> None:
@@ -241,6 +378,11 @@ class Capture:
                 acc.gnorms.append(R.norms(self.reducer, [grad]))
         if self.per_example and acc.x_rows and grad.ndim == 2:
             acc.d_rows.append(R.row_sq_norms(grad))
+
+
+def _device(module: nn.Module) -> torch.device:
+    p = next(module.parameters(recurse=False), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 class StepSink(Protocol):

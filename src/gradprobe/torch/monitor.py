@@ -21,10 +21,15 @@ When each number is read:
   step that lead to it (every micro-batch under gradient accumulation; forwards with no backward,
   e.g. evaluation, are dropped; forwards under ``no_grad``/``inference_mode`` are never seen).
   On steps that are not recorded (``every > 1``) no module hook is registered at all.
+
+Under ``torch.compile`` the hooks stay registered and switch themselves off on steps that are
+not recorded (:class:`gradprobe.torch._hooks.Capture`); inside the compiled region they call only
+:mod:`gradprobe.torch._compiled`, so gradprobe causes no graph break.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +131,11 @@ class Monitor:
             per_example=per_example,
         )
         self._capture.grads_gone = self._grads_gone
+        if _compiled(model) or _dynamo_ran():
+            # dynamo does not guard on empty hook dicts: code it compiled before these hooks
+            # existed would keep running without them
+            torch._dynamo.reset()
+        self._capture.sticky = _compiled(model)
         self._set_params(params, owners)
         self._step = 0
         self._reading: Reading | None = None
@@ -180,7 +190,7 @@ class Monitor:
     def detach(self) -> None:
         """Remove every hook this monitor added and write the rows held to ``log_dir``;
         records stay readable. Idempotent."""
-        self._capture.disarm()
+        self._capture.remove()
         if self._steps is not None:
             self._steps.remove()
         if self._scaler is not None:
@@ -232,6 +242,7 @@ class Monitor:
         if reading is not None:
             self._reading = None
             self._layers.clear()  # captures after the read (later closure calls) do not count
+            self._capture.drop()
             self._finish(reading, optimizer)
         self._advance()
 
@@ -242,6 +253,7 @@ class Monitor:
             reading = self._read(None, skipped=True)
             self._finish(reading, None)
         self._layers.clear()
+        self._capture.drop()
         self._reading = None
         self._advance()
 
@@ -251,9 +263,11 @@ class Monitor:
     def _read(self, optimizer: torch.optim.Optimizer | None, skipped: bool = False) -> Reading:
         self._capture.end_pending()
         grad_scale, loss_scale, found_inf = self._scales(optimizer)
+        layers = self._layers.take()
+        self._capture.take_compiled(layers)
         return self._recorder.read(
             optimizer,
-            self._layers.take(),
+            layers,
             grad_scale=grad_scale,
             loss_scale=loss_scale,
             skipped=skipped or found_inf,
@@ -305,11 +319,15 @@ class Monitor:
         self._scan_key = key
         params, owners = trainable(self.model)
         self._set_params(params, owners)
-        armed = self._capture.armed
-        self._capture.disarm()
+        armed, sticky, on = self._capture.armed, self._capture.sticky, self._capture.on
+        self._capture.remove()
         self._capture.set_owners(owners)
+        if sticky:  # compiled graphs traced the old hooks: trace the new ones
+            torch._dynamo.reset()
+            self._capture.sticky = True
         if armed:
             self._capture.arm()
+            self._capture.on = on
 
 
 def _check(model: Any, optimizer: Any, every: Any) -> None:
@@ -329,6 +347,21 @@ def _check(model: Any, optimizer: Any, every: Any) -> None:
         )
     if not isinstance(every, int) or every < 1:
         raise UsageError(f"every must be a whole number >= 1, got {every!r}")
+
+
+def _compiled(model: nn.Module) -> bool:
+    """Compiled by ``torch.compile(model)`` or ``model.compile()``."""
+    if "torch._dynamo" not in sys.modules:
+        return False
+    return isinstance(model, torch._dynamo.eval_frame.OptimizedModule) or (
+        getattr(model, "_compiled_call_impl", None) is not None
+    )
+
+
+def _dynamo_ran() -> bool:
+    """Whether dynamo compiled any code in this process (since its last reset)."""
+    frames = sys.modules.get("torch._dynamo.convert_frame")
+    return frames is not None and bool(frames.input_codes.seen)
 
 
 def _rank() -> int:
@@ -361,6 +394,15 @@ def watch(
     Without an optimizer, call ``monitor.step()`` after ``backward()``.
 
     - ``every=N`` records steps 0, N, 2N, ...; other steps run with no module hook at all.
+    - ``torch.compile``: a model compiled before or after ``watch`` trains with no graph break
+      caused by gradprobe and the same numbers as eagerly (its hooks stay registered and are
+      gated: ``every=N`` costs a second graph, compiled once). Dynamo does not see hooks added
+      after it compiled code, so when the model is already compiled, or dynamo compiled anything
+      in this process, ``watch`` calls ``torch._dynamo.reset()``: every compiled model of the
+      process recompiles once. When you compile after ``watch``, make the first compiled call on
+      a recorded step (step 0 is). Under compile, every forward with grad enabled in a recorded
+      step counts (also one that leads to no backward), each micro-batch of a step is one more
+      graph (compiled once), and ``per_example`` is not measured.
     - Only training steps count: forwards under ``torch.no_grad()``/``inference_mode`` are not
       seen, and forwards with no backward before the next forward or step (evaluation) are
       dropped. Under gradient accumulation all micro-batches since the last step count.
