@@ -104,6 +104,8 @@ def case(name: str, seed: int, **kw):
         return record(mlp("sigmoid", 10, 64, glorot), seed, **kw)
     if name == "relu_he":
         return record(mlp("relu", 10, 64, he), seed, **kw)
+    if name == "relu_glorot":  # chi1 = 0.5: past the trainable depth 6 xi = 8.7 at 12 layers
+        return record(mlp("relu", 12, 64, glorot), seed, **kw)
     if name == "tanh_glorot":
         return record(mlp("tanh", 10, 64, glorot), seed, **kw)
     if name == "residual":

@@ -118,9 +118,15 @@ def test_one_odd_layer_is_not_a_trend():
 
 def test_thresholds_are_configurable_and_validated():
     params, layers = tables({"x": [0.5**k for k in range(9, -1, -1)]})  # ratio 2e-3
-    assert [f.code for f in diagnose((params, layers))] == ["vanishing"]
-    assert diagnose((params, layers), thresholds={"ratio_low": 1e-3}) == []
-    assert diagnose((params, layers), thresholds=Thresholds(ratio_low=1e-3)) == []
+    assert [(f.code, f.severity) for f in diagnose((params, layers))] == [("vanishing", "error")]
+    # above ratio_low the fall is still past the trainable depth (ratio_warn = e^-3): a warning
+    milder = diagnose((params, layers), thresholds={"ratio_low": 1e-3})
+    assert [(f.code, f.severity) for f in milder] == [("vanishing", "warning")]
+    off = {"ratio_low": 1e-3, "ratio_warn": 1e-3}
+    assert diagnose((params, layers), thresholds=off) == []
+    assert diagnose((params, layers), thresholds=Thresholds(**off)) == []
+    with pytest.raises(UsageError, match="ratio_warn"):
+        Thresholds(ratio_warn=1e-3)  # below ratio_low
     with pytest.raises(UsageError, match="ratio_low"):
         Thresholds(ratio_low=2.0)
     with pytest.raises(UsageError, match="unknown threshold"):
@@ -149,7 +155,10 @@ def test_findings_are_frozen_data_and_json_safe():
         f.code = "other"  # type: ignore[misc]
     d = json.loads(json.dumps(f.to_dict(), allow_nan=False))
     assert d["code"] == "vanishing" and d["layers"][0] == "<b>0</b>"
-    assert brief([f]) == [{"code": "vanishing", "severity": "error", "layers": list(f.layers)}]
+    assert brief([f]) == [
+        {"code": "vanishing", "severity": "error", "layers": list(f.layers), "depths": d["depths"]}
+    ]
+    assert d["depths"] == list(range(1, len(f.layers) + 1))  # 1-based from the input
     assert verdict([f]).startswith("will not train well")
     assert verdict([f], variant="other") == "healthy: no finding"
 

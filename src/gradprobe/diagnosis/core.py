@@ -77,5 +77,14 @@ def verdict(findings: Iterable[Finding], variant: str | None = None) -> str:
 
 
 def brief(findings: Iterable[Finding]) -> list[dict[str, Any]]:
-    """The short form ``gradprobe run --json`` adds per variant: code, severity, layers."""
-    return [{"code": f.code, "severity": f.severity, "layers": list(f.layers)} for f in findings]
+    """The short form ``gradprobe run --json`` adds per variant: code, severity, layers (module
+    names) and depths (the same layers numbered from 1 at the input)."""
+    return [
+        {
+            "code": f.code,
+            "severity": f.severity,
+            "layers": list(f.layers),
+            "depths": [int(d) for d in f.depths],
+        }
+        for f in findings
+    ]

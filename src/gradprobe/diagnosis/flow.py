@@ -90,12 +90,18 @@ def trends(grid: pd.DataFrame) -> dict[int, Trend]:
     return out
 
 
-def log_threshold(rec: VariantRecords, key: str, th: Thresholds, high: bool) -> float:
-    """ln of the ratio beyond which a step counts, widened to the net's seed spread."""
+def log_threshold(
+    rec: VariantRecords, key: str, th: Thresholds, high: bool, warn: bool = False
+) -> float:
+    """ln of the ratio beyond which a step counts, widened to the net's seed spread.
+
+    ``warn``: the milder ``ratio_warn`` bound of a vanishing warning (never for batch-mean
+    gradients, whose ratio falls with the batch size even in healthy nets)."""
+    low = th.ratio_warn if warn else th.ratio_low
     base = (
         math.log(th.ratio_high)
         if high
-        else -math.log(th.batch_ratio_low if key == "batch" else th.ratio_low)
+        else -math.log(th.batch_ratio_low if key == "batch" else low)
     )
     tol = rec.log_tolerance if th.use_seed_tolerance else 0.0
     return max(abs(base), tol)

@@ -30,6 +30,11 @@ class Thresholds:
 
     - ``ratio_low`` = 1e-2, ``ratio_high`` = 1e2: the first/last ratio r = n_1 / n_L that counts
       as vanishing or exploding (the theory module's verdict uses the same numbers);
+    - ``ratio_warn`` = e^-3 = 0.0498: a backward signal (or per-example weight gradient) that
+      falls by more than this over the net has passed Schoenholz's trainable depth 6 xi
+      (||delta|| falls as exp(-L / (2 xi))): a ``vanishing`` warning, as the theory's verdict
+      says for ReLU with Glorot init; an error only when the weight gradients fall below
+      ``ratio_low`` too;
     - the threshold is widened to the seed-to-seed spread of the network when that is larger:
       |ln r| must also exceed ``log_tolerance`` = max(ln 2, 2 sqrt(5 beta)), beta = sum 1/width
       (Hanin 2018), so narrow nets are not flagged for what chance alone produces;
@@ -51,6 +56,7 @@ class Thresholds:
     """
 
     ratio_low: float = 1e-2
+    ratio_warn: float = math.exp(-3.0)
     ratio_high: float = 1e2
     layer_factor: float = 0.9
     batch_ratio_low: float = 1e-3
@@ -64,6 +70,7 @@ class Thresholds:
     def __post_init__(self) -> None:
         checks = {
             "ratio_low": 0 < self.ratio_low < 1,
+            "ratio_warn": self.ratio_low <= self.ratio_warn < 1,
             "ratio_high": self.ratio_high > 1,
             "layer_factor": 0 < self.layer_factor <= 1,
             "batch_ratio_low": 0 < self.batch_ratio_low < 1,
@@ -89,6 +96,7 @@ class Thresholds:
 
 _RANGES = {
     "ratio_low": "0 < x < 1",
+    "ratio_warn": "ratio_low <= x < 1",
     "ratio_high": "x > 1",
     "layer_factor": "0 < x <= 1",
     "batch_ratio_low": "0 < x < 1",

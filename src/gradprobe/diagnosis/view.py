@@ -70,7 +70,13 @@ class VariantRecords:
         return dict(zip(both["depth"].astype(int), both["layer"].astype(str), strict=False))
 
     def layer_names(self, depths: Any) -> tuple[str, ...]:
+        """The module names of the layers at 0-based record ``depths``."""
         return tuple(self.names.get(int(d), str(d)) for d in depths)
+
+    @staticmethod
+    def numbers(depths: Any) -> tuple[int, ...]:
+        """The layer numbers a person reads: 1 at the input (record depth 0), up to the output."""
+        return tuple(int(d) + 1 for d in depths)
 
     @cached_property
     def activations(self) -> tuple[str, ...]:

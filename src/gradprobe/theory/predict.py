@@ -451,6 +451,6 @@ def _assemble(
         jacobian_spectrum_var=meanfield.jacobian_spectrum_var(
             iso, len(acts), orthogonal=init == "orthogonal"
         ),
-        verdict=verdict(chi1, xi, len(layers), grads[0], deltas[0]),
+        verdict=verdict(chi1, xi, len(layers), grads[0], deltas[0], act.name),
         notes=_notes(acts, beta, batch_size, chi1),
     )

@@ -54,10 +54,11 @@ def saturation(rec: VariantRecords, th: Thresholds) -> list[Finding]:
             severity=WARNING,
             variant=rec.variant,
             layers=rec.layer_names(hits),
+            depths=rec.numbers(hits),
             steps=tuple(int(s) for s in steps),
             evidence=ev,
             summary=(
-                f"saturated activations: up to {fmt(100 * ev['max_saturated_frac'])}% of the "
+                f"up to {fmt(100 * ev['max_saturated_frac'])}% of the "
                 f"outputs of {len(hits)} layer(s) are on the flat tails (slope < "
                 f"{fmt(100 * SLOPE_LIMIT)}% of max)"
             ),
@@ -86,10 +87,11 @@ def dead_units(rec: VariantRecords, th: Thresholds) -> list[Finding]:
             severity=ERROR if all_dead else WARNING,
             variant=rec.variant,
             layers=rec.layer_names(hits),
+            depths=rec.numbers(hits),
             steps=tuple(int(s) for s in steps),
             evidence=ev,
             summary=(
-                f"dead units: up to {fmt(100 * ev['max_dead_frac'])}% of the units of "
+                f"up to {fmt(100 * ev['max_dead_frac'])}% of the units of "
                 f"{len(hits)} layer(s) never fire on a batch"
                 + (" -- a whole layer is silent, nothing below it learns" if all_dead else "")
             ),

@@ -1,8 +1,14 @@
 """``vanishing`` and ``exploding``: the backward signal shrinks or grows steadily with depth.
 
-A step counts when the first/last ratio r passes ``ratio_low`` (``ratio_high``), widened to the
-net's seed spread, and the per-layer factor agrees (:mod:`gradprobe.diagnosis.flow`); the finding
-needs it on enough steps (:func:`~gradprobe.diagnosis.flow.persistent`).
+A step counts when the first/last ratio r passes ``ratio_high`` (exploding) or ``ratio_warn``
+(vanishing: past the trainable depth 6 xi), widened to the net's seed spread, and the per-layer
+factor agrees (:mod:`gradprobe.diagnosis.flow`); the finding needs it on enough steps
+(:func:`~gradprobe.diagnosis.flow.persistent`).
+
+Severity, as the theory's verdict grades the same net: ``vanishing`` is an error when the weight
+gradients themselves fall below ``ratio_low`` (the early layers cannot learn), a warning when
+only the backward signal fades (ReLU with Glorot init: ||dL/dh|| x0.71 per layer while the
+weight gradients stay level because the activations shrink too) or when the fall is milder.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ def _scan(rec: VariantRecords, th: Thresholds, high: bool) -> dict[str, Any] | N
     trends = flow.trends(grid)
     if not trends:
         return None
-    limit = flow.log_threshold(rec, key, th, high)
+    limit = flow.log_threshold(rec, key, th, high, warn=not high)
     hits = {s: t for s, t in trends.items() if flow.flagged(t, limit, th, high)}
     if not flow.persistent([s in hits for s in trends], th.min_fraction):
         return None
@@ -36,6 +42,7 @@ def _scan(rec: VariantRecords, th: Thresholds, high: bool) -> dict[str, Any] | N
         "first": first,
         "hits": hits,
         "layers": rec.layer_names(far if far else grid.columns),
+        "depths": rec.numbers(far if far else grid.columns),
         "evidence": {
             "measure": flow.MEASURES[key][1],
             "step": first,
@@ -62,23 +69,41 @@ def _weights_vanish(ev: dict[str, Any], th: Thresholds) -> bool:
     return not math.isnan(batch) and batch < th.batch_ratio_low
 
 
+def _level(ev: dict[str, Any]) -> float:
+    """The weight gradients' first/last ratio beside a fading backward signal."""
+    pe = ev["per_example_grad_ratio"]
+    return pe if not math.isnan(pe) else ev["weight_grad_ratio"]
+
+
 def vanishing(rec: VariantRecords, th: Thresholds) -> list[Finding]:
     """Gradients shrink layer after layer towards the input."""
     scan = _scan(rec, th, high=False)
     if scan is None:
         return []
     ev = scan["evidence"]
-    backward_only = scan["key"] == "backward" and not _weights_vanish(ev, th)
+    weights_vanish = _weights_vanish(ev, th)
+    backward_only = scan["key"] == "backward" and not weights_vanish
     summary = (
         f"the {ev['measure']} at the first layer is {fmt(ev['first_last_ratio'])} x the last "
         f"layer's (x{fmt(ev['per_layer_factor'])} per layer) at step {ev['step']}, "
         f"on {ev['steps_flagged']} of {ev['steps_recorded']} recorded steps"
     )
+    level = _level(ev)
+    if backward_only and not math.isnan(level):
+        summary += f"; the weight gradients stay level (first/last {fmt(level)})"
     if backward_only:
         why = (
-            "The backward signal dL/dh fades towards the input, yet the weight gradients look "
-            "flat: the forward activations grow towards the input at the same rate and hide it "
-            "(theory.md 0.3). The net trains, but it is one step from losing its early layers."
+            "The backward signal dL/dh fades towards the input, yet the weight gradients stay "
+            "level only because the activations shrink through the net at the same rate "
+            "(a weight gradient is the backward signal times the layer's input; theory.md 0.3). "
+            "The net trains, with little margin: a few more layers and the early ones stop "
+            "learning. For ReLU layers He initialisation (Var W = 2/fan_in) keeps it level."
+        )
+    elif not weights_vanish:
+        why = (
+            "The gradients fade towards the input past the depth the net can train at "
+            "(Schoenholz's 6 xi): the early layers learn more slowly than the last ones, "
+            "not yet hopelessly."
         )
     else:
         acts = "/".join(rec.activations) or "these"
@@ -90,12 +115,13 @@ def vanishing(rec: VariantRecords, th: Thresholds) -> list[Finding]:
     return [
         Finding(
             code="vanishing",
-            severity=WARNING if backward_only else ERROR,
+            severity=ERROR if weights_vanish else WARNING,
             variant=rec.variant,
             layers=scan["layers"],
+            depths=scan["depths"],
             steps=tuple(sorted(scan["hits"])),
             evidence=ev,
-            summary="vanishing gradients: " + summary,
+            summary=summary,
             explanation=why,
             remedies=R.for_vanishing(rec.activations, backward_only),
         )
@@ -124,9 +150,10 @@ def exploding(rec: VariantRecords, th: Thresholds) -> list[Finding]:
             severity=ERROR,
             variant=rec.variant,
             layers=scan["layers"],
+            depths=scan["depths"],
             steps=tuple(sorted(scan["hits"])),
             evidence=ev,
-            summary="exploding gradients: " + summary,
+            summary=summary,
             explanation=why,
             remedies=R.for_exploding(rec.activations),
         )

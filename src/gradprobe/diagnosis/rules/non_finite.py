@@ -37,9 +37,11 @@ def non_finite(rec: VariantRecords, th: Thresholds) -> list[Finding]:
     at = pd.concat([bad_p[bad_p["step"] == first], bad_l[bad_l["step"] == first]])
     depths = sorted(set(at["depth"].astype(int)))
     where = rec.layer_names([max(depths)])[0]
+    number = rec.numbers([max(depths)])[0]
     evidence = {
         "first_step": int(first),
         "first_layer_from_output": where,
+        "first_layer_number": number,
         "nonfinite_gradient_elements": int(rec.params["grad_nonfinite"].sum()),
         "steps_affected": len(steps),
         "steps_recorded": len(rec.steps),
@@ -50,11 +52,12 @@ def non_finite(rec: VariantRecords, th: Thresholds) -> list[Finding]:
             severity=ERROR,
             variant=rec.variant,
             layers=rec.layer_names(depths),
+            depths=rec.numbers(depths),
             steps=tuple(int(s) for s in steps),
             evidence=evidence,
             summary=(
-                f"non-finite values (NaN/inf) from step {first}, first in layer '{where}' "
-                f"(nearest the output, where backprop starts), on {len(steps)} of "
+                f"NaN/inf values from step {first}, first in layer {number} (module '{where}', "
+                f"nearest the output, where backprop starts), on {len(steps)} of "
                 f"{len(rec.steps)} recorded steps"
             ),
             explanation=(

@@ -57,6 +57,7 @@ def theory_mismatch(rec: VariantRecords, th: Thresholds) -> list[Finding]:
     tol = float(pred.log_tolerance)
     if abs(off) <= tol:
         return []
+    first_layer = sorted(rec.weights["depth"].unique())[:1]
     factor = math.exp(abs(off))
     far = abs(off) > 2 * tol
     return [
@@ -64,7 +65,8 @@ def theory_mismatch(rec: VariantRecords, th: Thresholds) -> list[Finding]:
             code="theory_mismatch",
             severity=WARNING if far else INFO,
             variant=rec.variant,
-            layers=rec.layer_names(sorted(rec.weights["depth"].unique())[:1]),
+            layers=rec.layer_names(first_layer),
+            depths=rec.numbers(first_layer),
             steps=(step,),
             evidence={
                 "measured_first_last_ratio": float(measured[0]),
@@ -76,7 +78,7 @@ def theory_mismatch(rec: VariantRecords, th: Thresholds) -> list[Finding]:
                 "predicted_by_depth": [float(x) for x in predicted],
             },
             summary=(
-                f"departs from theory: the first layer's per-example gradient is "
+                f"the first layer's per-example gradient departs from theory: it is "
                 f"{fmt(measured[0])} x the readout's at initialisation, theory predicts "
                 f"{fmt(predicted[0])} (off by x{fmt(factor)}, chance allows x{fmt(math.exp(tol))})"
             ),

@@ -46,10 +46,11 @@ def stalled_layers(rec: VariantRecords, th: Thresholds) -> list[Finding]:
             severity=WARNING,
             variant=rec.variant,
             layers=rec.layer_names(hits),
+            depths=rec.numbers(hits),
             steps=(),
             evidence=ev,
             summary=(
-                f"stalled layers: {len(hits)} of {n_layers} layers change by less than "
+                f"{len(hits)} of {n_layers} layers change by less than "
                 f"{fmt(th.stall_ratio)} of their size per step (median down to {fmt(lowest)})"
             ),
             explanation=(
@@ -80,10 +81,11 @@ def update_too_large(rec: VariantRecords, th: Thresholds) -> list[Finding]:
             severity=WARNING,
             variant=rec.variant,
             layers=rec.layer_names(hits),
+            depths=rec.numbers(hits),
             steps=(),
             evidence=ev,
             summary=(
-                f"updates too large: {len(hits)} layer(s) change by more than "
+                f"{len(hits)} layer(s) change by more than "
                 f"{fmt(th.update_high)} of their size per step (median up to {fmt(highest)})"
             ),
             explanation=(
