@@ -3,11 +3,12 @@
 Every message says what was expected, what was got, and how to fix it::
 
     GradprobeError                  base of everything gradprobe raises on purpose
-    ├── UsageError                  a bad option, value or combination (CLI exit status 2)
-    │   └── UnknownChoiceError      a name that is not one of the valid choices (lists them)
+    ├── UsageError                  bad input: an option, value, combination or run directory
+    │   │                           (CLI exit status 2)
+    │   ├── UnknownChoiceError      a name that is not one of the valid choices (lists them)
+    │   └── RunDirError             a run directory that is missing, empty or corrupt
+    │       └── NoRunDirError       no run directory at the path given
     ├── DataError                   a dataset that cannot be found or read
-    ├── RunDirError                 a run directory that is partial or corrupt
-    │   └── NoRunDirError           no run directory at the path given (also a UsageError)
     ├── CaptureError                a model or optimizer the monitor cannot watch
     └── MissingExtraError           an optional dependency is not installed (says which extra)
 
@@ -39,12 +40,12 @@ class DataError(GradprobeError):
     """A dataset that cannot be found or read."""
 
 
-class RunDirError(GradprobeError):
-    """A run directory that is missing, partial or corrupt."""
+class RunDirError(UsageError):
+    """A run directory that is missing, empty or corrupt: bad input (CLI exit status 2)."""
 
 
-class NoRunDirError(RunDirError, UsageError):
-    """No run directory at the path given: a usage error (CLI exit status 2)."""
+class NoRunDirError(RunDirError):
+    """No run directory at the path given (CLI exit status 2)."""
 
 
 class CaptureError(GradprobeError):
@@ -64,7 +65,7 @@ class GradprobeWarning(UserWarning):
     """Base class of gradprobe's warnings."""
 
 
-def require(module: str, extra: str, feature: str):  # type: ignore[no-untyped-def]
+def require(module: str, extra: str, feature: str):  # type: ignore[no-untyped-def,unused-ignore]
     """Import an optional dependency or raise :class:`MissingExtraError`."""
     import importlib
 

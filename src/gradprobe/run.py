@@ -74,8 +74,9 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files
+        reason = " ".join(str(exc).split()) or "no reason given"  # one whole line, never cut
         raise RunDirError(
-            f"{path}: cannot be read as Parquet ({type(exc).__name__}: {str(exc)[:120]}); "
+            f"{path}: cannot be read as Parquet ({type(exc).__name__}: {reason}); "
             "the file is corrupt -- delete it to load the rest of the run"
         ) from None
 
@@ -94,6 +95,30 @@ class Run:
     @property
     def partial(self) -> bool:
         return self.kind == "run" and self.status.get("status") != "complete"
+
+    @property
+    def missing_variants(self) -> list[str]:
+        """Variants the config names that have no records (a deleted or unwritten part)."""
+        if self.kind != "run":
+            return []
+        params, layers = self.table("params"), self.table("layers")
+        seen = set(params["variant"]) | set(layers["variant"])
+        return [v["name"] for v in self.config.get("variants", []) if v["name"] not in seen]
+
+    @property
+    def notes(self) -> list[str]:
+        """One line per thing a reader must know before trusting what is shown: a partial run,
+        a variant with no records. ``plot``, ``report`` and ``diagnose`` print the same lines."""
+        out = []
+        if self.partial:
+            msg = self.status.get("message") or "the run did not finish"
+            out.append(f"note: partial run ({msg}); showing what was recorded")
+        for name in self.missing_variants:
+            out.append(
+                f"note: variant {name!r} has no records in {self.path / 'records'} "
+                "(deleted, corrupt or never written); showing the other variants"
+            )
+        return out
 
     @property
     def variants(self) -> list[str]:

@@ -2,7 +2,9 @@
 
 Each command lives in its own module and is registered on the :data:`main` group below. Errors that
 gradprobe raises on purpose (:class:`gradprobe.errors.GradprobeError`) become one line on stderr and
-exit status 2 for usage errors, 1 for the rest -- never a traceback.
+exit status 2 for bad input (:class:`~gradprobe.errors.UsageError`: options, values, and run
+directories that are missing, empty or corrupt), 1 for a failure inside a run -- never a
+traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from gradprobe.errors import GradprobeError, UsageError
 class _Group(click.Group):
     """A click group that turns gradprobe's own errors into one clear line."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def,unused-ignore]
         try:
             return super().invoke(ctx)
         except UsageError as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,13 +11,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from gradprobe.cli._output import console as make_console
+from gradprobe.cli._output import num, print_table, say
 from gradprobe.diagnosis import Finding, diagnose, verdict
+from gradprobe.errors import RunDirError
 from gradprobe.experiments.init import INITS
 from gradprobe.experiments.spec import ACTIVATIONS, resolve
 from gradprobe.run import Run, load_run
 
 STYLE = {"error": "bold red", "warning": "yellow", "info": "dim", "ok": "green"}
-err = Console(stderr=True)
 
 
 def _worst(findings: Sequence[Finding]) -> str:
@@ -31,7 +32,7 @@ def print_verdicts(findings: Sequence[Finding], variants: Sequence[str], console
         mine = [f for f in findings if f.variant == name]
         line = Text(f"{name or 'model'}: ", style="bold")
         line.append(verdict(mine), style=STYLE[_worst(mine)])
-        console.print(line)
+        say(console, line)
 
 
 def print_findings(findings: Sequence[Finding], variants: Sequence[str], console: Console) -> None:
@@ -40,20 +41,26 @@ def print_findings(findings: Sequence[Finding], variants: Sequence[str], console
         mine = [f for f in findings if f.variant == name]
         print_verdicts(mine, [name], console)
         for f in mine:
-            head = Text(f"  [{f.severity}] ", style=STYLE[f.severity])
+            head = Text(f"[{f.severity}] ", style=STYLE[f.severity])
             head.append(f"{f.code}: ", style="bold")
             head.append(f.summary)
-            console.print(head)
-            console.print(Text(f"    {f.explanation}", style="dim"))
+            say(console, head, indent=2, hanging=4)
+            if f.where:
+                say(console, f"where: {f.where}", indent=4)
+            say(console, f.explanation, indent=4, style="dim")
             for i, r in enumerate(f.remedies[:3], 1):
-                console.print(Text(f"    {i}. {r.name.replace('_', ' ')}: {r.why}"))
+                say(console, f"{i}. {r.name.replace('_', ' ')}: {r.why}", indent=4, hanging=7)
         console.print()
 
 
-def _partial_note(run: Run) -> None:
-    if run.partial:
-        msg = run.status.get("message") or "the run did not finish"
-        err.print(Text(f"note: partial run ({msg}); showing what was recorded", style="yellow"))
+def print_notes(run: Run) -> None:
+    """The run's notes (partial run, variants with no records) on stderr, one line each."""
+    err = make_console(stderr=True)
+    for note in run.notes:
+        say(err, note, style="yellow")
+
+
+_partial_note = print_notes  # the old name, kept for callers
 
 
 def _variants_of(run: Run) -> list[str]:
@@ -66,14 +73,17 @@ def _variants_of(run: Run) -> list[str]:
 def diagnose_cmd(run_dir: str, as_json: bool) -> None:
     """Diagnose a run directory: verdict, findings, evidence and remedies per variant."""
     run = load_run(run_dir)
+    if run.table("params").empty and run.table("layers").empty:
+        raise RunDirError(
+            f"{run_dir}: no records (no params-*.parquet under records/): nothing to diagnose; "
+            "expected a run that recorded at least one step"
+        )
     findings = diagnose(run)
     if as_json:
         click.echo(json.dumps(diagnosis_json(run, findings), allow_nan=False))
     else:
-        if run.table("params").empty:
-            err.print(Text(f"{run_dir}: no gradients recorded yet; nothing to diagnose", "yellow"))
-        print_findings(findings, _variants_of(run), Console())
-    _partial_note(run)
+        print_findings(findings, _variants_of(run), make_console())
+    print_notes(run)
 
 
 def diagnosis_json(run: Run, findings: Sequence[Finding]) -> dict[str, Any]:
@@ -82,6 +92,8 @@ def diagnosis_json(run: Run, findings: Sequence[Finding]) -> dict[str, Any]:
         "run_dir": str(run.path),
         "status": run.status.get("status"),
         "partial": run.partial,
+        "missing_variants": run.missing_variants,
+        "notes": run.notes,
         "variants": [
             {
                 "name": name,
@@ -107,7 +119,7 @@ def report_cmd(run_dir: str, output: str | None) -> None:
 
     run = load_run(run_dir)
     click.echo(str(write_report(run, output)))
-    _partial_note(run)
+    print_notes(run)
 
 
 def _model_options(f: Any) -> Any:
@@ -133,7 +145,7 @@ def _model_options(f: Any) -> Any:
 
 
 def _fmt(v: float) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
+    return num(v, 3)
 
 
 @click.command("check")
@@ -154,7 +166,10 @@ def check_cmd(experiment: str, as_json: bool, **kw: Any) -> None:
                     "name": n,
                     "loss": r.loss,
                     "verdict": r.verdict,
-                    "table": json.loads(r.table.to_json(orient="records")),
+                    "table": [
+                        {"layer_number": int(row["depth"]) + 1, **row}
+                        for row in json.loads(r.table.to_json(orient="records"))
+                    ],
                     "findings": [f.to_dict() for f in r.findings],
                 }
                 for n, r in results.items()
@@ -162,9 +177,9 @@ def check_cmd(experiment: str, as_json: bool, **kw: Any) -> None:
         }
         click.echo(json.dumps(out))
         return
-    console = Console()
+    console = make_console()
     for name, r in results.items():
-        console.print(_check_table(f"{experiment} / {name}: one step at initialisation", r))
+        print_table(console, _check_table(f"{experiment} / {name}: one step at initialisation", r))
         print_findings([replace_variant(f, name) for f in r.findings], [name], console)
 
 
@@ -193,10 +208,15 @@ def _check_variant(variant: Any, config: Any, data: Any) -> Any:
 
 def _check_table(title: str, r: Any) -> Table:
     t = Table(title=Text(title), title_justify="left")
-    for col in ("layer", "||dL/dW||", "per-example", "||dL/dh||", "act RMS", "saturated", "dead"):
+    t.add_column("layer", justify="right")
+    t.add_column("module", justify="left")
+    for col in ("||dL/dW||", "per-example", "||dL/dh||", "act RMS", "saturated", "dead"):
         t.add_column(col, justify="right")
-    for row in r.table.itertuples():
+    n = len(r.table)
+    for i, row in enumerate(r.table.itertuples()):
+        end = " (input)" if i == 0 else " (output)" if i == n - 1 else ""
         t.add_row(
+            f"{int(row.depth) + 1}{end}",
             Text(str(row.layer)),
             _fmt(row.grad_norm),
             _fmt(row.pe_grad_rms),

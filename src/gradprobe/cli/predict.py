@@ -6,9 +6,10 @@ import json
 import math
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from gradprobe.cli._output import console as make_console
+from gradprobe.cli._output import print_table, say
 from gradprobe.errors import UsageError
 from gradprobe.theory import MLPPrediction, predict_mlp
 
@@ -132,10 +133,10 @@ def predict(
     if as_json:
         click.echo(json.dumps(pred.to_dict()))
         return
-    console = Console(width=120)
-    console.print(_table(pred))
+    console = make_console()
+    print_table(console, _table(pred))
     for line in _summary(pred):
-        console.print(line, highlight=False)
+        say(console, line, hanging=4)
 
 
 def _save_phase_plot(pred: MLPPrediction, activation: str, path: str) -> None:
