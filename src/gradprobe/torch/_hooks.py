@@ -299,14 +299,16 @@ class Capture:
             return None
         self._c_resolve()
         self._clast = name
+        out: torch.Tensor | None
+        ret: torch.Tensor | None = None
         if isinstance(output, torch.Tensor):
             if not output.is_floating_point():
                 return None
-            out, ret = output, None
+            out = output
             if self.backward and out.requires_grad:
                 out = ret = C.signal_probe(out, self.probes[name])
         else:
-            out, ret = primary_tensor(output), None  # tuple/dict outputs: no backward probe
+            out = primary_tensor(output)  # tuple/dict outputs: no backward probe
         if self.activations and out is not None:
             self._cpending = out
         return ret
