@@ -18,5 +18,5 @@ for _ in range(20):  # your training loop, unchanged
     optimizer.step()
 
 for finding in gradprobe.diagnose(monitor):
-    print(finding.severity, finding.summary)
+    print(f"{finding.severity} {finding.code}: {finding.summary}")
 monitor.plot()[0].savefig("gradients.png")
