@@ -11,4 +11,7 @@ raw_script=../shared/data/california_housing/make_sklearn_cache.py
 if [ ! -f "$data_home/cal_housing_py3.pkz" ] && [ -f "$raw_script" ]; then
   .venv/bin/python "$raw_script" "$data_home"
 fi
-exec .venv/bin/gradprobe demo --data-home "$data_home" "$@"
+.venv/bin/gradprobe demo --data-home "$data_home" "$@"
+echo
+echo "The command line is .venv/bin/gradprobe (or run: source .venv/bin/activate), e.g."
+echo "  .venv/bin/gradprobe diagnose RUN_DIR    .venv/bin/gradprobe --help"
