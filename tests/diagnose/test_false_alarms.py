@@ -286,3 +286,29 @@ def test_twenty_sigmoid_layers_vanish():
 
     found = diagnose(record(mlp("sigmoid", 20, 32, glorot), 0))
     assert codes(found).get("vanishing") == "error"
+
+
+def test_lbfgs_steps_are_not_held_to_first_order_update_bounds():
+    """One LBFGS step is several iterations with a line search: weights legitimately move by a
+    large share of their size, so update_too_large must not fire on a healthy LBFGS run."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 1)
+    )
+    opt = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=4)
+    gen = torch.Generator().manual_seed(0)
+    with gradprobe.watch(model, opt) as mon:
+        for _ in range(4):
+            x, y = torch.randn(32, 8, generator=gen), torch.randn(32, 1, generator=gen)
+
+            def closure(x=x, y=y):
+                opt.zero_grad()
+                loss = nn.functional.mse_loss(model(x), y)
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+    assert "update_too_large" not in {f.code for f in diagnose(mon)}
+    # the same records with the optimizer unknown are judged by the first-order bounds
+    anonymous = (mon.to_pandas("params"), mon.to_pandas("layers"))
+    assert "update_too_large" in {f.code for f in diagnose(anonymous)}

@@ -32,6 +32,13 @@ class VariantRecords:
     layers: pd.DataFrame
     prediction: Any = None  # gradprobe.theory's MLPPrediction when the run's config allows one
     skipped_steps: tuple[int, ...] = ()  # steps the optimizer skipped (left out of both tables)
+    optimizer: str = ""  # the optimizer's class name when known (a live monitor), else ''
+
+    @property
+    def multi_iteration_steps(self) -> bool:
+        """True for optimizers whose one step is many iterations (LBFGS with its line search):
+        per-step update ratios of first-order training do not apply to them."""
+        return self.optimizer in MULTI_ITERATION_OPTIMIZERS
 
     @cached_property
     def zero_steps(self) -> tuple[int, ...]:
@@ -128,11 +135,20 @@ def _ordered_variants(obj: Any, params: pd.DataFrame, layers: pd.DataFrame) -> l
     return [v for v in preferred if v in seen] + [v for v in seen if v not in preferred]
 
 
+MULTI_ITERATION_OPTIMIZERS = frozenset({"LBFGS"})
+
+
+def _optimizer_name(obj: Any) -> str:
+    """The class name of a live monitor's optimizer ('' when none or unknown)."""
+    opt = getattr(obj, "optimizer", None)
+    return "" if opt is None or isinstance(obj, (tuple, list, pd.DataFrame)) else type(opt).__name__
+
+
 def split(obj: Any) -> list[VariantRecords]:
     """One :class:`VariantRecords` per variant, in the run's order (skipped steps set apart)."""
     params, layers = tables_of(obj)
     if "variant" not in params.columns and "variant" not in layers.columns:
-        return [_records("", params, layers, None)]
+        return [_records("", params, layers, None, _optimizer_name(obj))]
     params = params if "variant" in params.columns else params.assign(variant="")
     layers = layers if "variant" in layers.columns else layers.assign(variant="")
     return [
@@ -154,14 +170,14 @@ def _skipped(frame: pd.DataFrame) -> set[int]:
 
 
 def _records(
-    variant: str, params: pd.DataFrame, layers: pd.DataFrame, prediction: Any
+    variant: str, params: pd.DataFrame, layers: pd.DataFrame, prediction: Any, optimizer: str = ""
 ) -> VariantRecords:
     """The variant's records with every row of a skipped step set apart."""
     skipped = _skipped(params) | _skipped(layers)
     if skipped:
         params = params[~params["step"].isin(skipped)]
         layers = layers[~layers["step"].isin(skipped)]
-    return VariantRecords(variant, params, layers, prediction, tuple(sorted(skipped)))
+    return VariantRecords(variant, params, layers, prediction, tuple(sorted(skipped)), optimizer)
 
 
 def _prediction(obj: Any, variant: str) -> Any:

@@ -19,6 +19,8 @@ from gradprobe.diagnosis.view import VariantRecords
 
 
 def _ratio_hits(rec: VariantRecords, th: Thresholds, low: bool) -> tuple[dict, list[int]]:
+    if rec.multi_iteration_steps:
+        return {}, []  # one LBFGS step is many iterations: the per-step bounds do not apply
     grid = rec.grid("update_ratio").drop(index=list(rec.zero_steps), errors="ignore")
     grid = grid.dropna(axis=1, how="all").dropna(axis=0, how="all")
     if grid.empty:
