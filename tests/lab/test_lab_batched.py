@@ -14,19 +14,20 @@ from gradprobe.experiments.spec import EXPERIMENTS, ModelSpec, TrainSpec, Varian
 from gradprobe.lab.batched import train_seeds
 
 EXP = EXPERIMENTS["classification"]
+ONE_EPOCH = dataclasses.replace(EXP.train, epochs=1)  # the cases as written: float drift grows
 DEEP = EXP.variant("deep-sigmoid").model
 RELU = EXP.variant("deep-relu-8").model
 
 CASES = {
-    "deep-sigmoid-adam": (DEEP, EXP.train, [0, 1, 2]),
+    "deep-sigmoid-adam": (DEEP, ONE_EPOCH, [0, 1, 2]),
     "residual-relu-rmsprop-clip-2epochs": (
         dataclasses.replace(RELU, residual=True, residual_scale=0.5),
-        dataclasses.replace(EXP.train, clip_norm=0.5, optimizer="rmsprop", epochs=2),
+        dataclasses.replace(ONE_EPOCH, clip_norm=0.5, optimizer="rmsprop", epochs=2),
         [3, 4],
     ),
     "tanh-he-momentum-batch10": (
         dataclasses.replace(DEEP, activation="tanh", init="he_normal"),
-        dataclasses.replace(EXP.train, optimizer="momentum", batch_size=10),
+        dataclasses.replace(ONE_EPOCH, optimizer="momentum", batch_size=10),
         [5],
     ),
 }

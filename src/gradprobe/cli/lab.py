@@ -35,7 +35,7 @@ def _common(f: Any) -> Any:
         click.option("--data-params", help="Generator parameters, e.g. n_samples=300,noise=0.2."),
         click.option("--variant", help="Variant of a built-in experiment to start from."),
         click.option("--seeds", help="Number of seeds, or a comma-separated list (default 3)."),
-        click.option("--every", help="Record every N-th step (default 1)."),
+        click.option("--every", help="Record every N-th step, or auto (default: ~100 records)."),
         click.option("--batched", help="auto (default), on or off: seeds as one batched model."),
         click.option("--workers", type=int, default=1, show_default=True, help="Local processes."),
         click.option("--executor", default="local", show_default=True, help="local or ray."),
@@ -115,19 +115,7 @@ def _show(summary: dict[str, Any], as_json: bool) -> None:
         return
     console = Console()
     if summary.get("ranking"):
-        t = Table(title="remedies ranked (findings score, then test loss)", title_justify="left")
-        for c in ("rank", "remedy", "score", "test loss", "ratio", "findings"):
-            t.add_column(c)
-        for r in summary["ranking"]:
-            t.add_row(
-                str(r["rank"]),
-                r["remedy"],
-                _f(r["health"]),
-                _f(r["test_loss"]),
-                _f(r["ratio_median"]),
-                r["findings"],
-            )
-        console.print(t)
+        _show_ranking(summary["ranking"], console)
     else:
         t = Table(title="cells (median over seeds)", title_justify="left")
         for c in ("cell", "first/last ratio", "decay/layer", "test loss", "findings", "failed"):
@@ -143,6 +131,30 @@ def _show(summary: dict[str, Any], as_json: bool) -> None:
             )
         console.print(t)
     console.print(f"sweep directory: {summary['sweep_dir']}  report: {summary.get('report', '-')}")
+
+
+def _show_ranking(ranking: list[dict[str, Any]], console: Console) -> None:
+    """Rank, remedy, status, outcome, and the one-line reason of each rank."""
+    by_acc = any(r.get("test_accuracy") is not None for r in ranking)
+    outcome = "test accuracy" if by_acc else "test loss"
+    t = Table(
+        title=f"remedies ranked by {outcome} after the same training (median over seeds), "
+        "then by gradient health during training",
+        title_justify="left",
+    )
+    t.add_column("rank", justify="right")
+    for c in ("remedy", outcome, "why"):
+        t.add_column(c, overflow="fold")
+    key = "test_accuracy" if by_acc else "test_loss"
+    for r in ranking:
+        failed = r["status"] == "failed"
+        t.add_row(
+            str(r["rank"]),
+            f"[red]{r['remedy']}[/]" if failed else r["remedy"],
+            _f(r[key]),
+            r["reason"],
+        )
+    console.print(t)
 
 
 def _dumps(obj: Any) -> str:
@@ -205,11 +217,16 @@ def _options_and_spec(
 
 @click.command("remedies")
 @click.argument("source", required=False, metavar="DATA|SPEC.toml")
-@click.option("--only", help="Remedies to try, comma-separated (default: the whole catalogue).")
+@click.option(
+    "--only",
+    help="Remedies to try, comma-separated (default: every one the lab can train; 'baseline' "
+    "is the configuration unchanged).",
+)
 @_common
 def remedies_cmd(source: str | None, data_file: str | None, only: str | None, **kw: Any) -> None:
-    """Try the catalogue of remedies on one configuration, with seeds, and rank them by gradient
-    health (the diagnosis) and test loss."""
+    """Try the remedy catalogue (the names diagnose prints) on one configuration, with seeds and
+    the same training budget; rank by outcome (test loss or accuracy, median over seeds), then
+    gradient health during training; remedies that diverge are marked failed and ranked last."""
     from gradprobe.lab import remedy_spec
 
     opts, spec = _options_and_spec(source, data_file, kw)

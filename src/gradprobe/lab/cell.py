@@ -1,8 +1,9 @@
 """Train one cell (all its seeds, batched or one by one) and summarise each seed in one row.
 
 A result row: the cell's configuration, then per seed the first/last weight-gradient ratio and
-the per-layer decay at the first recorded step, the diagnosis' findings, final train/test loss
-and accuracy, and the wall time (a batched cell's time is shared equally by its seeds).
+the per-layer decay at the first recorded step and during training (median over the recorded
+steps), the diagnosis' findings, final train/test loss and accuracy, and the wall time (a
+batched cell's time is shared equally by its seeds).
 """
 
 from __future__ import annotations
@@ -54,13 +55,15 @@ def run_cell(cell: Cell, data: Dataset, batched: bool) -> CellResult:
     except Exception as exc:  # a cell that breaks must not stop the sweep
         reason = f"{type(exc).__name__}: {exc}"
         rows = [_row(cell, s, "error", reason, None, math.nan) for s in cell.seeds]
-        return CellResult(cell.key, pd.DataFrame(rows), *_empty(3), mode="error")
+        e = pd.DataFrame()
+        return CellResult(cell.key, pd.DataFrame(rows), e, e, e, mode="error")
     steps, epochs, params, layers = tables
     wall = (time.perf_counter() - t0) / len(cell.seeds)
     findings = _findings(params, layers)
     rows = []
     for s in cell.seeds:
         stats = _seed_stats(params, layers, epochs, s)
+        stats["initial_loss"] = _initial_loss(steps, s)
         stats["findings"] = findings.get(s, "")
         stats["n_errors"] = stats["findings"].count("error:")
         rows.append(_row(cell, s, status[s], message[s], stats, wall))
@@ -68,10 +71,6 @@ def run_cell(cell: Cell, data: Dataset, batched: bool) -> CellResult:
     return CellResult(
         cell.key, frame, steps, params, layers, "batched" if batched else "sequential"
     )
-
-
-def _empty(n: int) -> list[pd.DataFrame]:
-    return [pd.DataFrame() for _ in range(n)]
 
 
 def _batched(cell: Cell, data: Dataset) -> tuple[Any, dict[int, str], dict[int, str]]:
@@ -121,9 +120,12 @@ def _row(
 _NO_STATS: dict[str, Any] = {
     "first_last_ratio": math.nan,
     "decay_per_layer": math.nan,
+    "ratio_during": math.nan,
+    "decay_during": math.nan,
     "grad_norm_by_depth": [],
     "findings": "",
     "n_errors": 0,
+    "initial_loss": math.nan,
     "train_loss": math.nan,
     "test_loss": math.nan,
     "train_accuracy": math.nan,
@@ -131,15 +133,19 @@ _NO_STATS: dict[str, Any] = {
 }
 
 
+def _linear_weights(params: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """The weight rows of the Linear layers (normalisation layers' scale vectors left out)."""
+    lin = set(layers.loc[layers["kind"] == "Linear", "layer"]) if len(layers) else None
+    w = params[params["param"] == "weight"]
+    return w[w["layer"].isin(lin)] if lin else w
+
+
 def linear_norms(params: pd.DataFrame, layers: pd.DataFrame) -> np.ndarray:
     """Weight-gradient norms of the Linear layers at the first recorded step, input to output
     (normalisation layers' scale vectors are left out)."""
     if params.empty:
         return np.array([])
-    lin = set(layers.loc[layers["kind"] == "Linear", "layer"]) if len(layers) else None
-    w = params[params["param"] == "weight"]
-    if lin:
-        w = w[w["layer"].isin(lin)]
+    w = _linear_weights(params, layers)
     first = w[w["step"] == w["step"].min()].sort_values("depth")
     return first["grad_norm"].to_numpy(dtype=float)
 
@@ -152,6 +158,30 @@ def first_last(norms: np.ndarray) -> tuple[float, float]:
     return ratio, (ratio ** (1.0 / (len(norms) - 1)) if ratio > 0 else 0.0)
 
 
+def during_training(params: pd.DataFrame, layers: pd.DataFrame) -> tuple[float, float]:
+    """(first/last ratio, per-layer factor) over training: the median over recorded steps of
+    each step's ratio (a remedy that acts through the updates, such as Adam or a lower learning
+    rate, changes these, not the step-0 numbers)."""
+    if params.empty:
+        return math.nan, math.nan
+    w = _linear_weights(params, layers)
+    by_step = w.pivot_table(index="step", columns="depth", values="grad_norm", aggfunc="first")
+    if by_step.shape[1] < 2:
+        return math.nan, math.nan
+    first, last = by_step.iloc[:, 0].to_numpy(float), by_step.iloc[:, -1].to_numpy(float)
+    ok = np.isfinite(first) & np.isfinite(last) & (last > 0)
+    if not ok.any():
+        return math.nan, math.nan
+    ratio = float(np.median(first[ok] / last[ok]))
+    return ratio, (ratio ** (1.0 / (by_step.shape[1] - 1)) if ratio > 0 else 0.0)
+
+
+def _initial_loss(steps: pd.DataFrame, seed: int) -> float:
+    """The training loss of the seed's first batch, before any update."""
+    s = steps[steps["seed"] == seed] if len(steps) else steps
+    return float(s.loc[s["step"].idxmin(), "loss"]) if len(s) else math.nan
+
+
 def _seed_stats(
     params: pd.DataFrame, layers: pd.DataFrame, epochs: pd.DataFrame, seed: int
 ) -> dict[str, Any]:
@@ -160,6 +190,7 @@ def _seed_stats(
     norms = linear_norms(p, lay)
     ratio, decay = first_last(norms)
     out = {**_NO_STATS, "first_last_ratio": ratio, "decay_per_layer": decay}
+    out["ratio_during"], out["decay_during"] = during_training(p, lay)
     out["grad_norm_by_depth"] = [float(v) for v in norms]
     e = epochs[epochs["seed"] == seed] if len(epochs) else epochs
     if len(e):

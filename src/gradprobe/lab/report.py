@@ -11,11 +11,15 @@ import jinja2
 import pandas as pd
 
 from gradprobe.lab import plots
-from gradprobe.report.charts import svg
 
 REPORT_NAME = "report.html"
-COLUMNS = ("label", "seeds", "ratio_median", "ratio_min", "ratio_max", "decay_per_layer")
+COLUMNS: tuple[str, ...] = ("label", "seeds", "ratio_median", "ratio_min", "ratio_max")
+COLUMNS += ("decay_per_layer",)
 COLUMNS += ("test_loss", "test_accuracy", "findings", "failed_seeds")
+RANK_COLUMNS = ("rank", "remedy", "what", "test_loss", "test_accuracy", "health", "decay_during")
+RANK_HEADERS: tuple[str, ...] = ("rank", "remedy", "what", "test loss", "test accuracy")
+RANK_HEADERS += ("findings score",)
+RANK_HEADERS += ("gradient x/layer in training",)
 
 
 def _fmt(v: Any) -> str:
@@ -29,22 +33,33 @@ def render(summary: dict[str, Any], results: pd.DataFrame, ranking: pd.DataFrame
     charts = []
     if len(results) and results["depth"].nunique() > 1:
         charts.append(
-            ("First/last gradient ratio against depth", svg(plots.ratio_vs_depth(results)))
+            ("First/last gradient ratio against depth", plots.svg(plots.ratio_vs_depth(results)))
         )
     if ranking is not None and len(ranking):
-        charts.append(("Remedies ranked", svg(plots.remedy_ranking(ranking))))
+        charts.append(("Remedies ranked", plots.svg(plots.remedy_ranking(ranking))))
     cells = [[_fmt(c.get(k)) for k in COLUMNS] for c in summary.get("cells_summary", [])]
     rank_rows = []
     if ranking is not None:
-        cols = ["rank", "remedy", "what", "health", "test_loss", "test_accuracy", "ratio_median"]
-        rank_rows = [[_fmt(v) for v in row] for row in ranking[cols].itertuples(index=False)]
+        rank_rows = [
+            {
+                "cells": [_fmt(v) for v in row[:-2]],
+                "reason": row[-2],
+                "failed": row[-1] == "failed",
+            }
+            for row in ranking[list(RANK_COLUMNS) + ["reason", "status"]].itertuples(index=False)
+        ]
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("gradprobe.lab", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
     return env.get_template("sweep.html.j2").render(
-        s=summary, columns=COLUMNS, cells=cells, charts=charts, ranking=rank_rows
+        s=summary,
+        columns=COLUMNS,
+        cells=cells,
+        charts=charts,
+        ranking=rank_rows,
+        rank_headers=RANK_HEADERS,
     )
 
 

@@ -18,7 +18,8 @@ residual        on/off (true/false); residual_scale > 0
 optimizer       sgd, momentum, adam, adamw, rmsprop;  lr > 0
 epochs          >= 1;  batch_size >= 0 (0: all rows);  rows >= 0 (0: all);  clip >= 0 (0: off)
 seeds           a count N (seeds 0..N-1) or a list of seeds
-every           record every N-th step;  batched  auto, on, off
+every           record every N-th step, or auto (about 100 records per training; the default)
+batched         auto, on, off
 ==============  ==========================================================================
 """
 
@@ -182,7 +183,7 @@ class SweepSpec:
     variant: str | None
     axes: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     seeds: tuple[int, ...] = tuple(range(DEFAULT_SEEDS))
-    every: int = 1
+    every: int = 0
     batched: str = "auto"
     source: str = "command line"
     remedies: tuple[str, ...] = ()
@@ -275,13 +276,14 @@ def parse(raw: Mapping[str, Any], source: str = "command line") -> SweepSpec:
             raise where.fail(key, bad, str(exc)) from None
         axes[key] = tuple(dict.fromkeys(checked))
     seeds = _seeds(raw.get("seeds", DEFAULT_SEEDS), where)
-    every = raw.get("every", 1)
+    every = raw.get("every", "auto")
     if isinstance(every, str):
-        every = _parse_scalar(every)
-    try:
-        every = _whole(1)(every)
-    except ValueError as exc:
-        raise where.fail("every", every, str(exc)) from None
+        every = 0 if every == "auto" else _parse_scalar(every)
+    if every != 0:
+        try:
+            every = _whole(1)(every)
+        except ValueError:
+            raise where.fail("every", every, "a whole number >= 1 or auto") from None
     batched = raw.get("batched", "auto")
     if batched not in BATCHED:
         raise where.fail("batched", batched, f"one of {', '.join(BATCHED)}")
@@ -357,9 +359,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"{p}: not a valid TOML spec file ({exc})") from None
     data = raw.get("data")
-    is_file = isinstance(data, str) and Path(data).suffix.lower() in (".csv", ".parquet", ".pq")
-    if is_file and not Path(data).is_absolute():
-        raw["data"] = str((p.parent / data).resolve())
+    if isinstance(data, str) and Path(data).suffix.lower() in (".csv", ".parquet", ".pq"):
+        if not Path(data).is_absolute():
+            raw["data"] = str((p.parent / data).resolve())
     return raw
 
 
@@ -381,8 +383,24 @@ def base(spec: SweepSpec, task: str, outputs: int) -> tuple[ModelSpec, TrainSpec
     return model, dataclasses.replace(GENERIC_TRAIN, loss=loss_for(task))
 
 
-def expand(spec: SweepSpec, model: ModelSpec, train: TrainSpec, data_id: Any) -> list[Cell]:
-    """Every combination of the axes, in order, as validated cells."""
+RECORDS = 100  # recorded steps per training when ``every`` is auto
+
+
+def record_every(spec: SweepSpec, train: TrainSpec, n_train: int | None) -> int:
+    """``spec.every``, or for auto (0) the step interval that records about :data:`RECORDS`
+    steps of one training (every step of a short one)."""
+    if spec.every or not n_train:
+        return spec.every or 1
+    rows = min(train.rows or n_train, n_train)
+    per_epoch = -(-rows // min(train.batch_size or rows, rows))
+    return max(1, per_epoch * train.epochs // RECORDS)
+
+
+def expand(
+    spec: SweepSpec, model: ModelSpec, train: TrainSpec, data_id: Any, n_train: int | None = None
+) -> list[Cell]:
+    """Every combination of the axes, in order, as validated cells (``n_train``: training rows,
+    for ``every = auto``)."""
     keys = list(spec.axes)
     cells = []
     for combo in itertools.product(*(spec.axes[k] for k in keys)):
@@ -398,9 +416,10 @@ def expand(spec: SweepSpec, model: ModelSpec, train: TrainSpec, data_id: Any) ->
         m.validate()
         t.validate()
         ident = {"data": data_id, "model": dataclasses.asdict(m), "train": dataclasses.asdict(t)}
-        ident.update(seeds=list(spec.seeds), every=spec.every)
+        every = record_every(spec, t, n_train)
+        ident.update(seeds=list(spec.seeds), every=every)
         key = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
-        cells.append(Cell(key, tuple(values.items()), m, t, spec.seeds, spec.every))
+        cells.append(Cell(key, tuple(values.items()), m, t, spec.seeds, every))
     return cells
 
 

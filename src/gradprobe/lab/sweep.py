@@ -18,7 +18,7 @@ from gradprobe.experiments.data import Dataset, outputs
 from gradprobe.lab import estimate, executors, report, store
 from gradprobe.lab.cell import CellResult, load_data
 from gradprobe.lab.plots import save_plots
-from gradprobe.lab.remedies import rank_remedies, remedy_cells
+from gradprobe.lab.remedies import null_loss, rank_remedies, remedy_cells
 from gradprobe.lab.spec import Cell, SweepSpec, base, check_cells, expand
 
 
@@ -50,9 +50,10 @@ def plan(spec: SweepSpec, out_dir: Path) -> Plan:
     data = load_data(spec.data)
     model, train = base(spec, data.task, outputs(data))
     if spec.remedies:
-        cells = remedy_cells(spec, model, train, spec.data.identity(), list(spec.remedies))
+        ident, n_train = spec.data.identity(), len(data.x_train)
+        cells = remedy_cells(spec, model, train, ident, list(spec.remedies), n_train)
     else:
-        cells = expand(spec, model, train, spec.data.identity())
+        cells = expand(spec, model, train, spec.data.identity(), len(data.x_train))
     check_cells(cells, len(data.x_train))
     n, f = data.n_features, len(data.x_train)
     batched = {c.key: estimate.choose_batched(c, n, f, spec.batched) for c in cells}
@@ -124,7 +125,11 @@ def finalise(
     counts = {"cells": len(p.cells), "finished": len(frames), "skipped": len(p.done)}
     store.write_json(out_dir / "status.json", {"status": status, **counts})
     summary = summarise(results, p, out_dir, status, counts, wall)
-    ranking = rank_remedies(results) if p.spec.remedies and len(results) else None
+    ranking = None
+    if p.spec.remedies and len(results):
+        null = null_loss(p.cells[0].train.loss, p.data.y_train, p.data.y_test)
+        ranking = rank_remedies(results, p.data.task, null)
+        summary["null_loss"] = null
     if ranking is not None:
         summary["ranking"] = ranking.astype(object).where(ranking.notna(), None).to_dict("records")
     if len(results):
