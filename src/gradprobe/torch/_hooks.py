@@ -83,14 +83,18 @@ class Capture:
         self._mode: _FunctionalActivations | None = None
         self.eager = False  # True once a model changed a kept output in place
         # under torch.compile: hooks stay registered, gated on `on`; whatever a traced hook reads
-        # is the same at each entry of the model (`_cpending`/`_clast` None, `_found` empty)
+        # is the same at each entry of the model (`_cpending`/`_clast` None, `_found` empty,
+        # `_sink` None on a step's first forward, a tensor of one shape on the later ones)
         self.on = True
         self.sticky = False  # hooks stay registered while watching (a compiled model)
         self._cmode = _FunctionalActivations(self)  # one instance for the monitor's life
         self._cmode_on = False
         self._cpending: torch.Tensor | None = None
         self._clast: str | None = None
-        self._found: list[tuple[str, Activation | None, torch.Tensor]] = []
+        self._found: list[tuple[str, Activation | None, torch.Tensor]] = []  # this forward's
+        self._sink: torch.Tensor | None = None  # the step's forwards' vectors, summed
+        self._layout: tuple[tuple[str, Activation | None, int], ...] = ()  # what _sink holds
+        self._spilled: list[tuple[tuple[tuple[str, Activation | None, int], ...], Any]] = []
 
     def set_owners(self, owners: dict[nn.Module, str]) -> None:
         """The layers to hook (again after a re-scan of the model)."""
@@ -173,6 +177,7 @@ class Capture:
             if self.on:
                 self._c_resolve()
                 self._clast = None
+                self._c_fold_forward()
                 if self._cmode_on:
                     self._cmode.__exit__(None, None, None)
                     self._cmode_on = False
@@ -327,32 +332,53 @@ class Capture:
             unit = 1 if out.ndim > 2 and name in self.conv else -1
         self._found.append((name, act, C.layer_stats(out, low, high, unit)))
 
+    def _c_fold_forward(self) -> None:
+        """End of a compiled forward: its vectors are added to the step's ``_sink`` (one tensor)
+        and ``_found`` is emptied, so that the next forward of the step (gradient accumulation)
+        enters with the same state and runs the same graph. A forward whose layout differs
+        (another code path) puts the sum so far aside."""
+        found = self._found
+        if not found:
+            return
+        flat = torch.cat([v for _, _, v in found])
+        layout = tuple((name, act, v.shape[0]) for name, act, v in found)
+        sink = self._sink
+        if sink is not None and sink.shape == flat.shape:
+            self._sink = sink + flat
+        else:
+            if sink is not None:
+                self._spilled.append((self._layout, sink))
+            self._sink = flat
+        self._layout = layout
+        found.clear()
+
     def take_compiled(self, layers: dict[str, LayerAcc]) -> None:
         """Add what compiled forwards and backwards gathered since the last step to ``layers``
         (the step's per-layer accumulators): output moments, units alive and ``||dL/dh||^2``,
         read from the device in one transfer."""
-        found = self._found
+        self._c_fold_forward()  # a forward that did not reach its end hook
+        packs = list(self._spilled)
+        if self._sink is not None:
+            packs.append((self._layout, self._sink))
+        self._spilled.clear()
+        self._sink, self._layout = None, ()
         probes = [(n, p) for n, p in self.probes.items() if p.grad is not None]
-        if not found and not probes:
+        if not packs and not probes:
             return
-        by: dict[str, tuple[Activation | None, list[torch.Tensor]]] = {}
-        for name, act, vec in found:
-            self.order.see(name)
-            by.setdefault(name, (act, []))[1].append(vec)
-        found.clear()
-        sums = [torch.stack(v).sum(0) if len(v) > 1 else v[0] for _, v in by.values()]
-        flat = [s.reshape(-1) for s in sums] + [p.grad.reshape(-1) for _, p in probes]  # type: ignore[union-attr]
+        flat = [t.reshape(-1) for _, t in packs] + [p.grad.reshape(-1) for _, p in probes]  # type: ignore[union-attr]
         dev = flat[0].device
         host = torch.cat([t.detach().double().to(dev) for t in flat]).cpu().numpy()
         at = 0
-        for (name, (act, _)), s in zip(by.items(), sums, strict=True):
-            v, at = host[at : at + s.numel()], at + s.numel()
-            acc = layers.get(name)
-            if acc is None:
-                acc = layers[name] = LayerAcc()
-            if acc.act is None:
-                acc.act = act
-            acc.add_output(tuple(v[: C.HEAD]), v[C.HEAD :] > 0 if v.size > C.HEAD else None)
+        for layout, _ in packs:
+            for name, act, size in layout:
+                v, at = host[at : at + size], at + size
+                self.order.see(name)
+                acc = layers.get(name)
+                if acc is None:
+                    acc = layers[name] = LayerAcc()
+                if acc.act is None:
+                    acc.act = act
+                acc.add_output(tuple(v[: C.HEAD]), v[C.HEAD :] > 0 if size > C.HEAD else None)
         for name, p in probes:
             p.grad = None
             acc = layers.get(name)
@@ -364,6 +390,8 @@ class Capture:
     def drop(self) -> None:
         """Forget what compiled forwards and backwards gathered (no step recorded them)."""
         self._found.clear()
+        self._spilled.clear()
+        self._sink, self._layout = None, ()
         for p in self.probes.values():
             p.grad = None
 
