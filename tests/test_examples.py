@@ -38,13 +38,13 @@ def shape(text: str) -> list[str]:
 
 
 def test_readme_example_is_examples_quickstart() -> None:
-    readme_code = readme_block("Ten lines", "python")
+    readme_code = readme_block("Example", "python")
     assert code_lines(readme_code) == code_lines((EXAMPLES / "quickstart.py").read_text())
 
 
 def test_docs_home_shows_the_readme_output() -> None:
     index = (REPO / "docs" / "index.md").read_text()
-    assert readme_block("Ten lines", "text") in index
+    assert readme_block("Example", "text") in index
 
 
 @pytest.mark.slow
@@ -57,7 +57,7 @@ def test_quickstart_prints_the_output_the_readme_shows(tmp_path: Path) -> None:
         timeout=180,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    shown = readme_block("Ten lines", "text")
+    shown = readme_block("Example", "text")
     assert shape(done.stdout) == shape(shown), (
         "README.md shows another output than examples/quickstart.py prints; paste its output:\n"
         + done.stdout
