@@ -193,3 +193,34 @@ def test_inductor_compiled_watched_model_has_no_graph_break_and_the_eager_number
     _same(mon.to_pandas(), eager.to_pandas(), 1e-5, ["grad_norm"], atol=1e-6)
     if kind == "cnn":
         _exact_run("inductor")
+
+
+def _accumulate(run: Any, opt: torch.optim.Optimizer, x: Any, y: Any, k: int, steps: int) -> None:
+    n = x.shape[0] // k
+    for _ in range(steps):
+        opt.zero_grad()
+        for i in range(k):
+            ((run(x[i * n : (i + 1) * n]) - y[i * n : (i + 1) * n]) ** 2).mean().backward()
+        opt.step()
+
+
+def test_gradient_accumulation_on_a_watched_compiled_model_reuses_its_graphs() -> None:
+    """Ten micro-batches a step: each forward enters with the same monitor state, so the graphs
+    of the second micro-batch serve all later ones (one graph per micro-batch would pass
+    dynamo's recompile limit and drop the model to eager), and every micro-batch counts."""
+    k, steps = 10, 2
+    got = []
+    for compiled in (True, False):
+        dynamo.reset()
+        dynamo.utils.counters.clear()
+        model = _make("cnn")
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        mon = gradprobe.watch(model, opt)
+        run = torch.compile(model, backend="aot_eager") if compiled else model
+        x, y = _data(model, 8 * k)
+        _accumulate(run, opt, x, y, k, steps)
+        if compiled:
+            assert _graph_breaks() == {}
+            assert dynamo.utils.counters["stats"]["unique_graphs"] <= 4
+        got.append(mon.to_pandas("layers"))
+    _same(got[0], got[1], 1e-6, LAYER_COLS)
