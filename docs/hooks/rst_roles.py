@@ -1,5 +1,6 @@
-"""mkdocs hook: docstrings use Sphinx roles (:func:`watch`, :class:`~gradprobe.Monitor`); render
-them as the code spans they name instead of printing the role."""
+"""mkdocs hook: docstrings use Sphinx roles (:func:`watch`, :class:`~gradprobe.Monitor`) and
+literal-block markers ("Example::"); render the roles as the code spans they name and the markers
+as one colon."""
 
 from __future__ import annotations
 
@@ -15,4 +16,4 @@ def _name(match: re.Match[str]) -> str:
 
 
 def on_page_content(html: str, **_: Any) -> str:
-    return ROLE.sub(_name, html)
+    return ROLE.sub(_name, html).replace("::</p>", ":</p>")
