@@ -224,3 +224,23 @@ def test_gradient_accumulation_on_a_watched_compiled_model_reuses_its_graphs() -
             assert dynamo.utils.counters["stats"]["unique_graphs"] <= 4
         got.append(mon.to_pandas("layers"))
     _same(got[0], got[1], 1e-6, LAYER_COLS)
+
+
+def test_model_compiled_after_watch_on_a_step_not_recorded_is_recorded_from_the_next() -> None:
+    """every=2, eager step 0, compiled from step 1 (not recorded: no hook registered while dynamo
+    traced it). Dynamo does not guard on empty hook dicts, so without a reset at the next
+    recorded step its bare graph would keep running and steps 2, 4 would have no layer rows."""
+    dynamo.reset()
+    dynamo.utils.counters.clear()
+    model = _make("mlp")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = gradprobe.watch(model, opt, every=2)
+    x, y = _data(model)
+    _train(model, opt, 1, x, y)
+    _train(torch.compile(model, backend="aot_eager"), opt, 4, x, y)
+    assert _graph_breaks() == {}
+    layers = mon.to_pandas("layers")
+    assert sorted(set(layers["step"])) == [0, 2, 4]
+    assert not layers[["act_rms", "backward_norm"]].isna().any().any()
+    eager, _, _ = _run("mlp", None, every=2, steps=5)
+    _same(layers, eager.to_pandas("layers"), 1e-6, LAYER_COLS)

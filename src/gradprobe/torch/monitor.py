@@ -136,6 +136,7 @@ class Monitor:
             # existed would keep running without them
             torch._dynamo.reset()
         self._capture.sticky = _compiled(model)
+        self._codes = 0  # how many code objects dynamo had compiled when the hooks went off
         self._set_params(params, owners)
         self._step = 0
         self._reading: Reading | None = None
@@ -295,9 +296,15 @@ class Monitor:
     def _advance(self) -> None:
         self._step += 1
         if self._recording():
+            if not self._capture.armed and _dynamo_codes() != self._codes:
+                # dynamo compiled code while the hooks were off: maybe this model, compiled
+                # after watch on a step not recorded, whose graph would never see the hooks
+                torch._dynamo.reset()
+                self._capture.sticky = True
             self._capture.arm()
         elif self._capture.armed:
             self._capture.disarm()
+            self._codes = _dynamo_codes()
 
     # ----------------------------------------------------- what is watched
     def _set_params(
@@ -360,8 +367,13 @@ def _compiled(model: nn.Module) -> bool:
 
 def _dynamo_ran() -> bool:
     """Whether dynamo compiled any code in this process (since its last reset)."""
+    return _dynamo_codes() > 0
+
+
+def _dynamo_codes() -> int:
+    """How many code objects dynamo compiled in this process (since its last reset)."""
     frames = sys.modules.get("torch._dynamo.convert_frame")
-    return frames is not None and bool(frames.input_codes.seen)
+    return 0 if frames is None else len(frames.input_codes.seen)
 
 
 def _rank() -> int:
@@ -399,10 +411,9 @@ def watch(
       gated: ``every=N`` costs a second graph, compiled once). Dynamo does not see hooks added
       after it compiled code, so when the model is already compiled, or dynamo compiled anything
       in this process, ``watch`` calls ``torch._dynamo.reset()``: every compiled model of the
-      process recompiles once. When you compile after ``watch``, make the first compiled call on
-      a recorded step (step 0 is). Under compile, every forward with grad enabled in a recorded
-      step counts (also one that leads to no backward), each micro-batch of a step is one more
-      graph (compiled once), and ``per_example`` is not measured.
+      process recompiles once (so does the first recorded step after dynamo compiled code on a
+      step not recorded). Under compile, every forward with grad enabled in a recorded step
+      counts (also one that leads to no backward), and ``per_example`` is not measured.
     - Only training steps count: forwards under ``torch.no_grad()``/``inference_mode`` are not
       seen, and forwards with no backward before the next forward or step (evaluation) are
       dropped. Under gradient accumulation all micro-batches since the last step count.
