@@ -50,6 +50,7 @@ def test_run_classification_writes_a_complete_run_dir_and_json(tmp_path):
     assert {"step", "layer", "param", "depth", "grad_norm"} <= set(params.columns)
     plots = {p.name for p in (out / "plots").glob("*.png")}
     assert {
+        "training.png",
         "epochs-deep-sigmoid.png",
         "variants.png",
         "heatmap-deep-sigmoid.png",
@@ -58,12 +59,25 @@ def test_run_classification_writes_a_complete_run_dir_and_json(tmp_path):
     assert all((out / "plots" / p).read_bytes().startswith(PNG) for p in plots)
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["seed"] == 1 and config["train"]["optimizer"] == "adam"
+    assert config["seeds"] == [1, 2, 3, 4, 5]  # one seed can mislead on 100 points
+    assert all("seeds" in v for v in obj["variants"]) and obj["story"]
 
 
 def test_run_prints_tables_and_plot_redraws(tmp_path):
     out = tmp_path / "run"
-    res = invoke("run", "classification", "-q", "--variant", "deep-sigmoid", "--out", str(out))
+    res = invoke(
+        "run",
+        "classification",
+        "-q",
+        "--variant",
+        "deep-sigmoid",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+    )
     assert res.exit_code == 0
+    assert "make_classification, 2 epochs of Adam" in res.output  # the closing sentence
     assert "first/last gradient ratio" in res.output and "(input)" in res.output
     assert "notebook estimate" in res.output and "Adam" in res.output
     for p in (out / "plots").glob("*.png"):
@@ -85,6 +99,7 @@ def test_run_prints_tables_and_plot_redraws(tmp_path):
         (["run", "classification", "--lr", "-1"], "--lr must be"),
         (["run", "classification", "--framework", "jax"], "torch, keras"),
         (["run", "classification", "--every", "0"], "--every"),
+        (["run", "classification", "--seeds", "0"], "--seeds"),
     ],
 )
 def test_bad_values_exit_2_with_one_line(args, expected, tmp_path):
@@ -101,17 +116,27 @@ def test_plot_of_a_missing_or_corrupt_run_dir_is_one_line(tmp_path):
     assert res.exit_code == 2 and "no such run directory" in res.output
     run = tmp_path / "run"
     assert (
-        invoke("run", "classification", "-q", "--variant", "deep-relu", "--out", str(run)).exit_code
+        invoke(
+            "run",
+            "classification",
+            "-q",
+            "--variant",
+            "deep-relu",
+            "--epochs",
+            "1",
+            "--out",
+            str(run),
+        ).exit_code
         == 0
     )
     (run / "config.json").write_text("{not json")
     res = CliRunner().invoke(main, ["plot", str(run)])
-    assert res.exit_code == 1 and "config.json" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "config.json" in res.output and "Traceback" not in res.output
     (run / "config.json").write_text("{}")
     part = next((run / "records").glob("*/params-*.parquet"))
     part.write_bytes(b"garbage")
     res = CliRunner().invoke(main, ["plot", str(run)])
-    assert res.exit_code == 1 and part.name in res.output and len(res.output.splitlines()) == 1
+    assert res.exit_code == 2 and part.name in res.output and len(res.output.splitlines()) == 1
 
 
 def _no_download(monkeypatch):  # type: ignore[no-untyped-def]
@@ -133,7 +158,7 @@ def test_missing_california_data_is_a_clear_line(monkeypatch, tmp_path):
 
 def test_demo_without_california_still_runs_classification(monkeypatch, tmp_path):
     _no_download(monkeypatch)
-    res = invoke("demo", "-q", "--out", str(tmp_path))
+    res = invoke("demo", "-q", "--out", str(tmp_path), "--epochs", "1", "--seeds", "1")
     assert res.exit_code == 0
     assert "California experiment skipped" in res.output and "--data-home" in res.output
     assert (tmp_path / "classification" / "plots" / "variants.png").exists()
@@ -141,15 +166,51 @@ def test_demo_without_california_still_runs_classification(monkeypatch, tmp_path
 
 @pytest.mark.california
 def test_demo_reproduces_both_experiments(california_home, tmp_path):
-    res = invoke("demo", "-q", "--out", str(tmp_path), "--data-home", str(california_home))
+    res = invoke(
+        "demo", "-q", "--out", str(tmp_path), "--data-home", str(california_home),
+        "--epochs", "1", "--seeds", "2",
+    )  # fmt: skip
     assert res.exit_code == 0, res.output
     for exp in ("classification", "california"):
         run = load_run(tmp_path / exp)
         assert run.status["status"] == "complete"
         assert (tmp_path / exp / "plots" / "variants.png").exists()
+        assert (tmp_path / exp / "plots" / "training.png").exists()
+        story = json.loads((tmp_path / exp / "summary.json").read_text())["story"]
+        assert " ".join(story.split()) in " ".join(res.output.split())  # printed, as measured
     cal = json.loads((tmp_path / "california" / "summary.json").read_text())
     ratios = {v["name"]: v["first_last_ratio"] for v in cal["variants"]}
     assert ratios["sigmoid"] < 1e-5 and 0.05 < ratios["relu"] < 2
+
+
+@pytest.mark.slow
+@pytest.mark.california
+def test_the_full_demo_tells_the_seed_notebooks_story(california_home, tmp_path):
+    """End to end with the defaults: real training, both closing sentences agree with the runs."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "gradprobe", "demo", "-q", "--out", str(tmp_path),
+         "--data-home", str(california_home)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    took = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    cal = json.loads((tmp_path / "california" / "summary.json").read_text())
+    by = {v["name"]: v for v in cal["variants"]}
+    base = load_run(tmp_path / "california").config["data"]["baseline_test_loss"]
+    assert abs(by["sigmoid"]["test_loss"] / base - 1) < 0.03  # it predicts the mean
+    assert by["relu"]["test_loss"] < 0.45 and by["sigmoid"]["first_last_ratio"] < 1e-5
+    assert (
+        "sigmoid's first layer gets" in cal["story"] and "no better than the mean" in cal["story"]
+    )
+    cls = json.loads((tmp_path / "classification" / "summary.json").read_text())
+    by = {v["name"]: v for v in cls["variants"]}
+    assert len(by["shallow-sigmoid"]["seeds"]["test_accuracy"]) == 5
+    assert min(by["shallow-sigmoid"]["seeds"]["test_accuracy"]) > 0.9
+    assert min(by["deep-sigmoid"]["seeds"]["test_accuracy"]) <= 0.6  # stuck in some seed
+    for story in (cal["story"], cls["story"]):
+        assert " ".join(story.split()) in " ".join(proc.stdout.split())
+    print(f"full demo: {took:.1f} s")
 
 
 @pytest.mark.california
@@ -166,6 +227,10 @@ def test_non_finite_loss_stops_with_step_and_layer_and_stays_plottable(californi
             "1",
             "--epochs",
             "30",
+            "--rows",  # the notebook's 512 rows in one batch: 30 steps, every one recorded
+            "512",
+            "--batch-size",
+            "0",
             "-q",
             "--data-home",
             str(california_home),

@@ -122,7 +122,8 @@ class Page:
 
 
 def open_page(url: str, screenshots: dict[str, tuple[int, int]], out_dir: Path) -> dict[str, Any]:
-    """Load ``url``; return requests, console errors, svg count and screenshot paths."""
+    """Load ``url``; return requests, console errors, chart count (``svgs``: inline SVG or
+    image figures) and screenshot paths."""
     exe = find_chromium()
     assert exe
     profile = tempfile.mkdtemp()
@@ -142,7 +143,8 @@ def open_page(url: str, screenshots: dict[str, tuple[int, int]], out_dir: Path) 
         page.call("Page.navigate", url=url)
         page.wait_for("Page.loadEventFired")
         svgs = page.call(
-            "Runtime.evaluate", expression="document.querySelectorAll('figure svg').length"
+            "Runtime.evaluate",
+            expression="document.querySelectorAll('figure svg, figure img').length",
         )["result"]["value"]
         shots = {}
         for name, (w, h) in screenshots.items():

@@ -76,23 +76,55 @@ def test_the_report_is_self_contained(small_html):
     assert "<script" not in html.lower()
     assert not re.search(r"""(src|href)\s*=\s*["'](https?:|file:)?//""", html)
     assert "@import" not in html and not re.search(r"url\((?!#)", html)  # only url(#clip-id)
-    assert html.count("<svg") >= 10
+    charts = html.count('<img src="data:image/png;base64,')
+    assert charts >= 10 and charts == html.count("<img")  # every chart inline, none linked
     assert "Content-Security-Policy" in html
 
 
 def test_charts_are_deterministic_svg():
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from gradprobe.report.charts import svg
 
     def draw():
-        fig, ax = plt.subplots()
+        fig = Figure()
+        ax = fig.add_subplot()
         ax.plot([1, 2, 3], label=EVIL)
         ax.legend()
         return svg(fig)
 
     a, b = draw(), draw()
     assert a == b and a.startswith("<svg") and "<script" not in a
+
+
+def test_the_report_embeds_the_same_pngs_as_plots(small_run):
+    import base64
+
+    from gradprobe.views.plots import render_run_figures, save_run_plots
+
+    run = load_run(small_run)
+    figures = render_run_figures(run)
+    save_run_plots(run, figures)
+    html = render_report(run, now=CLOCK, figures=figures)
+    for name in ("training.png", "variants.png", "epochs-deep-sigmoid.png"):
+        data = (small_run / "plots" / name).read_bytes()
+        assert base64.b64encode(data).decode() in html, name
+
+
+def test_the_report_tells_the_story_with_the_runs_numbers(small_run, small_html):
+    import html as h
+
+    run = load_run(small_run)
+    story = run.summary["story"]
+    assert story and h.escape(story) in small_html
+    ratio = run.summary["variants"][0]["first_last_ratio"]
+    assert f"deep-sigmoid's first layer gets {ratio:.2g}" in story
+    assert small_html.index('id="story"') < small_html.index('id="findings"')
+
+
+def test_config_is_collapsed(small_html):
+    config = small_html[small_html.index('id="config"') :]
+    assert config.count("<details>") == 3 and "<pre>" in config
 
 
 def _poison(run_dir: Path, dest: Path) -> Path:

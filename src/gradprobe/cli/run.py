@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from gradprobe.errors import DataError, UnknownChoiceError
+from gradprobe.errors import DataError, UnknownChoiceError, UsageError
 from gradprobe.experiments.init import INITS
 from gradprobe.experiments.spec import ACTIVATIONS, EXPERIMENTS, OPTIMIZERS, resolve
 from gradprobe.records import grad_norm_by_depth
@@ -127,7 +128,17 @@ def _options(f: Any) -> Any:
         click.option("--rows", type=int, help="Training rows used (0: all)."),
         click.option("--seed", type=int, help="Random seed (same seed, same numbers)."),
         click.option(
-            "--every", type=int, default=1, show_default=True, help="Record every N-th step."
+            "--every",
+            type=int,
+            default=None,
+            help="Record every N-th step (default: often enough for a few hundred records).",
+        ),
+        click.option(
+            "--seeds",
+            type=int,
+            default=None,
+            help="Seeds per variant: the first is recorded, the others give the outcome's "
+            "spread (default: 5 for classification, else 1).",
         ),
         click.option("--framework", default="torch", show_default=True, help="torch or keras."),
         click.option(
@@ -148,20 +159,45 @@ def _options(f: Any) -> Any:
     return f
 
 
-def execute(experiment: str, as_json: bool, quiet: bool, out: str | None, **kw: Any) -> Run:
-    """Resolve, run, plot, and print; returns the loaded run (shared by run and demo)."""
-    from gradprobe.cli.diagnose import print_verdicts
-    from gradprobe.experiments.runner import default_run_dir, run_experiment
-    from gradprobe.report import write_report
-    from gradprobe.views.plots import save_run_plots
+def execute(
+    experiment: str,
+    as_json: bool,
+    quiet: bool,
+    out: str | None,
+    seeds: int | None = None,
+    tell: bool = True,
+    **kw: Any,
+) -> Run:
+    """Resolve, run, plot, and print; returns the loaded run (shared by run and demo).
 
-    config = resolve(experiment, **kw)
+    ``every`` of None records as often as keeps a variant within a few hundred recorded steps
+    (:func:`gradprobe.experiments.runner.auto_every`); ``seeds`` of None: the experiment's
+    default number of seeds; ``tell``: print the closing sentence (the demo prints both at
+    the end)."""
+    from gradprobe.cli.diagnose import print_verdicts
+    from gradprobe.experiments.runner import (
+        auto_every,
+        default_run_dir,
+        load_dataset,
+        run_experiment,
+    )
+    from gradprobe.report import write_report
+    from gradprobe.views.plots import render_run_figures, save_run_plots
+
+    every = kw.pop("every", None)
+    config = resolve(experiment, every=1 if every is None else every, **kw)
+    if seeds is not None and seeds < 1:
+        raise UsageError(f"--seeds must be a whole number >= 1, got {seeds}")
     run_dir = Path(out) if out else default_run_dir(experiment)
     console = Console(file=sys.stderr if as_json else sys.stdout)
+    data = load_dataset(config)
+    if every is None:
+        config = dataclasses.replace(config, every=auto_every(config, data))
     with _progress(quiet or as_json) as progress:
-        outcome = run_experiment(config, run_dir, progress=_Bar(progress))
-    plots = save_run_plots(outcome.run)
-    report = write_report(outcome.run)
+        outcome = run_experiment(config, run_dir, progress=_Bar(progress), data=data, seeds=seeds)
+    figures = render_run_figures(outcome.run)
+    plots = save_run_plots(outcome.run, figures)
+    report = write_report(outcome.run, figures=figures, findings=outcome.findings)
     if as_json:
         click.echo(json.dumps(outcome.run.summary, default=str))
     else:
@@ -169,6 +205,9 @@ def execute(experiment: str, as_json: bool, quiet: bool, out: str | None, **kw: 
         console.print(f"run directory: {run_dir}  ({len(plots)} plots in {run_dir / 'plots'})")
         console.print(f"report: {report}")
         print_verdicts(outcome.findings, outcome.run.variants, console)
+        story = outcome.run.summary.get("story")
+        if story and tell:
+            console.print(f"\n[bold]{story}[/]\n", soft_wrap=True)
     if outcome.status != "complete":
         err.print(f"[yellow]partial run: {outcome.message}[/]")
     return outcome.run
@@ -228,18 +267,57 @@ def plot_cmd(run_dir: str) -> None:
     help="scikit-learn data folder holding the California Housing cache.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def demo_cmd(out: str | None, data_home: str | None, quiet: bool) -> None:
-    """Reproduce both seed notebooks, done right: runs, plots and tables."""
+@click.option(
+    "--epochs", type=int, default=None, help="Epochs of both experiments (default: theirs)."
+)
+@click.option(
+    "--seeds",
+    type=int,
+    default=None,
+    help="Seeds per variant (default: 5 for classification, 1 for California).",
+)
+def demo_cmd(
+    out: str | None, data_home: str | None, quiet: bool, epochs: int | None, seeds: int | None
+) -> None:
+    """Reproduce both seed notebooks, done right: real training, plots, reports, and one closing
+    sentence per experiment with the measured numbers."""
+    import time
+
     from gradprobe.experiments.runner import default_run_dir
 
+    t0 = time.perf_counter()
     root = Path(out) if out else default_run_dir("demo")
     click.echo(f"gradprobe demo: both seed experiments, written to {root}\n")
-    execute("classification", False, quiet, str(root / "classification"), every=1)
+    stories = []
+    run = execute(
+        "classification", False, quiet, str(root / "classification"), seeds, False, epochs=epochs
+    )
+    stories.append(run.summary.get("story", ""))
     try:
-        execute("california", False, quiet, str(root / "california"), every=1, data_home=data_home)
+        run = execute(
+            "california",
+            False,
+            quiet,
+            str(root / "california"),
+            seeds,
+            False,
+            epochs=epochs,
+            data_home=data_home,
+        )
+        stories.append(run.summary.get("story", ""))
     except DataError as exc:
         err.print(f"[yellow]California experiment skipped: {exc}[/]")
         err.print(
             "To get the data: run once with internet access (scikit-learn downloads it), or "
             "pass --data-home DIR / set SCIKIT_LEARN_DATA to a folder with its cache."
         )
+    console = Console()
+    console.rule("what the demo shows")
+    for story in filter(None, stories):
+        console.print(story + "\n", soft_wrap=True)
+    console.print(
+        f"reports: {root / 'classification' / 'report.html'}"
+        + (f", {root / 'california' / 'report.html'}" if len(stories) > 1 else "")
+        + f"  (demo took {time.perf_counter() - t0:.1f} s)",
+        soft_wrap=True,
+    )

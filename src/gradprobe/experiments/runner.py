@@ -6,6 +6,7 @@ variant and writes what comes back, as it comes back, so an interruption loses n
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import platform
@@ -25,6 +26,7 @@ from gradprobe.experiments import data as datasets
 from gradprobe.experiments.spec import EXPERIMENTS, RunConfig
 from gradprobe.records import grad_norm_by_depth, write_table
 from gradprobe.run import Run, load_run, variant_dir, write_json
+from gradprobe.views.story import closing_sentence, final_by_seed, watched_epochs
 
 
 class Progress(Protocol):
@@ -110,9 +112,14 @@ def environment(framework: str = "torch") -> dict[str, Any]:
 
 
 def describe(data: datasets.Dataset, config: RunConfig) -> dict[str, Any]:
-    """What theory needs to know of the data: sizes and the inputs' second moment a^0."""
+    """What theory needs to know of the data (sizes, the inputs' second moment a^0) and what a
+    network that learned nothing scores: ``baseline_test_loss`` (the mean predictor's test MSE,
+    or the constant predictor's cross-entropy) and ``chance_test_accuracy`` (the majority
+    class's share of the test set; classification only)."""
     rows = data.x_train[: config.train.rows or len(data.x_train)]
-    return {
+    y_train = data.y_train[: len(rows)].astype(np.float64)
+    y_test = data.y_test.astype(np.float64)
+    out: dict[str, Any] = {
         "name": data.name,
         "task": data.task,
         "n_features": data.n_features,
@@ -121,6 +128,15 @@ def describe(data: datasets.Dataset, config: RunConfig) -> dict[str, Any]:
         "rows_used": int(len(rows)),
         "input_second_moment": float(np.mean(np.square(rows, dtype=np.float64))),
     }
+    if config.train.loss == "mse":
+        out["baseline_test_loss"] = float(np.mean((y_test - y_train.mean()) ** 2))
+    elif config.train.loss == "bce":
+        p = float(np.clip(y_train.mean(), 1e-7, 1 - 1e-7))
+        out["baseline_test_loss"] = float(
+            -np.mean(y_test * math.log(p) + (1 - y_test) * math.log(1 - p))
+        )
+        out["chance_test_accuracy"] = float(max(y_test.mean(), 1 - y_test.mean()))
+    return out
 
 
 def _steps_per_epoch(config: RunConfig, data: datasets.Dataset) -> int:
@@ -129,23 +145,59 @@ def _steps_per_epoch(config: RunConfig, data: datasets.Dataset) -> int:
     return math.ceil(rows / batch)
 
 
+DEFAULT_SEEDS = {"classification": 5}
+"""Seeds per variant by default: where one seed can mislead (100 points: the deep sigmoid net
+sometimes escapes chance), the outcome is shown over several."""
+
+RECORDS_PER_VARIANT = 250
+"""With ``every`` chosen by :func:`auto_every`, at most about this many recorded steps."""
+
+
+def auto_every(config: RunConfig, data: datasets.Dataset) -> int:
+    """Record every N-th step, N as small as keeps a variant within RECORDS_PER_VARIANT recorded
+    steps, and a divisor of the steps per epoch where one fits, so every epoch's first step is
+    recorded (the one-line-per-epoch charts show it)."""
+    per_epoch = _steps_per_epoch(config, data)
+    total = per_epoch * config.train.epochs
+    if total <= RECORDS_PER_VARIANT:
+        return 1
+    for d in range(1, per_epoch + 1):
+        if per_epoch % d == 0 and math.ceil(total / d) <= RECORDS_PER_VARIANT:
+            return d
+    return math.ceil(total / RECORDS_PER_VARIANT)
+
+
 def run_experiment(
     config: RunConfig,
     out_dir: Path,
     *,
     progress: Progress | None = None,
     data: datasets.Dataset | None = None,
+    seeds: int | None = None,
 ) -> RunOutcome:
-    """Train every variant of ``config`` and write ``out_dir``; returns the loaded run."""
+    """Train every variant of ``config`` and write ``out_dir``; returns the loaded run.
+
+    Each variant trains watched from ``config.train.seed``; with ``seeds`` > 1 (default
+    :data:`DEFAULT_SEEDS` of the experiment, else 1) it also trains unwatched from the next
+    seeds, whose per-epoch outcome lands in ``epochs.parquet`` beside the watched seed's (column
+    ``seed``; epoch -1 is before training). Extra seeds need the torch backend.
+    """
     backend = load_backend(config.framework)
 
     progress = progress or _Silent()
     data = data if data is not None else load_dataset(config)
+    n_seeds = DEFAULT_SEEDS.get(config.experiment, 1) if seeds is None else seeds
+    if not isinstance(n_seeds, int) or n_seeds < 1:
+        raise UsageError(f"--seeds must be a whole number >= 1, got {n_seeds!r}")
+    if config.framework != "torch":
+        n_seeds = 1
+    seed_list = [config.train.seed + i for i in range(n_seeds)]
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(
         out_dir / "config.json",
         {
             **config.to_dict(),
+            "seeds": seed_list,
             "environment": environment(config.framework),
             "data": describe(data, config),
         },
@@ -166,12 +218,19 @@ def run_experiment(
             on_step=progress.advance,
         )
         wall = time.perf_counter() - t0
+        epoch_rows = [_seeded(outcome, config.train.seed, wall)]
+        if outcome.status == "complete" and len(seed_list) > 1:
+            try:
+                epoch_rows += _extra_seeds(backend, variant, data, config, seed_list[1:])
+            except KeyboardInterrupt:
+                outcome.status = "interrupted"
+                outcome.message = "interrupted by the user while training the extra seeds"
         for name in extra:
-            rows = getattr(outcome, name)
-            frame = pd.DataFrame(rows)
-            frame.insert(0, "variant", variant.name)
             if name == "epochs":
-                frame["wall_time_s"] = wall
+                frame = pd.DataFrame([r for rows in epoch_rows for r in rows])
+            else:
+                frame = pd.DataFrame(getattr(outcome, name))
+            frame.insert(0, "variant", variant.name)
             extra[name].append(frame)
             write_table(pd.concat(extra[name], ignore_index=True), out_dir / f"{name}.parquet")
         if outcome.status != "complete":
@@ -185,6 +244,41 @@ def run_experiment(
     findings = diagnose(run)
     write_json(out_dir / "summary.json", summarise(run, findings))
     return RunOutcome(load_run(out_dir), status, message, findings)
+
+
+def _extra_seeds(
+    backend: Any, variant: Any, data: datasets.Dataset, config: RunConfig, seeds: list[int]
+) -> list[list[dict[str, Any]]]:
+    """Per-epoch rows of ``variant`` trained unwatched from each of ``seeds``: all at once as one
+    stacked model (:func:`gradprobe.lab.batched.train_seeds`, same numbers as one by one) where
+    the model allows it, else one after the other."""
+    if variant.model.norm == "none":
+        import torch
+
+        from gradprobe.lab.batched import train_seeds
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            res = train_seeds(variant.model, data, config.train, seeds, every=10**9)
+        finally:
+            torch.set_num_threads(threads)
+        each = res.wall_s / len(seeds)
+        frame = res.epochs.assign(wall_time_s=each)
+        return [frame[frame["seed"] == s].to_dict("records") for s in seeds]
+    rows = []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        train = dataclasses.replace(config.train, seed=seed)
+        more = backend.train(variant, data, train, watched=False)
+        rows.append(_seeded(more, seed, time.perf_counter() - t0))
+    return rows
+
+
+def _seeded(outcome: Any, seed: int, wall: float) -> list[dict[str, Any]]:
+    """The outcome's per-epoch rows (the start first), tagged with the seed and wall time."""
+    rows = ([outcome.start] if outcome.start else []) + list(outcome.epochs)
+    return [{**r, "seed": seed, "wall_time_s": wall} for r in rows]
 
 
 def _first_nonfinite(params: pd.DataFrame) -> str:
@@ -203,7 +297,8 @@ def summarise(run: Run, findings: list[Finding] | None = None) -> dict[str, Any]
     verdict and findings (code, severity, layers) from :func:`gradprobe.diagnosis.diagnose`."""
     findings = diagnose(run) if findings is None else findings
     variants = []
-    params, steps, epochs = run.table("params"), run.table("steps"), run.table("epochs")
+    watched = watched_epochs(run)
+    params, steps = run.table("params"), run.table("steps")
     first = run.table("firstlayer")
     for name in run.variants:
         norms = grad_norm_by_depth(params[params["variant"] == name])
@@ -217,9 +312,16 @@ def summarise(run: Run, findings: list[Finding] | None = None) -> dict[str, Any]
             "findings": brief(f for f in findings if f.variant == name),
         }
         for col in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
-            v = _last(epochs, name, col)
+            v = _last(watched, name, col)
             if not math.isnan(v):
                 item[col] = v
+        finals = final_by_seed(run, name)
+        if len(finals) > 1:
+            item["seeds"] = {
+                col: [float(v) for v in finals[col]]
+                for col in ("seed", "test_loss", "test_accuracy")
+                if col in finals and finals[col].notna().any()
+            }
         if run.config.get("experiment") == "classification" and "true_mean_abs_grad" in first:
             f = first[first["variant"] == name]
             if len(f):
@@ -230,6 +332,7 @@ def summarise(run: Run, findings: list[Finding] | None = None) -> dict[str, Any]
         variants.append(item)
     return {
         "experiment": run.config.get("experiment"),
+        "story": closing_sentence(run),
         "status": run.status.get("status"),
         "message": run.status.get("message", ""),
         "run_dir": str(run.path),

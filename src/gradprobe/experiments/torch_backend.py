@@ -191,6 +191,21 @@ def _batches(n: int, batch: int, rng: np.random.Generator | None) -> list[np.nda
     return [order[i : i + batch] for i in range(0, n, batch)]
 
 
+class _Unwatched:
+    """The Recorder of a run trained without a monitor (extra seeds): no records."""
+
+    def to_pandas(self, table: str = "params") -> Any:
+        import pandas as pd
+
+        return pd.DataFrame()
+
+    def flush(self) -> None:
+        pass
+
+    def detach(self) -> None:
+        pass
+
+
 def train(
     variant: Variant,
     data: Dataset,
@@ -199,8 +214,32 @@ def train(
     every: int = 1,
     log_dir: Path | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    watched: bool = True,
 ) -> Outcome:
-    """Train one variant from ``train.seed``; stops early on a non-finite loss or Ctrl-C."""
+    """Train one variant from ``train.seed``; stops early on a non-finite loss or Ctrl-C.
+
+    ``watched=False`` trains with no monitor (``monitor.to_pandas()`` is empty): the outcome of
+    an extra seed. The first-layer rows (true gradient, the notebook's estimate) are kept for
+    the recorded steps (0, every, 2*every, ...). The networks are small, so training runs on
+    one thread: more threads only add synchronisation (10x slower on a busy 2-core machine).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(variant, data, train, every, log_dir, on_step, watched)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    variant: Variant,
+    data: Dataset,
+    train: TrainSpec,
+    every: int,
+    log_dir: Path | None,
+    on_step: Callable[[int, float], None] | None,
+    watched: bool,
+) -> Outcome:
     torch.manual_seed(train.seed)
     model = build_mlp(variant.model, data.n_features, train.seed)
     opt = make_optimizer(train.optimizer, model.parameters(), train.lr)
@@ -211,8 +250,13 @@ def train(
     batch = train.batch_size or rows
     rng = np.random.default_rng([train.seed, 1]) if train.shuffle else None
     first = next(m for m in model.modules() if isinstance(m, nn.Linear))
-    mon = watch(model, opt, every=every, per_example=True, log_dir=log_dir)
+    mon: Any = (
+        watch(model, opt, every=every, per_example=True, log_dir=log_dir)
+        if watched
+        else _Unwatched()
+    )
     out = Outcome(mon)
+    out.start = _epoch_row(model, variant, data, train, x, y, xt, yt, -1, 0, watched)
     w_start = first.weight.detach().clone()
     step = 0
     try:
@@ -222,25 +266,30 @@ def train(
                 opt.zero_grad(set_to_none=True)
                 loss = _loss(train.loss, model(x[ib]), y[ib])
                 loss.backward()
-                g1 = first.weight.grad.detach().clone()
+                keep = watched and step % every == 0
+                if keep:
+                    grad = first.weight.grad
+                    g1 = grad.detach().clone() if grad is not None else torch.zeros(0)
+                    w_before = first.weight.detach().clone()
                 if train.clip_norm is not None:
                     nn.utils.clip_grad_norm_(model.parameters(), train.clip_norm)
-                w_before = first.weight.detach().clone()
                 opt.step()
                 value = loss.item()
                 out.steps.append({"step": step, "epoch": epoch, "loss": value})
-                out.firstlayer.append(
-                    {
-                        "step": step,
-                        "true_mean_abs_grad": float(g1.abs().mean()),
-                        "estimate_mean_abs": float(
-                            ((w_before - first.weight.detach()) / train.lr).abs().mean()
-                        ),
-                        "cumulative_estimate_mean_abs": float(
-                            ((w_start - first.weight.detach()) / train.lr).abs().mean()
-                        ),
-                    }
-                )
+                if keep:
+                    w_now = first.weight.detach()
+                    out.firstlayer.append(
+                        {
+                            "step": step,
+                            "true_mean_abs_grad": float(g1.abs().mean()),
+                            "estimate_mean_abs": float(
+                                ((w_before - w_now) / train.lr).abs().mean()
+                            ),
+                            "cumulative_estimate_mean_abs": float(
+                                ((w_start - w_now) / train.lr).abs().mean()
+                            ),
+                        }
+                    )
                 if on_step is not None:
                     on_step(step, value)
                 step += 1
@@ -248,18 +297,8 @@ def train(
                     out.status = "non_finite"
                     out.message = f"non-finite loss ({value}) at step {step - 1}"
                     return out
-            unwatched = _unwatched_copy(model, variant.model, data.n_features)
-            ev_tr = _evaluate(unwatched, train.loss, x, y)
-            ev_te = _evaluate(unwatched, train.loss, xt, yt)
             out.epochs.append(
-                {
-                    "epoch": epoch,
-                    "steps": step,
-                    "train_loss": ev_tr["loss"],
-                    "test_loss": ev_te["loss"],
-                    "train_accuracy": ev_tr.get("accuracy", math.nan),
-                    "test_accuracy": ev_te.get("accuracy", math.nan),
-                }
+                _epoch_row(model, variant, data, train, x, y, xt, yt, epoch, step, watched)
             )
     except KeyboardInterrupt:
         out.status = "interrupted"
@@ -268,3 +307,30 @@ def train(
         mon.detach()
         mon.flush()
     return out
+
+
+def _epoch_row(
+    model: nn.Module,
+    variant: Variant,
+    data: Dataset,
+    train: TrainSpec,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    xt: torch.Tensor,
+    yt: torch.Tensor,
+    epoch: int,
+    step: int,
+    watched: bool,
+) -> dict[str, Any]:
+    """Train and test loss (and accuracy) after ``epoch`` (-1: before training)."""
+    net = _unwatched_copy(model, variant.model, data.n_features) if watched else model
+    ev_tr = _evaluate(net, train.loss, x, y)
+    ev_te = _evaluate(net, train.loss, xt, yt)
+    return {
+        "epoch": epoch,
+        "steps": step,
+        "train_loss": ev_tr["loss"],
+        "test_loss": ev_te["loss"],
+        "train_accuracy": ev_tr.get("accuracy", math.nan),
+        "test_accuracy": ev_te.get("accuracy", math.nan),
+    }

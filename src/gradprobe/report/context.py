@@ -1,20 +1,23 @@
 """Everything the report template shows, computed from a run: plain dicts, lists and strings.
 
 The template only lays it out; every string from the run reaches the page through Jinja2's
-autoescaping (charts are SVG written by matplotlib, which escapes its text).
+autoescaping. Charts are the run's figures (:func:`gradprobe.views.plots.run_figures`), each
+rendered once to PNG -- the same bytes ``plots/`` holds -- and embedded as ``data:`` URIs.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from gradprobe.diagnosis import Finding, Thresholds, diagnose, verdict
 from gradprobe.diagnosis.view import VariantRecords, split
-from gradprobe.report import charts
-from gradprobe.run import Run
+from gradprobe.run import Run, variant_dir
+from gradprobe.views.story import closing_sentence, final_by_seed, outcomes
 
 SEVERITY_OF_VERDICT = {"error": "error", "warning": "warning"}
 
@@ -50,14 +53,6 @@ def _worst(findings: list[Finding]) -> str:
     return min(findings, key=lambda f: f.rank).severity if findings else "ok"
 
 
-def _epoch_of(run: Run, variant: str) -> dict[int, int]:
-    steps = run.table("steps")
-    if steps.empty or "epoch" not in steps:
-        return {}
-    s = steps[steps["variant"] == variant]
-    return dict(zip(s["step"].astype(int), s["epoch"].astype(int), strict=False))
-
-
 def _layer_table(rec: VariantRecords) -> list[dict[str, str]]:
     if rec.steps.size == 0:
         return []
@@ -87,92 +82,110 @@ def _layer_table(rec: VariantRecords) -> list[dict[str, str]]:
 
 
 def _theory(run: Run, rec: VariantRecords) -> dict[str, Any] | None:
-    """Mean-field prediction beside the first recorded step, for the run's MLP variants.
-
-    The widths, activation, initialisation and the inputs' second moment come from the run's
-    config (see :func:`gradprobe.views.plots.theory_prediction`).
-    """
-    from gradprobe.views.plots import theory_prediction
+    """The mean-field prediction's verdict beside the first recorded step (the chart is the
+    run's ``theory.png``, all variants in one)."""
+    from gradprobe.views.plots import measured_per_example, theory_prediction
 
     if rec.steps.size == 0:
         return None
     p = theory_prediction(run, rec.variant)
     if p is None:
         return None
-    widths = list(p.widths)
-    first = int(rec.steps[0])
-    measured = {}
-    for key, column in (("weight", "pe_grad_rms"), ("backward", "backward_norm")):
-        grid = rec.grid(column).dropna(axis=1, how="all")
-        if first in grid.index and grid.shape[1] == len(widths) - 1:
-            measured[key] = charts.relative(grid.loc[first].to_numpy())
-    predicted = {"weight": p.grad_norm_by_depth, "backward": p.delta_norm_by_depth}
-    fig = charts.theory_vs_measured(measured, predicted, p.grad_norm_band)
+    measured = measured_per_example(rec.params)
     return {
-        "error": None,
-        "svg": charts.svg(fig),
         "message": p.verdict.message,
-        "widths": fmt(widths),
+        "widths": fmt(list(p.widths)),
         "chi1": fmt(p.chi1),
         "kind": p.verdict.kind,
-        "measured_first_last": fmt(measured.get("weight", [math.nan])[0]),
+        "measured_first_last": fmt(float(measured[0]) if len(measured) else math.nan),
         "predicted_first_last": fmt(p.first_to_last),
         "notes": list(p.notes),
     }
 
 
-def _charts(run: Run, rec: VariantRecords, th: Thresholds) -> list[dict[str, str]]:
-    epoch_of = _epoch_of(run, rec.variant)
-    out = []
-    g = rec.grid("grad_norm")
-    if not g.empty:
-        out.append(
-            (
-                "Weight-gradient norm by depth, one line per epoch",
-                "||dL/dW|| of each layer at the first recorded step of every epoch; log scale.",
-                charts.by_depth_per_epoch(g, epoch_of, "||dL/dW|| (log)"),
-            )
-        )
-    b = rec.grid("backward_norm").dropna(axis=1, how="all")
-    if not b.empty:
-        out.append(
-            (
-                "Backward signal by depth, one line per epoch",
-                "||dL/dh|| at each layer's output: what backprop hands to the layer below. "
-                "Flat weight gradients can hide a fading backward signal.",
-                charts.by_depth_per_epoch(b, epoch_of, "||dL/dh|| (log)"),
-            )
-        )
-    if not g.empty:
-        from gradprobe.views.plots import heatmap
+_CAPTIONS = {
+    "training.png": (
+        "Outcome on the test split",
+        "After every epoch (0: before training); bold: the seed whose gradients are recorded, "
+        "thin: the other seeds; dotted: what a network that learned nothing scores.",
+    ),
+    "variants.png": (
+        "Weight gradients at the first step",
+        "||dL/dW|| of each layer, every variant, before any update: the notebooks' view.",
+    ),
+    "backward.png": (
+        "Backward signal at the first step",
+        "||dL/dh|| at each layer's output: what backprop hands to the layer below. Flat weight "
+        "gradients can hide a fading backward signal.",
+    ),
+    "theory.png": (
+        "Theory beside measurement",
+        "Mean-field prediction at initialisation (lines, with the seed-to-seed band) against "
+        "the measured per-example gradients (dots), each relative to the last layer.",
+    ),
+    "first-layer.png": (
+        "The first layer's true gradient vs the notebook's estimate",
+        "Under Adam each step moves a weight by about lr whatever the gradient's size, so the "
+        "estimate (W0 - Wt)/lr counts steps while true gradients differ by orders of magnitude.",
+    ),
+    "activations.png": (
+        "Saturated and dead units",
+        "Share of sigmoid/tanh outputs on the flat tails and of ReLU units silent for the whole "
+        "batch, first recorded step (solid) and last (dashed); dotted: the diagnosis thresholds.",
+    ),
+    "updates.png": (
+        "Update size by layer",
+        "||W_after - W_before|| / ||W||, median over recorded steps; about 1e-3 trains steadily.",
+    ),
+}
 
-        out.append(
-            (
-                "Gradient norm, layer x step",
-                "Every recorded step; log colour scale.",
-                heatmap(rec.params, ""),
-            )
-        )
-    out.append(
+
+def _src(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _chart(figures: Mapping[str, bytes], name: str, title: str, caption: str) -> dict[str, str]:
+    return {"title": title, "caption": caption, "src": _src(figures[name]), "file": name}
+
+
+def _run_charts(figures: Mapping[str, bytes], names: tuple[str, ...]) -> list[dict[str, str]]:
+    return [_chart(figures, n, *_CAPTIONS[n]) for n in names if n in figures]
+
+
+def _variant_charts(figures: Mapping[str, bytes], variant: str) -> list[dict[str, str]]:
+    slug = variant_dir(variant)
+    pairs = (
         (
-            "Activation health: saturated and dead fractions",
-            "Share of sigmoid/tanh outputs on the flat tails, and of ReLU units silent for the "
-            "whole batch; dotted lines: the diagnosis thresholds.",
-            charts.activation_health(
-                rec.grid("saturated_frac"), rec.grid("dead_frac"), (th.saturated_high, th.dead_high)
-            ),
-        )
+            f"epochs-{slug}.png",
+            "Weight gradients by depth, per epoch",
+            "||dL/dW|| of each layer at the first recorded step of an epoch (at most six "
+            "epochs shown); log scale.",
+        ),
+        (
+            f"heatmap-{slug}.png",
+            "Weight gradients, layer x step",
+            "Every recorded step; log colour scale.",
+        ),
     )
-    u = rec.grid("update_ratio")
-    if not u.dropna(how="all").empty:
-        out.append(
-            (
-                "Update / weight ratio by layer",
-                "||W_after - W_before|| / ||W|| per step: about 1e-3 trains steadily.",
-                charts.update_ratios(u, th.stall_ratio, th.update_high),
-            )
+    return [_chart(figures, n, t, c) for n, t, c in pairs if n in figures]
+
+
+def _outcome_rows(run: Run) -> list[dict[str, Any]]:
+    rows = []
+    for o in outcomes(run):
+        finals = final_by_seed(run, o.name)
+        rows.append(
+            {
+                "variant": o.name,
+                "metric": o.metric,
+                "start": fmt(o.start),
+                "median": fmt(float(sorted(o.finals)[len(o.finals) // 2])),
+                "range": f"{fmt(min(o.finals))} - {fmt(max(o.finals))}",
+                "seeds": len(finals) or 1,
+                "stuck": f"{sum(o.stuck)} of {len(o.stuck)}",
+            }
         )
-    return [{"title": t, "caption": c, "svg": charts.svg(f)} for t, c, f in out]
+    return rows
 
 
 def _model_line(run: Run, variant: str) -> str:
@@ -206,20 +219,25 @@ def _comparison(run: Run, recs: list[VariantRecords], findings: list[Finding]) -
                 "test": fmt(s.get("test_accuracy", s.get("test_loss"))),
             }
         )
-    svg = None
-    params, layers = run.table("params"), run.table("layers")
-    if len(recs) > 1 and not params.empty:
-        from gradprobe.views.plots import variants_chart
-
-        svg = charts.svg(variants_chart(params, layers, "", [r.variant for r in recs]))
-    return {"rows": rows, "svg": svg}
+    return {"rows": rows}
 
 
-def build(run: Run, now: datetime, thresholds: Thresholds | None = None) -> dict[str, Any]:
-    """The template's context for ``run``, stamped ``now``."""
+def build(
+    run: Run,
+    now: datetime,
+    thresholds: Thresholds | None = None,
+    figures: Mapping[str, bytes] | None = None,
+    findings: list[Finding] | None = None,
+) -> dict[str, Any]:
+    """The template's context for ``run``, stamped ``now``; ``figures`` are the run's PNGs by
+    file name (rendered here when not given), ``findings`` its diagnosis under ``thresholds``
+    (computed here when not given)."""
+    from gradprobe.views.plots import render_run_figures
+
     th = thresholds or Thresholds()
     recs = [r for r in split(run) if not r.params.empty or not r.layers.empty]
-    findings = diagnose(run, thresholds=th)
+    figures = figures if figures is not None else render_run_figures(run, th)
+    findings = findings if findings is not None else diagnose(run, thresholds=th)
     variants = []
     for rec in recs:
         mine = [f for f in findings if f.variant == rec.variant]
@@ -230,7 +248,7 @@ def build(run: Run, now: datetime, thresholds: Thresholds | None = None) -> dict
                 "verdict": verdict(mine),
                 "severity": _worst(mine),
                 "findings": [_finding(f) for f in mine],
-                "charts": _charts(run, rec, th),
+                "charts": _variant_charts(figures, rec.variant),
                 "table": _layer_table(rec),
                 "theory": _theory(run, rec),
             }
@@ -244,8 +262,17 @@ def build(run: Run, now: datetime, thresholds: Thresholds | None = None) -> dict
         "message": str(run.status.get("message", "")),
         "partial": run.partial,
         "overall": _worst(findings),
+        "story": closing_sentence(run) if recs else "",
         "variants": variants,
+        "outcome": {
+            "rows": _outcome_rows(run) if recs else [],
+            "charts": _run_charts(figures, ("training.png",)),
+        },
         "comparison": _comparison(run, recs, findings),
+        "step0_charts": _run_charts(
+            figures, ("variants.png", "backward.png", "theory.png", "first-layer.png")
+        ),
+        "health_charts": _run_charts(figures, ("activations.png", "updates.png")),
         "config_json": json.dumps(config, indent=2, default=str),
         "environment": [(str(k), fmt(v)) for k, v in run.config.get("environment", {}).items()],
         "thresholds": [(k, fmt(v)) for k, v in vars(th).items()],

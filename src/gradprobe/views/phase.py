@@ -6,17 +6,13 @@ chi_1 = 1 separates the ordered phase (vanishing gradients) from the chaotic pha
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.colors import TwoSlopeNorm  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from gradprobe.errors import UnknownChoiceError  # noqa: E402
-from gradprobe.theory import chi1  # noqa: E402
+from gradprobe.errors import UnknownChoiceError
+from gradprobe.theory import chi1
 
 PHASE_ACTIVATIONS = ("tanh", "sigmoid")
 _RANGES = {"tanh": (0.05, 4.0, 0.5), "sigmoid": (0.5, 150.0, 5.0)}
@@ -66,7 +62,15 @@ def phase_diagram(
     ax.contour(ws, bs, log_chi, levels=[0.0], colors="black", linewidths=2.5)
     _label_phases(ax, ws, bs, log_chi)
     if sigma_w2 is not None:
-        ax.plot([sigma_w2], [sigma_b2 or 0.0], "k*", markersize=14, label="your configuration")
+        ax.plot(
+            [sigma_w2],
+            [sigma_b2 or 0.0],
+            "k*",
+            markersize=14,
+            clip_on=False,  # on the sigma_b^2 = 0 edge it is drawn whole, over the spine
+            zorder=5,
+            label="your configuration",
+        )
         ax.legend(loc="upper center")
     ax.set_xlabel("weight variance sigma_w^2 = fan_in Var(W)")
     ax.set_ylabel("bias variance sigma_b^2")

@@ -1,27 +1,39 @@
 """Plots people can trust: log scale, layers in depth order, labelled from input to output.
 
-Each function takes record tables (or a :class:`~gradprobe.run.Run`) and returns a matplotlib
-Figure; :func:`save_run_plots` writes a run's PNGs. Nothing here imports torch or TensorFlow.
+Each function takes record tables (or a :class:`~gradprobe.run.Run`) and returns a
+:class:`matplotlib.figure.Figure` built without pyplot (no global state, no backend change: a
+notebook keeps its own). Layouts are fixed (no constrained layout: it costs more than the
+drawing), legends sit above the axes, off the data, and log axes always show at least
+:data:`MIN_DECADES` decades, so a flat line looks flat. :func:`render_run_figures` renders a
+run's figures once, to PNG bytes, for ``plots/`` and the report alike. Nothing here imports torch
+or TensorFlow.
 """
 
 from __future__ import annotations
 
+import io
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
-matplotlib.use("Agg")
+from gradprobe.records import weight_rows
+from gradprobe.run import Run, variant_dir
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from gradprobe.records import weight_rows  # noqa: E402
-from gradprobe.run import Run, variant_dir  # noqa: E402
+MIN_DECADES = 2.0
+"""A log axis shows at least this many powers of ten."""
+DPI = 110
+WIDTH, HEIGHT = 6.4, 3.9
+MAX_EPOCH_LINES = 6
+_PALETTE = [colormaps["tab10"](i) for i in range(10)]
 
 
 def depth_labels(n: int) -> list[str]:
@@ -33,200 +45,383 @@ def depth_labels(n: int) -> list[str]:
     return labels
 
 
-def _positive(values: np.ndarray) -> np.ndarray:
+def _positive(values: Any) -> np.ndarray:
     """Zeros and non-finite values cannot sit on a log axis: show them as gaps."""
     v = np.asarray(values, dtype=float)
     return np.where(np.isfinite(v) & (v > 0), v, np.nan)
 
 
-def _log_axis(ax: plt.Axes, n_layers: int, ylabel: str) -> None:
+def colors(names: Sequence[str]) -> dict[str, Any]:
+    """One distinct colour per variant, the same in every figure of a run."""
+    return {n: _PALETTE[i % len(_PALETTE)] for i, n in enumerate(names)}
+
+
+def figure(
+    title: str = "", legend_rows: int = 0, *, width: float = WIDTH, height: float = HEIGHT
+) -> tuple[Figure, Axes]:
+    """A figure with one axes in a fixed frame: room for the title and ``legend_rows`` legend
+    rows above the axes, tick labels below and left."""
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    top_in = (0.35 if title else 0.1) + 0.2 * legend_rows + (0.08 if legend_rows else 0)
+    left, bottom, right = 0.75 / width, 0.55 / height, 0.2 / width
+    top = 1 - top_in / height
+    ax = fig.add_axes((left, bottom, 1 - left - right, top - bottom))
+    if title:
+        fig.text(0.5, 1 - 0.08 / height, title, ha="center", va="top", fontsize=10)
+    return fig, ax
+
+
+def legend_rows(n: int, ncol: int = 3) -> int:
+    return math.ceil(n / ncol) if n else 0
+
+
+def legend_above(ax: Axes, ncol: int = 3) -> None:
+    """The legend in the band above the axes (never over the data)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(
+            handles,
+            labels,
+            loc="lower left",
+            bbox_to_anchor=(0.0, 1.01, 1.0, 0.1),
+            mode="expand",
+            ncol=min(ncol, len(handles)),
+            fontsize=7.5,
+            frameon=False,
+            borderaxespad=0.0,
+            handlelength=1.6,
+        )
+
+
+def min_span(ax: Axes, values: Any, decades: float = MIN_DECADES) -> None:
+    """Widen a log axis to at least ``decades`` powers of ten around the data's geometric
+    centre (a relu gradient varying 3x must not fill the axis like 7 orders of magnitude)."""
+    v = _positive(np.asarray(values, dtype=float).ravel())
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return
+    lo, hi = float(v.min()), float(v.max())
+    if math.log10(hi / lo) >= decades:
+        ax.set_ylim(lo / 1.5, hi * 1.5)
+        return
+    centre = math.sqrt(lo * hi)
+    half = 10 ** (decades / 2)
+    ax.set_ylim(centre / half, centre * half)
+
+
+def _tick(v: float, _pos: Any = None) -> str:
+    if 1e-3 <= v < 1e4:
+        return f"{v:g}"
+    return f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e").replace("e+", "e")
+
+
+def log_y(ax: Axes) -> None:
+    """A log y axis with plain labels (1e-7; no mathtext to typeset) and no minor ticks: the
+    cheap kind to draw."""
     ax.set_yscale("log")
-    ax.set_xticks(range(n_layers), depth_labels(n_layers))
-    ax.set_xlabel("layer (input \u2192 output)")
-    ax.set_ylabel(ylabel)
-    ax.grid(True, which="both", alpha=0.3)
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0), numticks=8))
+    ax.yaxis.set_major_formatter(FuncFormatter(_tick))
+    ax.yaxis.set_minor_locator(NullLocator())
 
 
-def _step_norms(w: pd.DataFrame, step: int) -> np.ndarray:
-    return w[w["step"] == step].sort_values("depth")["grad_norm"].to_numpy(dtype=float)
+def _layer_axis(ax: Axes, n_layers: int, ylabel: str, log: bool = True) -> None:
+    if log:
+        log_y(ax)
+    ax.set_xticks(range(n_layers), depth_labels(n_layers), fontsize=7.5)
+    ax.set_xlabel("layer (input \u2192 output)", fontsize=8.5)
+    ax.set_ylabel(ylabel, fontsize=8.5)
+    ax.tick_params(axis="y", labelsize=7.5)
+    ax.grid(True, which="major", alpha=0.3)
 
 
-def epoch_lines(params: pd.DataFrame, steps: pd.DataFrame, title: str) -> Figure:
-    """The notebooks' figure done right: one line per epoch of weight-gradient norm by layer.
+def _step_norms(w: pd.DataFrame, step: int, column: str = "grad_norm") -> np.ndarray:
+    return w[w["step"] == step].sort_values("depth")[column].to_numpy(dtype=float)
 
-    Each epoch is shown by its first recorded step.
-    """
-    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
-    w = weight_rows(params)
-    recorded = set(w["step"].unique())
-    epoch_of = dict(zip(steps["step"], steps["epoch"], strict=False)) if len(steps) else {}
-    shown: dict[int, int] = {}
-    for s in sorted(recorded):
-        shown.setdefault(int(epoch_of.get(s, 0)), int(s))
-    n = 0
-    cmap = plt.get_cmap("viridis")
-    for i, (epoch, s) in enumerate(sorted(shown.items())):
-        norms = _step_norms(w, s)
-        n = max(n, len(norms))
-        color = cmap(i / max(1, len(shown) - 1))
+
+def shown_epochs(steps_of: Sequence[int], epoch_of: Mapping[int, int]) -> list[tuple[int, int]]:
+    """(epoch, its first recorded step), at most MAX_EPOCH_LINES of them: the first, the last
+    and evenly spaced ones between."""
+    first: dict[int, int] = {}
+    for s in sorted(steps_of):
+        first.setdefault(int(epoch_of.get(int(s), 0)), int(s))
+    items = sorted(first.items())
+    if len(items) <= MAX_EPOCH_LINES:
+        return items
+    keep = np.unique(np.linspace(0, len(items) - 1, MAX_EPOCH_LINES).round().astype(int))
+    return [items[i] for i in keep]
+
+
+def by_depth_per_epoch(
+    grid: pd.DataFrame, epoch_of: Mapping[int, int], ylabel: str, title: str = ""
+) -> Figure:
+    """One line per shown epoch (its first recorded step) of a step x depth grid, log scale."""
+    shown = shown_epochs(list(grid.index), epoch_of)
+    fig, ax = figure(title, legend_rows(len(shown)))
+    cmap = colormaps["viridis"]
+    drawn = []
+    for i, (epoch, s) in enumerate(shown):
+        values = _positive(grid.loc[s].to_numpy())
+        drawn.append(values)
+        color = cmap(0.9 * i / max(1, len(shown) - 1))
         ax.plot(
-            range(len(norms)),
-            _positive(norms),
+            range(len(values)),
+            values,
             marker="o",
+            ms=3.5,
             color=color,
             label=f"epoch {epoch + 1} (step {s})",
         )
-    _log_axis(ax, n, "weight-gradient L2 norm (log)")
-    ax.set_title(title)
-    if shown:
-        ax.legend(fontsize=8)
+    _layer_axis(ax, grid.shape[1], ylabel)
+    if drawn:
+        min_span(ax, np.concatenate(drawn))
+    legend_above(ax)
+    return fig
+
+
+def epoch_lines(params: pd.DataFrame, steps: pd.DataFrame, title: str) -> Figure:
+    """The notebooks' figure done right: weight-gradient norm by layer, one line per epoch
+    (each epoch shown by its first recorded step; at most MAX_EPOCH_LINES epochs)."""
+    w = weight_rows(params)
+    grid = w.pivot_table(index="step", columns="depth", values="grad_norm", aggfunc="first")
+    epoch_of = (
+        dict(zip(steps["step"].astype(int), steps["epoch"].astype(int), strict=False))
+        if len(steps) and "epoch" in steps
+        else {}
+    )
+    return by_depth_per_epoch(grid, epoch_of, "||dL/dW|| (log)", title)
+
+
+def step_chart(
+    params: pd.DataFrame,
+    layers: pd.DataFrame,
+    column: str,
+    ylabel: str,
+    order: Sequence[str],
+    title: str = "",
+) -> Figure:
+    """Every variant at its first recorded step: ``column`` (``grad_norm`` of the weights, or
+    the layers' ``backward_norm``) by depth, one line per variant."""
+    palette = colors(order)
+    fig, ax = figure(title, legend_rows(len(order)))
+    n, drawn = 0, []
+    for name in order:
+        if column == "grad_norm":
+            t = weight_rows(params[params["variant"] == name])
+        else:
+            t = layers[layers["variant"] == name]
+        if t.empty or column not in t:
+            continue
+        values = _positive(_step_norms(t, int(t["step"].min()), column))
+        n = max(n, len(values))
+        drawn.append(values)
+        ax.plot(range(len(values)), values, marker="o", ms=3.5, color=palette[name], label=name)
+    _layer_axis(ax, n, ylabel)
+    if drawn:
+        min_span(ax, np.concatenate(drawn))
+    legend_above(ax)
     return fig
 
 
 def variants_chart(
     params: pd.DataFrame, layers: pd.DataFrame, title: str, order: list[str] | None = None
 ) -> Figure:
-    """All variants at their first recorded step: weight-gradient norm and backward signal."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
-    n = 0
-    for name in order or list(pd.unique(params["variant"])):
-        w = weight_rows(params[params["variant"] == name])
-        if w.empty:
-            continue
-        s = int(w["step"].min())
-        norms = _step_norms(w, s)
-        n = max(n, len(norms))
-        line = a1.plot(range(len(norms)), _positive(norms), marker="o", label=name)[0]
-        lay = layers[(layers["variant"] == name) & (layers["step"] == s)].sort_values("depth")
-        if len(lay):
-            a2.plot(
-                range(len(lay)),
-                _positive(lay["backward_norm"].to_numpy()),
-                marker="s",
-                color=line.get_color(),
-                label=name,
-            )
-    _log_axis(a1, n, "weight-gradient L2 norm ||dL/dW|| (log)")
-    _log_axis(a2, n, "backward signal ||dL/dh|| at layer output (log)")
-    a1.set_title("weight gradients, first recorded step")
-    a2.set_title("backward signal, first recorded step")
-    for a in (a1, a2):
-        if a.lines:
-            a.legend(fontsize=8)
-    fig.suptitle(title)
-    return fig
+    """All variants at their first recorded step: the weight-gradient norm by depth."""
+    order = order or list(pd.unique(params["variant"]))
+    return step_chart(params, layers, "grad_norm", "||dL/dW|| (log)", order, title)
 
 
 def heatmap(params: pd.DataFrame, title: str) -> Figure:
     """Layer x step heatmap of the weight-gradient norm (log colour scale)."""
     w = weight_rows(params)
     grid = w.pivot_table(index="depth", columns="step", values="grad_norm", aggfunc="first")
-    fig, ax = plt.subplots(figsize=(9, 0.35 * max(len(grid), 4) + 1.8), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 3.6), dpi=DPI)
+    ax = fig.add_axes((0.15, 0.16, 0.66, 0.72 if title else 0.78))
+    cax = fig.add_axes((0.84, 0.16, 0.025, 0.72 if title else 0.78))
+    if title:
+        fig.text(0.5, 0.985, title, ha="center", va="top", fontsize=10)
     if grid.empty:
         ax.text(0.5, 0.5, "no gradients recorded", ha="center", va="center")
+        cax.set_axis_off()
         return fig
     data = _positive(grid.to_numpy())
     finite = data[np.isfinite(data)]
-    norm = LogNorm(vmin=finite.min(), vmax=finite.max()) if finite.size else None
+    norm = None
+    if finite.size:
+        lo, hi = float(finite.min()), float(finite.max())
+        if hi / lo < 10**MIN_DECADES:
+            c = math.sqrt(lo * hi)
+            lo, hi = c / 10 ** (MIN_DECADES / 2), c * 10 ** (MIN_DECADES / 2)
+        norm = LogNorm(vmin=lo, vmax=hi)
     steps = grid.columns.to_numpy()
     im = ax.imshow(data, aspect="auto", cmap="magma", norm=norm, interpolation="nearest")
-    ticks = np.unique(np.linspace(0, len(steps) - 1, min(len(steps), 10)).round().astype(int))
-    ax.set_xticks(ticks, [str(int(steps[i])) for i in ticks])
-    ax.set_yticks(range(len(grid)), [s.replace("\n", " ") for s in depth_labels(len(grid))])
-    ax.set_ylabel("layer (input at top)")
-    ax.set_xlabel("step")
-    fig.colorbar(im, ax=ax, label="weight-gradient L2 norm (log)")
-    ax.set_title(title)
+    ticks = np.unique(np.linspace(0, len(steps) - 1, min(len(steps), 7)).round().astype(int))
+    ax.set_xticks(ticks, [str(int(steps[i])) for i in ticks], fontsize=7.5)
+    labels = [s.replace("\n", " ") for s in depth_labels(len(grid))]
+    ax.set_yticks(range(len(grid)), labels, fontsize=7)
+    ax.set_ylabel("layer (input at top)", fontsize=8.5)
+    ax.set_xlabel("step", fontsize=8.5)
+    cb = fig.colorbar(im, cax=cax)
+    cb.ax.yaxis.set_major_locator(LogLocator(numticks=7))
+    cb.ax.yaxis.set_major_formatter(FuncFormatter(_tick))
+    cb.ax.yaxis.set_minor_locator(NullLocator())
+    cb.set_label("||dL/dW|| (log)", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
     return fig
 
 
 def first_layer_chart(first: pd.DataFrame, title: str) -> Figure:
-    """True first-layer gradient of every step against the notebook's (W_before-W_after)/lr."""
-    fig, ax = plt.subplots(figsize=(11, 4.5), layout="constrained")
-    for name in pd.unique(first["variant"]):
+    """True first-layer gradient of every recorded step against the notebook's
+    (W_0 - W_t)/lr estimate, per variant."""
+    names = list(pd.unique(first["variant"]))
+    palette = colors(names)
+    fig, ax = figure(title, legend_rows(2 * len(names), 2), height=4.4)
+    drawn = []
+    for name in names:
         f = first[first["variant"] == name]
-        line = ax.plot(
-            f["step"],
-            _positive(f["true_mean_abs_grad"].to_numpy()),
-            marker="o",
-            label=f"{name}: true mean |dL/dW1|",
-        )[0]
+        true = _positive(f["true_mean_abs_grad"].to_numpy())
+        est = _positive(f["cumulative_estimate_mean_abs"].to_numpy())
+        drawn += [true, est]
+        ax.plot(f["step"], true, color=palette[name], label=f"{name}: true mean |dL/dW1|")
         ax.plot(
-            f["step"],
-            _positive(f["cumulative_estimate_mean_abs"].to_numpy()),
-            ls="--",
-            marker="x",
-            color=line.get_color(),
-            label=f"{name}: notebook estimate mean |W0 - Wt|/lr",
+            f["step"], est, ls="--", color=palette[name], label=f"{name}: notebook |W0 - Wt|/lr"
         )
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
+    log_y(ax)
+    ax.set_xlabel("step", fontsize=8.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("mean |value| (log)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.text(
-        0.01,
-        0.02,
-        "Under Adam each step moves a weight by about lr, whatever the gradient's\n"
-        "size, so the estimate stays near the number of steps while true gradients differ "
-        "by orders of magnitude.",
-        transform=ax.transAxes,
-        fontsize=7,
-        va="bottom",
-    )
+    ax.set_ylabel("mean |value| (log)", fontsize=8.5)
+    ax.tick_params(labelsize=7.5)
+    ax.grid(True, which="major", alpha=0.3)
+    if drawn:
+        min_span(ax, np.concatenate(drawn))
+    legend_above(ax, 2)
     return fig
 
 
-def loss_chart(steps: pd.DataFrame, title: str) -> Figure:
-    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
-    for name in pd.unique(steps["variant"]):
-        f = steps[steps["variant"] == name]
-        ax.plot(f["step"], f["loss"], marker="." if len(f) < 50 else None, label=name)
-    ax.set_xlabel("step")
+def constant_accuracies(run: Run) -> tuple[float, float] | None:
+    """The test accuracies of always predicting one class (both classes), for binary tasks."""
+    p = run.config.get("data", {}).get("chance_test_accuracy")
+    return None if p is None else (1 - p, p)
+
+
+def training_chart(run: Run, title: str = "") -> Figure:
+    """The outcome after every epoch (0: before training): test loss (regression, log) or test
+    accuracy (classification), one bold line per variant for the watched seed and a thin one
+    for every other seed; dotted, what a network that learned nothing scores (the mean
+    predictor, or always the same class)."""
+    epochs = run.table("epochs")
+    names = run.variants or sorted(set(epochs.get("variant", [])))
+    palette = colors(names)
+    accuracy = "test_accuracy" in epochs and epochs["test_accuracy"].notna().any()
+    column = "test_accuracy" if accuracy else "test_loss"
+    watched_seed = run.config.get("train", {}).get("seed", 0)
+    baseline = run.config.get("data", {}).get("baseline_test_loss")
+    constant = constant_accuracies(run) if accuracy else None
+    seeds = sorted(set(epochs["seed"])) if "seed" in epochs and len(epochs) else [watched_seed]
+    entries = len(names) + (len(seeds) > 1) + (constant is not None or baseline is not None)
+    fig, ax = figure(title, legend_rows(entries))
+    drawn = []
+    for name in names:
+        e = epochs[epochs["variant"] == name] if len(epochs) else epochs
+        if e.empty or column not in e:
+            continue
+        for seed in seeds:
+            f = e[e["seed"] == seed] if "seed" in e else e
+            mine = seed == watched_seed
+            values = f[column].to_numpy(dtype=float)
+            drawn.append(values)
+            ax.plot(
+                f["epoch"].to_numpy() + 1,
+                values,
+                color=palette[name],
+                lw=2.0 if mine else 0.8,
+                alpha=1.0 if mine else 0.45,
+                marker="o" if mine and len(f) <= 12 else None,
+                ms=3,
+                label=name if mine else None,
+                zorder=3 if mine else 2,
+            )
+    if len(seeds) > 1:
+        ax.plot([], [], color="grey", lw=0.8, alpha=0.6, label=f"other seeds ({len(seeds) - 1})")
+    if constant is not None:
+        lo, hi = sorted(constant)
+        ax.axhspan(lo, hi, color="grey", alpha=0.12, lw=0)
+        ax.axhline(hi, color="black", ls=":", lw=1.0, label=f"one class always: {lo:.2g}-{hi:.2g}")
+        ax.axhline(lo, color="black", ls=":", lw=1.0)
+    elif baseline is not None:
+        ax.axhline(baseline, color="black", ls=":", lw=1.2, label=f"mean predictor: {baseline:.3g}")
+        drawn.append(np.array([baseline]))
+    ax.set_xlabel("epoch (0: before training)", fontsize=8.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("training loss")
+    ax.tick_params(labelsize=7.5)
     ax.grid(True, alpha=0.3)
-    ax.set_title(title)
-    if len(steps):
-        ax.legend(fontsize=8)
+    if accuracy:
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("test accuracy", fontsize=8.5)
+    else:
+        log_y(ax)
+        ax.set_ylabel("test loss (MSE, log)", fontsize=8.5)
+        if drawn:
+            min_span(ax, np.concatenate(drawn), 1.0)
+    legend_above(ax)
     return fig
 
 
-def save_run_plots(run: Run) -> list[Path]:
-    """Write a run's PNGs into ``RUN_DIR/plots`` and return their paths."""
-    out = run.path / "plots"
-    out.mkdir(exist_ok=True)
-    params, layers = run.table("params"), run.table("layers")
-    steps, first = run.table("steps"), run.table("firstlayer")
-    exp = run.config.get("experiment", "run")
-    figures: dict[str, Figure] = {}
-    for name in run.variants:
-        p = params[params["variant"] == name]
-        s = steps[steps["variant"] == name] if len(steps) else steps
-        slug = variant_dir(name)
-        figures[f"epochs-{slug}.png"] = epoch_lines(
-            p, s, f"{exp} / {name}: gradient norm per layer, one line per epoch"
-        )
-        figures[f"heatmap-{slug}.png"] = heatmap(p, f"{exp} / {name}: gradient norm, layer x step")
-    figures["variants.png"] = variants_chart(params, layers, f"{exp}: all variants", run.variants)
-    if len(steps):
-        figures["loss.png"] = loss_chart(steps, f"{exp}: training loss")
-    if len(first) and "true_mean_abs_grad" in first and exp == "classification":
-        figures["first-layer.png"] = first_layer_chart(
-            first, f"{exp}: true first-layer gradient vs the notebook's estimate"
-        )
-    theory = theory_chart(run, f"{exp}: theory at initialisation vs measurement")
-    if theory is not None:
-        figures["theory.png"] = theory
-    paths = []
-    for fname, fig in figures.items():
-        path = out / fname
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+def activation_health(
+    layers: pd.DataFrame, order: Sequence[str], limits: tuple[float, float], title: str = ""
+) -> Figure:
+    """Saturated (sigmoid/tanh) or dead (ReLU) fraction by layer, per variant: first recorded
+    step solid, last dashed; dotted: the diagnosis thresholds."""
+    palette = colors(order)
+    lines: list[tuple[str, str, np.ndarray, np.ndarray]] = []
+    for name in order:
+        lay = layers[layers["variant"] == name]
+        for col, what in (("saturated_frac", "saturated"), ("dead_frac", "dead")):
+            if col not in lay or lay[col].isna().all():
+                continue
+            grid = lay.pivot_table(index="step", columns="depth", values=col, aggfunc="first")
+            grid = grid.dropna(axis=1, how="all")
+            if grid.empty:
+                continue
+            lines.append((name, what, grid.iloc[0].to_numpy(), grid.iloc[-1].to_numpy()))
+    fig, ax = figure(title, legend_rows(len(lines) + 1))
+    n = int(layers["depth"].max()) + 1 if len(layers) else 0
+    for name, what, first, last in lines:
+        x = range(len(first))
+        ax.plot(x, first, marker="o", ms=3, color=palette[name], label=f"{name}: {what}")
+        ax.plot(x, last, ls="--", color=palette[name])
+    if lines:
+        ax.plot([], [], ls="--", color="grey", label="last recorded step")
+    for limit in limits:
+        ax.axhline(limit, color="grey", lw=0.8, ls=":")
+    ax.set_ylim(-0.03, 1.03)
+    _layer_axis(ax, n, "fraction of units", log=False)
+    if lines:
+        legend_above(ax)
+    else:
+        ax.text(0.5, 0.5, "no sigmoid/tanh/ReLU activation recorded", ha="center", va="center")
+    return fig
+
+
+def update_ratios(params: pd.DataFrame, order: Sequence[str], title: str = "") -> Figure:
+    """||W_after - W_before|| / ||W|| by layer: median over recorded steps, per variant; the
+    grey line at 1e-3 is the usual healthy size."""
+    palette = colors(order)
+    fig, ax = figure(title, legend_rows(len(order)))
+    n, drawn = 0, []
+    for name in order:
+        w = weight_rows(params[params["variant"] == name])
+        if w.empty or "update_ratio" not in w or w["update_ratio"].isna().all():
+            continue
+        med = _positive(w.groupby("depth")["update_ratio"].median().to_numpy(dtype=float))
+        n = max(n, len(med))
+        drawn.append(med)
+        ax.plot(range(len(med)), med, marker="o", ms=3.5, color=palette[name], label=name)
+    ax.axhline(1e-3, color="grey", lw=0.8)
+    _layer_axis(ax, n, "median update / weight (log)")
+    if drawn:
+        min_span(ax, np.concatenate([*drawn, [1e-3]]))
+    legend_above(ax)
+    return fig
 
 
 def theory_prediction(run: Run, variant: str) -> Any:
@@ -247,42 +442,107 @@ def measured_per_example(params: pd.DataFrame) -> np.ndarray:
     return v / v[-1] if v[-1] > 0 else v
 
 
-def theory_chart(run: Run, title: str) -> Figure | None:
+def theory_chart(run: Run, title: str = "") -> Figure | None:
     """Predicted (mean-field theory, with its seed-to-seed band) against measured per-example
     weight-gradient norms at the first step, each normalised so the readout is 1."""
-    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
     params = run.table("params")
-    n, drawn = 0, 0
+    palette = colors(run.variants)
+    pairs = []
     for name in run.variants:
         pred = theory_prediction(run, name)
         meas = measured_per_example(params[params["variant"] == name])
-        if pred is None or len(meas) != len(pred.grad_norm_by_depth):
-            continue
+        if pred is not None and len(meas) == len(pred.grad_norm_by_depth):
+            pairs.append((name, pred, meas))
+    if not pairs:
+        return None
+    fig, ax = figure(title, legend_rows(2 * len(pairs), 2), height=4.2)
+    n, drawn = 0, []
+    for name, pred, meas in pairs:
         x = np.arange(len(meas))
         n = max(n, len(meas))
-        line = ax.plot(x, pred.grad_norm_by_depth, ls="--", label=f"{name}: predicted")[0]
+        c = palette[name]
+        ax.plot(x, pred.grad_norm_by_depth, ls="--", color=c, label=f"{name}: predicted")
         lo, hi = (np.asarray(b, dtype=float) for b in pred.grad_norm_band)
-        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15)
-        ax.plot(
-            x,
-            _positive(meas),
-            marker="o",
-            ls="none",
-            color=line.get_color(),
-            label=f"{name}: measured",
-        )
-        drawn += 1
-    if not drawn:
-        plt.close(fig)
-        return None
-    _log_axis(ax, n, "per-example ||dL/dW|| / readout's (log)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.text(
-        0.01,
-        0.02,
-        "band: seed-to-seed spread exp(+-sqrt(5 beta)), beta = sum of 1/width",
-        transform=ax.transAxes,
-        fontsize=7,
-    )
+        ax.fill_between(x, lo, hi, color=c, alpha=0.15, lw=0)
+        ax.plot(x, _positive(meas), marker="o", ms=4, ls="none", color=c, label=f"{name}: measured")
+        drawn += [_positive(meas), np.asarray(pred.grad_norm_by_depth, dtype=float)]
+    _layer_axis(ax, n, "per-example ||dL/dW|| / last (log)")
+    min_span(ax, np.concatenate(drawn))
+    legend_above(ax, 2)
     return fig
+
+
+def run_figures(run: Run, thresholds: Any = None) -> dict[str, Figure]:
+    """Every figure of a run, by file name (``plots/NAME``), in the report's order."""
+    from gradprobe.diagnosis import Thresholds
+
+    th = thresholds or Thresholds()
+    params, layers = run.table("params"), run.table("layers")
+    steps, first = run.table("steps"), run.table("firstlayer")
+    exp = str(run.config.get("experiment", "run"))
+    order = run.variants
+    figs: dict[str, Figure] = {}
+    if not run.table("epochs").empty and "test_loss" in run.table("epochs"):
+        figs["training.png"] = training_chart(run, f"{exp}: outcome on the test split")
+    if not params.empty:
+        figs["variants.png"] = variants_chart(
+            params, layers, f"{exp}: weight gradients at the first step", order
+        )
+    if not layers.empty and "backward_norm" in layers and layers["backward_norm"].notna().any():
+        figs["backward.png"] = step_chart(
+            params,
+            layers,
+            "backward_norm",
+            "||dL/dh|| (log)",
+            order,
+            f"{exp}: backward signal at the first step",
+        )
+    theory = theory_chart(run, f"{exp}: theory at initialisation vs measured")
+    if theory is not None:
+        figs["theory.png"] = theory
+    if len(first) and "true_mean_abs_grad" in first and exp == "classification":
+        figs["first-layer.png"] = first_layer_chart(
+            first, f"{exp}: true first-layer gradient vs the notebook's estimate"
+        )
+    for name in order:
+        p = params[params["variant"] == name]
+        s = steps[steps["variant"] == name] if len(steps) else steps
+        slug = variant_dir(name)
+        figs[f"epochs-{slug}.png"] = epoch_lines(p, s, f"{name}: ||dL/dW|| by layer, per epoch")
+        figs[f"heatmap-{slug}.png"] = heatmap(p, f"{name}: ||dL/dW||, layer x step")
+    if not layers.empty:
+        figs["activations.png"] = activation_health(
+            layers, order, (th.saturated_high, th.dead_high), f"{exp}: saturated and dead units"
+        )
+    if not params.empty:
+        figs["updates.png"] = update_ratios(params, order, f"{exp}: update size by layer")
+    return figs
+
+
+def png(fig: Figure) -> bytes:
+    """The figure as PNG bytes (rendered once)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def render_run_figures(run: Run, thresholds: Any = None) -> dict[str, bytes]:
+    """Every figure of a run rendered once to PNG, by file name."""
+    return {name: png(fig) for name, fig in run_figures(run, thresholds).items()}
+
+
+def save_run_plots(run: Run, rendered: Mapping[str, bytes] | None = None) -> list[Path]:
+    """Write a run's PNGs into ``RUN_DIR/plots`` (rendered now unless given) and return their
+    paths; PNGs of figures the run no longer has are removed."""
+    rendered = rendered if rendered is not None else render_run_figures(run)
+    out = run.path / "plots"
+    out.mkdir(exist_ok=True)
+    for old in out.glob("*.png"):
+        if old.name not in rendered:
+            old.unlink()
+    paths = []
+    for name, data in rendered.items():
+        path = out / name
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
