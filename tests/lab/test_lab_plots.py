@@ -55,3 +55,18 @@ def test_ratio_vs_depth_puts_fifteen_lines_in_distinct_styles_beside_the_axes():
     assert legend.x0 >= ax.get_window_extent().x1  # beside the data, not over it
     lo, hi = ax.get_ylim()
     assert hi / lo >= 99  # a flat line looks flat: at least two decades
+
+
+def test_sweep_report_tables_scroll_in_their_box_and_labels_wrap_per_setting():
+    from gradprobe.lab import report
+
+    cell = dict(label="activation=sigmoid depth=8 init=glorot_uniform", seeds=2,
+                ratio_median=1e-5, ratio_min=1e-6, ratio_max=1e-4, decay_per_layer=0.2,
+                test_loss=0.7, test_accuracy=0.5, findings="error:vanishing,warning:x",
+                failed_seeds=0)  # fmt: skip
+    summary = dict(data="d", task="binary", status="complete", finished=1, cells=1, skipped=0,
+                   seeds=[0, 1], sweep_dir="s", cells_summary=[cell])  # fmt: skip
+    html = report.render(summary, pd.DataFrame({"depth": [8]}), None)
+    assert html.count('<div class="scroll"><table>') == 1  # a wide table scrolls in its box
+    assert "activation=sigmoid<br>depth=8<br>init=glorot_uniform" in html
+    assert "error:vanishing<br>warning:x" in html and 'name="viewport"' in html
