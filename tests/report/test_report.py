@@ -112,11 +112,11 @@ def test_the_report_embeds_the_same_pngs_as_plots(small_run):
 
 
 def test_the_report_tells_the_story_with_the_runs_numbers(small_run, small_html):
-    import html as h
+    from markupsafe import escape
 
     run = load_run(small_run)
     story = run.summary["story"]
-    assert story and h.escape(story) in small_html
+    assert story and str(escape(story)) in small_html
     ratio = run.summary["variants"][0]["first_last_ratio"]
     assert f"deep-sigmoid's first layer gets {ratio:.2g}" in story
     assert small_html.index('id="story"') < small_html.index('id="findings"')

@@ -23,7 +23,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
+from matplotlib.ticker import FuncFormatter, Locator, MaxNLocator, NullLocator
 
 from gradprobe.records import weight_rows
 from gradprobe.run import Run, variant_dir
@@ -31,7 +31,8 @@ from gradprobe.run import Run, variant_dir
 MIN_DECADES = 2.0
 """A log axis shows at least this many powers of ten."""
 DPI = 110
-WIDTH, HEIGHT = 6.4, 3.9
+WIDTH, HEIGHT = 5.2, 3.6
+FS_TICK, FS_LABEL, FS_LEGEND, FS_TITLE = 8.5, 9.5, 8.5, 10.5
 MAX_EPOCH_LINES = 6
 _PALETTE = [colormaps["tab10"](i) for i in range(10)]
 
@@ -62,12 +63,12 @@ def figure(
     """A figure with one axes in a fixed frame: room for the title and ``legend_rows`` legend
     rows above the axes, tick labels below and left."""
     fig = Figure(figsize=(width, height), dpi=DPI)
-    top_in = (0.35 if title else 0.1) + 0.2 * legend_rows + (0.08 if legend_rows else 0)
-    left, bottom, right = 0.75 / width, 0.55 / height, 0.2 / width
+    top_in = (0.38 if title else 0.1) + 0.22 * legend_rows + (0.08 if legend_rows else 0)
+    left, bottom, right = 0.72 / width, 0.62 / height, 0.15 / width
     top = 1 - top_in / height
     ax = fig.add_axes((left, bottom, 1 - left - right, top - bottom))
     if title:
-        fig.text(0.5, 1 - 0.08 / height, title, ha="center", va="top", fontsize=10)
+        fig.text(0.5, 1 - 0.08 / height, title, ha="center", va="top", fontsize=FS_TITLE)
     return fig, ax
 
 
@@ -86,7 +87,7 @@ def legend_above(ax: Axes, ncol: int = 3) -> None:
             bbox_to_anchor=(0.0, 1.01, 1.0, 0.1),
             mode="expand",
             ncol=min(ncol, len(handles)),
-            fontsize=7.5,
+            fontsize=FS_LEGEND,
             frameon=False,
             borderaxespad=0.0,
             handlelength=1.6,
@@ -115,11 +116,31 @@ def _tick(v: float, _pos: Any = None) -> str:
     return f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e").replace("e+", "e")
 
 
+class LogTicks(Locator):
+    """Ticks of a log axis: 1, 2, 5 per decade over a short span, else powers of ten, every
+    decade or every few, never more than about seven."""
+
+    def __call__(self) -> list[float]:
+        lo, hi = sorted(self.axis.get_view_interval()) if self.axis else (1.0, 10.0)
+        return self.tick_values(lo, hi)
+
+    def tick_values(self, vmin: float, vmax: float) -> list[float]:
+        if not (vmin > 0 and vmax > vmin and math.isfinite(vmax)):
+            return []
+        a, b = math.floor(math.log10(vmin)), math.ceil(math.log10(vmax))
+        if b - a <= 2:
+            ticks = [m * 10.0**k for k in range(a, b + 1) for m in (1, 2, 5)]
+        else:
+            step = max(1, math.ceil((b - a) / 6))
+            ticks = [10.0**k for k in range(a - a % step, b + 1, step)]
+        return [t for t in ticks if vmin <= t <= vmax]
+
+
 def log_y(ax: Axes) -> None:
     """A log y axis with plain labels (1e-7; no mathtext to typeset) and no minor ticks: the
     cheap kind to draw."""
     ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0), numticks=8))
+    ax.yaxis.set_major_locator(LogTicks())
     ax.yaxis.set_major_formatter(FuncFormatter(_tick))
     ax.yaxis.set_minor_locator(NullLocator())
 
@@ -127,10 +148,10 @@ def log_y(ax: Axes) -> None:
 def _layer_axis(ax: Axes, n_layers: int, ylabel: str, log: bool = True) -> None:
     if log:
         log_y(ax)
-    ax.set_xticks(range(n_layers), depth_labels(n_layers), fontsize=7.5)
-    ax.set_xlabel("layer (input \u2192 output)", fontsize=8.5)
-    ax.set_ylabel(ylabel, fontsize=8.5)
-    ax.tick_params(axis="y", labelsize=7.5)
+    ax.set_xticks(range(n_layers), depth_labels(n_layers), fontsize=FS_TICK)
+    ax.set_xlabel("layer (input \u2192 output)", fontsize=FS_LABEL)
+    ax.set_ylabel(ylabel, fontsize=FS_LABEL)
+    ax.tick_params(axis="y", labelsize=FS_TICK)
     ax.grid(True, which="major", alpha=0.3)
 
 
@@ -234,11 +255,11 @@ def heatmap(params: pd.DataFrame, title: str) -> Figure:
     """Layer x step heatmap of the weight-gradient norm (log colour scale)."""
     w = weight_rows(params)
     grid = w.pivot_table(index="depth", columns="step", values="grad_norm", aggfunc="first")
-    fig = Figure(figsize=(WIDTH, 3.6), dpi=DPI)
-    ax = fig.add_axes((0.15, 0.16, 0.66, 0.72 if title else 0.78))
-    cax = fig.add_axes((0.84, 0.16, 0.025, 0.72 if title else 0.78))
+    fig = Figure(figsize=(WIDTH, HEIGHT), dpi=DPI)
+    ax = fig.add_axes((0.2, 0.15, 0.58, 0.72 if title else 0.8))
+    cax = fig.add_axes((0.81, 0.15, 0.03, 0.72 if title else 0.8))
     if title:
-        fig.text(0.5, 0.985, title, ha="center", va="top", fontsize=10)
+        fig.text(0.5, 0.985, title, ha="center", va="top", fontsize=FS_TITLE)
     if grid.empty:
         ax.text(0.5, 0.5, "no gradients recorded", ha="center", va="center")
         cax.set_axis_off()
@@ -253,19 +274,23 @@ def heatmap(params: pd.DataFrame, title: str) -> Figure:
             lo, hi = c / 10 ** (MIN_DECADES / 2), c * 10 ** (MIN_DECADES / 2)
         norm = LogNorm(vmin=lo, vmax=hi)
     steps = grid.columns.to_numpy()
-    im = ax.imshow(data, aspect="auto", cmap="magma", norm=norm, interpolation="nearest")
-    ticks = np.unique(np.linspace(0, len(steps) - 1, min(len(steps), 7)).round().astype(int))
-    ax.set_xticks(ticks, [str(int(steps[i])) for i in ticks], fontsize=7.5)
+    width = float(steps[1] - steps[0]) if len(steps) > 1 else 1.0
+    extent = (float(steps[0]) - width / 2, float(steps[-1]) + width / 2, len(grid) - 0.5, -0.5)
+    im = ax.imshow(
+        data, aspect="auto", cmap="magma", norm=norm, interpolation="nearest", extent=extent
+    )
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+    ax.tick_params(axis="x", labelsize=FS_TICK)
     labels = [s.replace("\n", " ") for s in depth_labels(len(grid))]
-    ax.set_yticks(range(len(grid)), labels, fontsize=7)
-    ax.set_ylabel("layer (input at top)", fontsize=8.5)
-    ax.set_xlabel("step", fontsize=8.5)
+    ax.set_yticks(range(len(grid)), labels, fontsize=FS_TICK)
+    ax.set_ylabel("layer (input at top)", fontsize=FS_LABEL)
+    ax.set_xlabel("step", fontsize=FS_LABEL)
     cb = fig.colorbar(im, cax=cax)
-    cb.ax.yaxis.set_major_locator(LogLocator(numticks=7))
+    cb.ax.yaxis.set_major_locator(LogTicks())
     cb.ax.yaxis.set_major_formatter(FuncFormatter(_tick))
     cb.ax.yaxis.set_minor_locator(NullLocator())
-    cb.set_label("||dL/dW|| (log)", fontsize=8)
-    cb.ax.tick_params(labelsize=7)
+    cb.set_label("||dL/dW|| (log)", fontsize=FS_LABEL)
+    cb.ax.tick_params(labelsize=FS_TICK)
     return fig
 
 
@@ -274,22 +299,22 @@ def first_layer_chart(first: pd.DataFrame, title: str) -> Figure:
     (W_0 - W_t)/lr estimate, per variant."""
     names = list(pd.unique(first["variant"]))
     palette = colors(names)
-    fig, ax = figure(title, legend_rows(2 * len(names), 2), height=4.4)
+    fig, ax = figure(title, legend_rows(len(names) + 2, 2), height=HEIGHT + 0.4)
     drawn = []
     for name in names:
         f = first[first["variant"] == name]
         true = _positive(f["true_mean_abs_grad"].to_numpy())
         est = _positive(f["cumulative_estimate_mean_abs"].to_numpy())
         drawn += [true, est]
-        ax.plot(f["step"], true, color=palette[name], label=f"{name}: true mean |dL/dW1|")
-        ax.plot(
-            f["step"], est, ls="--", color=palette[name], label=f"{name}: notebook |W0 - Wt|/lr"
-        )
+        ax.plot(f["step"], true, color=palette[name], label=name)
+        ax.plot(f["step"], est, ls="--", color=palette[name])
+    ax.plot([], [], color="grey", label="true mean |dL/dW1|")
+    ax.plot([], [], color="grey", ls="--", label="notebook's |W0 - Wt| / lr")
     log_y(ax)
-    ax.set_xlabel("step", fontsize=8.5)
+    ax.set_xlabel("step", fontsize=FS_LABEL)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("mean |value| (log)", fontsize=8.5)
-    ax.tick_params(labelsize=7.5)
+    ax.set_ylabel("mean |value| (log)", fontsize=FS_LABEL)
+    ax.tick_params(labelsize=FS_TICK)
     ax.grid(True, which="major", alpha=0.3)
     if drawn:
         min_span(ax, np.concatenate(drawn))
@@ -350,16 +375,16 @@ def training_chart(run: Run, title: str = "") -> Figure:
     elif baseline is not None:
         ax.axhline(baseline, color="black", ls=":", lw=1.2, label=f"mean predictor: {baseline:.3g}")
         drawn.append(np.array([baseline]))
-    ax.set_xlabel("epoch (0: before training)", fontsize=8.5)
+    ax.set_xlabel("epoch (0: before training)", fontsize=FS_LABEL)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.tick_params(labelsize=7.5)
+    ax.tick_params(labelsize=FS_TICK)
     ax.grid(True, alpha=0.3)
     if accuracy:
         ax.set_ylim(-0.02, 1.02)
-        ax.set_ylabel("test accuracy", fontsize=8.5)
+        ax.set_ylabel("test accuracy", fontsize=FS_LABEL)
     else:
         log_y(ax)
-        ax.set_ylabel("test loss (MSE, log)", fontsize=8.5)
+        ax.set_ylabel("test loss (MSE, log)", fontsize=FS_LABEL)
         if drawn:
             min_span(ax, np.concatenate(drawn), 1.0)
     legend_above(ax)
@@ -455,17 +480,19 @@ def theory_chart(run: Run, title: str = "") -> Figure | None:
             pairs.append((name, pred, meas))
     if not pairs:
         return None
-    fig, ax = figure(title, legend_rows(2 * len(pairs), 2), height=4.2)
+    fig, ax = figure(title, legend_rows(len(pairs) + 2, 2), height=HEIGHT + 0.2)
     n, drawn = 0, []
     for name, pred, meas in pairs:
         x = np.arange(len(meas))
         n = max(n, len(meas))
         c = palette[name]
-        ax.plot(x, pred.grad_norm_by_depth, ls="--", color=c, label=f"{name}: predicted")
+        ax.plot(x, pred.grad_norm_by_depth, ls="--", color=c, label=name)
         lo, hi = (np.asarray(b, dtype=float) for b in pred.grad_norm_band)
         ax.fill_between(x, lo, hi, color=c, alpha=0.15, lw=0)
-        ax.plot(x, _positive(meas), marker="o", ms=4, ls="none", color=c, label=f"{name}: measured")
-        drawn += [_positive(meas), np.asarray(pred.grad_norm_by_depth, dtype=float)]
+        ax.plot(x, _positive(meas), marker="o", ms=4, ls="none", color=c)
+        drawn += [_positive(meas), np.asarray(pred.grad_norm_by_depth, dtype=float), lo, hi]
+    ax.plot([], [], ls="--", color="grey", label="predicted (band: seed to seed)")
+    ax.plot([], [], marker="o", ls="none", color="grey", label="measured")
     _layer_axis(ax, n, "per-example ||dL/dW|| / last (log)")
     min_span(ax, np.concatenate(drawn))
     legend_above(ax, 2)
