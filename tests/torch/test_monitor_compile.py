@@ -244,3 +244,33 @@ def test_model_compiled_after_watch_on_a_step_not_recorded_is_recorded_from_the_
     assert not layers[["act_rms", "backward_norm"]].isna().any().any()
     eager, _, _ = _run("mlp", None, every=2, steps=5)
     _same(layers, eager.to_pandas("layers"), 1e-6, LAYER_COLS)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"activations": False},
+        {"backward": False},
+        {"activations": False, "backward": False},  # gradients only: depth from the layer order
+    ],
+)
+def test_watched_compiled_model_with_fewer_statistics_has_the_eager_rows(
+    options: dict[str, bool],
+) -> None:
+    got = []
+    for compiled in (True, False):
+        dynamo.reset()
+        dynamo.utils.counters.clear()
+        model = _make("cnn")
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        mon = gradprobe.watch(model, opt, **options)
+        run = torch.compile(model, backend="aot_eager") if compiled else model
+        x, y = _data(model)
+        _train(run, opt, 3, x, y)
+        assert _graph_breaks() == {}
+        got.append((mon.to_pandas(), mon.to_pandas("layers")))
+    (cp, cl), (ep, el) = got
+    _same(cp, ep, 1e-10, ["grad_norm", "weight_norm"])
+    assert len(cl) == len(el)
+    if len(el):
+        _same(cl, el, 1e-6, LAYER_COLS)

@@ -95,6 +95,8 @@ class Capture:
         self._sink: torch.Tensor | None = None  # the step's forwards' vectors, summed
         self._layout: tuple[tuple[str, Activation | None, int], ...] = ()  # what _sink holds
         self._spilled: list[tuple[tuple[tuple[str, Activation | None, int], ...], Any]] = []
+        self._names: list[str] = []  # layers in the order this forward ran them
+        self._ran: tuple[str, ...] = ()  # ... and in the last compiled forward (depth order)
 
     def set_owners(self, owners: dict[nn.Module, str]) -> None:
         """The layers to hook (again after a re-scan of the model)."""
@@ -300,6 +302,7 @@ class Capture:
     def _c_layer(self, name: str, output: Any) -> Any:
         """A layer's forward hook inside a compiled region: the output, through the signal
         probe (returned: the module's output is the probe's), waits for its activation."""
+        self._names.append(name)
         if not torch.is_grad_enabled():
             return None
         self._c_resolve()
@@ -337,6 +340,9 @@ class Capture:
         and ``_found`` is emptied, so that the next forward of the step (gradient accumulation)
         enters with the same state and runs the same graph. A forward whose layout differs
         (another code path) puts the sum so far aside."""
+        if self._names:
+            self._ran = tuple(self._names)
+            self._names.clear()
         found = self._found
         if not found:
             return
@@ -357,6 +363,8 @@ class Capture:
         (the step's per-layer accumulators): output moments, units alive and ``||dL/dh||^2``,
         read from the device in one transfer."""
         self._c_fold_forward()  # a forward that did not reach its end hook
+        for name in self._ran:
+            self.order.see(name)
         packs = list(self._spilled)
         if self._sink is not None:
             packs.append((self._layout, self._sink))
@@ -390,6 +398,7 @@ class Capture:
     def drop(self) -> None:
         """Forget what compiled forwards and backwards gathered (no step recorded them)."""
         self._found.clear()
+        self._names.clear()
         self._spilled.clear()
         self._sink, self._layout = None, ()
         for p in self.probes.values():
