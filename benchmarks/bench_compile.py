@@ -93,7 +93,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     ref = med["compiled bare"]
     cpu = platform.processor() or platform.machine()
-    print(f"torch {torch.__version__}, {cpu}, 1 thread, backend={args.backend}, ")
+    print(f"torch {torch.__version__}, {cpu}, 1 thread, backend={args.backend}")
     print(f"{rounds} rounds of {block} steps; graph breaks: {breaks or 0}")
     print(f"{'setup':32s} {'ms/step':>8s} {'x compiled bare':>16s}")
     for k in times:
