@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -159,22 +160,28 @@ def _options(f: Any) -> Any:
     return f
 
 
-def execute(
+@dataclasses.dataclass
+class Produced:
+    """A finished run and what was written for it: plots and the report."""
+
+    outcome: Any
+    run_dir: Path
+    plots: list[Path]
+    report: Path
+
+
+def produce(
     experiment: str,
-    as_json: bool,
-    quiet: bool,
     out: str | None,
+    progress: Progress,
     seeds: int | None = None,
-    tell: bool = True,
     **kw: Any,
-) -> Run:
-    """Resolve, run, plot, and print; returns the loaded run (shared by run and demo).
+) -> Produced:
+    """Resolve, train, render every figure once, write plots/ and the report; prints nothing.
 
     ``every`` of None records as often as keeps a variant within a few hundred recorded steps
     (:func:`gradprobe.experiments.runner.auto_every`); ``seeds`` of None: the experiment's
-    default number of seeds; ``tell``: print the closing sentence (the demo prints both at
-    the end)."""
-    from gradprobe.cli.diagnose import print_verdicts
+    default number of seeds."""
     from gradprobe.experiments.runner import (
         auto_every,
         default_run_dir,
@@ -189,21 +196,31 @@ def execute(
     if seeds is not None and seeds < 1:
         raise UsageError(f"--seeds must be a whole number >= 1, got {seeds}")
     run_dir = Path(out) if out else default_run_dir(experiment)
-    console = Console(file=sys.stderr if as_json else sys.stdout)
     data = load_dataset(config)
     if every is None:
         config = dataclasses.replace(config, every=auto_every(config, data))
-    with _progress(quiet or as_json) as progress:
-        outcome = run_experiment(config, run_dir, progress=_Bar(progress), data=data, seeds=seeds)
+    outcome = run_experiment(config, run_dir, progress=_Bar(progress), data=data, seeds=seeds)
     figures = render_run_figures(outcome.run)
     plots = save_run_plots(outcome.run, figures)
     report = write_report(outcome.run, figures=figures, findings=outcome.findings)
+    return Produced(outcome, run_dir, plots, report)
+
+
+def show(done: Produced, as_json: bool, tell: bool = True) -> Run:
+    """Print a produced run: its JSON summary, or tables, paths, verdicts and the closing
+    sentence (``tell``); returns the run."""
+    from gradprobe.cli.diagnose import print_verdicts
+
+    outcome = done.outcome
+    console = Console(file=sys.stderr if as_json else sys.stdout)
     if as_json:
         click.echo(json.dumps(outcome.run.summary, default=str))
     else:
         print_tables(outcome.run, console)
-        console.print(f"run directory: {run_dir}  ({len(plots)} plots in {run_dir / 'plots'})")
-        console.print(f"report: {report}")
+        console.print(
+            f"run directory: {done.run_dir}  ({len(done.plots)} plots in {done.run_dir / 'plots'})"
+        )
+        console.print(f"report: {done.report}")
         print_verdicts(outcome.findings, outcome.run.variants, console)
         story = outcome.run.summary.get("story")
         if story and tell:
@@ -211,6 +228,21 @@ def execute(
     if outcome.status != "complete":
         err.print(f"[yellow]partial run: {outcome.message}[/]")
     return outcome.run
+
+
+def execute(
+    experiment: str,
+    as_json: bool,
+    quiet: bool,
+    out: str | None,
+    seeds: int | None = None,
+    tell: bool = True,
+    **kw: Any,
+) -> Run:
+    """Produce and show one run (see :func:`produce`); returns the loaded run."""
+    with _progress(quiet or as_json) as progress:
+        done = produce(experiment, out, progress, seeds, **kw)
+    return show(done, as_json, tell)
 
 
 @click.command("list")
@@ -254,6 +286,15 @@ def plot_cmd(run_dir: str) -> None:
         err.print(f"[yellow]note: partial run ({run.status.get('message', '')})[/]")
 
 
+def _torch_threads(n: int) -> int:
+    """Set torch's intra-op threads to ``n``; returns the previous number."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    return before
+
+
 @click.command("demo")
 @click.option(
     "--out",
@@ -289,28 +330,44 @@ def demo_cmd(
     root = Path(out) if out else default_run_dir("demo")
     click.echo(f"gradprobe demo: both seed experiments, written to {root}\n")
     stories = []
-    run = execute(
-        "classification", False, quiet, str(root / "classification"), seeds, False, epochs=epochs
-    )
-    stories.append(run.summary.get("story", ""))
+    budget = {"epochs": epochs}
+    # California trains in a second thread while classification trains, renders and reports:
+    # torch releases the GIL inside its kernels, so the two overlap on two cores. Tiny nets run
+    # best on one torch thread each.
+    threads = _torch_threads(1)
     try:
-        run = execute(
-            "california",
-            False,
-            quiet,
-            str(root / "california"),
-            seeds,
-            False,
-            epochs=epochs,
-            data_home=data_home,
-        )
-        stories.append(run.summary.get("story", ""))
-    except DataError as exc:
-        err.print(f"[yellow]California experiment skipped: {exc}[/]")
+        with _progress(quiet) as progress, ThreadPoolExecutor(1) as pool:
+            cal = pool.submit(
+                produce,
+                "california",
+                str(root / "california"),
+                progress,
+                seeds,
+                data_home=data_home,
+                **budget,
+            )
+            try:
+                cls = produce(
+                    "classification", str(root / "classification"), progress, seeds, **budget
+                )
+            except BaseException:
+                cal.cancel()
+                raise
+            try:
+                cal_done: Produced | DataError = cal.result()
+            except DataError as exc:
+                cal_done = exc
+    finally:
+        _torch_threads(threads)
+    stories.append(show(cls, False, tell=False).summary.get("story", ""))
+    if isinstance(cal_done, DataError):
+        err.print(f"[yellow]California experiment skipped: {cal_done}[/]")
         err.print(
             "To get the data: run once with internet access (scikit-learn downloads it), or "
             "pass --data-home DIR / set SCIKIT_LEARN_DATA to a folder with its cache."
         )
+    else:
+        stories.append(show(cal_done, False, tell=False).summary.get("story", ""))
     console = Console()
     console.rule("what the demo shows")
     for story in filter(None, stories):
