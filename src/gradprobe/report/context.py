@@ -180,7 +180,7 @@ def _outcome_rows(run: Run) -> list[dict[str, Any]]:
                 "metric": o.metric,
                 "start": fmt(o.start),
                 "median": fmt(float(sorted(o.finals)[len(o.finals) // 2])),
-                "range": f"{fmt(min(o.finals))} - {fmt(max(o.finals))}",
+                "range": f"{fmt(min(o.finals))}-{fmt(max(o.finals))}",
                 "seeds": len(finals) or 1,
                 "stuck": f"{sum(o.stuck)} of {len(o.stuck)}",
             }
