@@ -1,6 +1,6 @@
 """gradprobe lab: batched seeds against one seed after the other, and sweep throughput.
 
-Run: python benchmarks/bench_lab.py [--quick] [--threads N]
+Run: python benchmarks/bench_lab.py [--quick] [--threads N] [--estimate]
 
 Everything is measured in this one process, interleaved (batched, sequential, batched, ...), and
 reported as medians and ratios. Training only (the same records either way): the diagnosis of
@@ -11,12 +11,14 @@ each seed's records, which both paths share, is not part of the first two figure
    after seed, so "auto" costs what sequential costs; forced batching is shown for reference.
    Needs the California cache: ../shared/data/california_housing (built into a temp folder).
 3. Sweep throughput (cells per second, diagnosis and writing included) with 1 and 2 workers.
+4. ``--estimate`` (alone): the time ``gradprobe sweep`` estimates against the time it takes.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import platform
 import statistics
@@ -107,11 +109,43 @@ def bench_sweep(quick: bool) -> None:
     print(f"  2 workers / 1 worker = {rates[2] / rates[1]:.2f}x")
 
 
+ESTIMATE_RUNS = (
+    ("sweep", "classification", "--depth", "2,4,8", "--seeds", "3"),
+    ("sweep", "classification", "--activation", "sigmoid,relu", "--depth", "2,6", "--seeds", "2",
+     "--workers", "2"),
+    ("sweep", "make_moons", "--depth", "2,4", "--seeds", "2"),
+    ("remedies", "classification", "--variant", "deep-sigmoid", "--seeds", "2", "--only",
+     "baseline,relu_he,batch_norm,adam"),
+)  # fmt: skip
+
+
+def bench_estimate() -> None:
+    """The CLI's printed estimate against the measured wall time of the whole command."""
+    import re
+
+    exe = Path(sys.executable).with_name("gradprobe")
+    for args in ESTIMATE_RUNS:
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            out = subprocess.run([str(exe), *args, "--out", tmp, "-q"], capture_output=True,
+                                 text=True, timeout=600)  # fmt: skip
+            wall = time.perf_counter() - t0
+        m = re.search(r"estimated ([\d.]+) (s|min|h)", out.stderr)
+        est = float(m.group(1)) * {"s": 1, "min": 60, "h": 3600}[m.group(2)] if m else math.nan
+        print(f"  {' '.join(args):<90} estimated {est:5.1f} s, took {wall:5.1f} s, "
+              f"took/estimated {wall / est:.2f}")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repeats and cells")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--estimate", action="store_true", help="only: sweep estimates vs wall time")
     args = ap.parse_args()
+    if args.estimate:
+        print(f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; the CLI's estimate:")
+        bench_estimate()
+        return
     torch.set_num_threads(args.threads)
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from gradprobe.cli import main
@@ -80,3 +81,22 @@ def test_reading_a_sweep_needs_no_torch(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_sweep_estimate_is_within_2x_of_the_time_taken(tmp_path):
+    # estimates used to be 2-8x low: they left out recording, evaluation, plots and start-up
+    import re
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("gradprobe")
+    args = [str(exe), "sweep", "classification", "--depth", "2,4", "--seeds", "2", "-q",
+            "--out", str(tmp_path)]  # fmt: skip
+    t0 = time.perf_counter()
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300, check=True)
+    took = time.perf_counter() - t0
+    est = float(re.search(r"estimated ([\d.]+) s", out.stderr).group(1))  # type: ignore[union-attr]
+    assert est / 2 <= took <= est * 2, (est, took)

@@ -80,7 +80,7 @@ def _execute(spec: Any, opts: dict[str, Any]) -> dict[str, Any]:
     runs = len(p.todo) * len(spec.seeds)
     note = f" ({len(p.done)} already finished in {out})" if p.done else ""
     msg = f"{len(p.cells)} cells x {len(spec.seeds)} seeds{note}; to run: {runs} trainings"
-    est = p.estimate_s / max(1, opts["workers"])
+    est = p.estimate_total(1 if opts["executor"] == "ray" else opts["workers"])
     err.print(f"gradprobe sweep: {msg}, estimated {fmt_duration(est)}")
     if est > LARGE_S:
         err.print("[yellow]a large sweep: results are written per cell; Ctrl-C keeps them[/]")

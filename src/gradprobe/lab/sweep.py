@@ -35,8 +35,16 @@ class Plan:
 
     @property
     def estimate_s(self) -> float:
-        n, f = self.data.n_features, len(self.data.x_train)
-        return sum(estimate.seconds(c, n, f, self.batched[c.key]) for c in self.todo)
+        """Estimated seconds of training the cells still to run, one after the other."""
+        return sum(self.cell_seconds())
+
+    def cell_seconds(self) -> list[float]:
+        n, f, t = self.data.n_features, len(self.data.x_train), len(self.data.x_test)
+        return [estimate.seconds(c, n, f, self.batched[c.key], t) for c in self.todo]
+
+    def estimate_total(self, workers: int = 1) -> float:
+        """Estimated wall time of the whole command with ``workers`` local processes."""
+        return estimate.total(self.cell_seconds(), len(self.cells), workers)
 
 
 def default_dir(spec: SweepSpec, root: str | Path = "sweeps") -> Path:
