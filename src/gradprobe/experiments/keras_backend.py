@@ -70,7 +70,11 @@ def make_loss(name: str) -> keras.losses.Loss:
 
 
 class _Batches(keras.utils.PyDataset):
-    """The torch backend's batches: epoch ``e`` reads rows in the order ``orders[e]``."""
+    """The torch backend's batches: epoch ``e`` reads rows in the order ``orders[e]``.
+
+    The epoch is set by the training callback's ``on_epoch_begin`` (see :class:`_Rows`), not
+    counted in ``on_epoch_end``: fit reads two batches and calls ``on_epoch_end`` once before
+    training starts, which shifted every epoch's order by one."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch: int, orders: list[np.ndarray]):
         super().__init__()
@@ -83,9 +87,6 @@ class _Batches(keras.utils.PyDataset):
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         idx = self.orders[min(self.epoch, len(self.orders) - 1)][i * self.batch :][: self.batch]
         return self.x[idx], self.y[idx]
-
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
 
 
 class _BatchLoss(keras.metrics.Metric):
@@ -136,6 +137,7 @@ class _Rows(keras.callbacks.Callback):
         self.step = 0
         self.w_start: np.ndarray | None = None
         self.w_before: np.ndarray | None = None
+        self.batches: _Batches | None = None
 
     def _first(self) -> np.ndarray:
         return np.asarray(self.model.layers[0].kernel.numpy(), dtype=np.float64)
@@ -168,6 +170,8 @@ class _Rows(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
+        if self.batches is not None:
+            self.batches.epoch = epoch
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.out.status != "complete":
@@ -248,9 +252,10 @@ def train(
     mon = GradientMonitor(every=every, per_example=True, log_dir=log_dir)
     out = Outcome(mon)
     rows_cb = _Rows(out, (x, y, data.x_test, data.y_test), train, tap, on_step)
+    rows_cb.batches = batches = _Batches(x, y, batch, orders)
     try:
         model.fit(
-            _Batches(x, y, batch, orders),
+            batches,
             epochs=train.epochs,
             shuffle=False,
             callbacks=[mon, rows_cb],
