@@ -90,3 +90,12 @@ def test_save_run_plots_writes_the_rendered_bytes_and_drops_stale_pngs(small_run
     assert not (dest / "plots" / "loss.png").exists()
     for p in paths:
         assert p.read_bytes() == rendered[p.name]
+
+
+def test_the_phase_diagrams_star_is_drawn_whole_on_the_bias_free_edge():
+    """At sigma_b^2 = 0 the star sat on the axes' edge and half of it was clipped away."""
+    from gradprobe.views.phase import phase_diagram
+
+    fig = phase_diagram("tanh", 1.0, 0.0, n=6)
+    (star,) = [ln for ln in fig.axes[0].lines if ln.get_label() == "your configuration"]
+    assert star.get_clip_on() is False and star.get_zorder() > 2
