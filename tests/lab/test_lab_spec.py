@@ -98,3 +98,54 @@ def test_toml_spec_file_with_lists_tables_and_a_relative_data_file(tmp_path):
     g = tmp_path / "g.toml"
     g.write_text('data = "make_moons"\nseeds = 2\n[data_params]\nn_samples = 60\nnoise = 0.1\n')
     assert dict(parse(load_toml(g), str(g)).data.params) == {"n_samples": 60, "noise": 0.1}
+
+
+def test_run_and_sweep_share_one_option_table():
+    from gradprobe.experiments.spec import OPTIONS
+    from gradprobe.lab.spec import AXES, CHECKS
+
+    assert set(AXES) <= set(OPTIONS)
+    assert all(CHECKS[k] is OPTIONS[k].check for k in AXES)
+
+
+def test_run_sets_norm_residual_and_clipping_from_flags_and_a_toml_file(tmp_path):
+    # gradprobe run could not set norm, residual or clipping, which a sweep could
+    import json
+
+    import click
+    from click.testing import CliRunner
+
+    from gradprobe.cli.lab import run_config_options
+    from gradprobe.experiments.spec import resolve
+
+    @click.command()
+    @click.argument("experiment")
+    @run_config_options
+    def run(experiment, **kw):  # type: ignore[no-untyped-def]
+        click.echo(json.dumps(resolve(experiment, variant="deep-sigmoid", **kw).to_dict()))
+
+    f = tmp_path / "run.toml"
+    f.write_text(
+        'data = "classification"\nnorm = "layer"\nresidual = true\nclip = 0.5\nepochs = 2\n'
+    )
+    res = CliRunner().invoke(run, ["classification", "--config", str(f), "--norm", "batch"])
+    assert res.exit_code == 0, res.output
+    c = json.loads(res.output)
+    model = c["variants"][0]["model"]
+    assert (model["norm"], model["residual"]) == ("batch", True)  # the flag overrides the file
+    assert c["train"]["clip_norm"] == 0.5 and c["train"]["epochs"] == 2
+    assert c["variants"][0]["name"] == "deep-sigmoid[norm=batch,residual=on]"
+    res = CliRunner().invoke(run, ["classification", "--clip", "-1"])
+    assert res.exit_code != 0 and "--clip must be a number >= 0, got '-1'" in str(res.exception)
+
+
+def test_a_run_config_file_takes_one_value_per_key(tmp_path):
+    from gradprobe.experiments.spec import resolve
+
+    f = tmp_path / "run.toml"
+    f.write_text("depth = [2, 4]\n")
+    with pytest.raises(UsageError, match="expected one value \\(lists are for gradprobe sweep\\)"):
+        resolve("classification", config=f)
+    f.write_text("seeds_x = 2\n")
+    with pytest.raises(UsageError, match="key 'seeds_x' is not a run option"):
+        resolve("classification", config=f)

@@ -27,6 +27,30 @@ def _axis_options(f: Any) -> Any:
     return f
 
 
+RUN_EXTRA = ("norm", "residual", "residual_scale", "clip")
+
+
+def run_config_options(f: Any) -> Any:
+    """The options ``gradprobe run`` needs beyond its own to set everything a sweep can: norm,
+    residual, residual scale and clipping (one value each, checked by the shared option table,
+    :data:`gradprobe.experiments.spec.OPTIONS`), and ``--config FILE.toml`` (the same keys, one
+    value each; flags override the file). Each arrives as a keyword for
+    :func:`gradprobe.experiments.spec.resolve`."""
+    from gradprobe.experiments.spec import OPTIONS, flag
+
+    opts = [click.option(flag(k), k, help=OPTIONS[k].help) for k in RUN_EXTRA]
+    opts.append(
+        click.option(
+            "--config",
+            type=click.Path(dir_okay=False),
+            help="A TOML file of run options (the keys of gradprobe sweep, one value each).",
+        )
+    )
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
 def _common(f: Any) -> Any:
     opts = [
         click.option("--data", "data_file", help="A .csv or .parquet file to train on."),

@@ -1,5 +1,8 @@
 """A sweep: what varies (CLI lists or a TOML file), validated once, expanded into cells.
 
+The keys and their checks are ``gradprobe run``'s (:data:`gradprobe.experiments.spec.OPTIONS`):
+a sweep takes a list where a run takes one value.
+
 A *cell* is one configuration (data, model, training) trained once per seed. Keys, on the
 command line (``--key a,b,c``) and in a spec file (``key = [a, b, c]`` or ``key = a``):
 
@@ -29,7 +32,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,14 +39,14 @@ from typing import Any
 
 from gradprobe.errors import UsageError
 from gradprobe.experiments.data import SKLEARN_DATASETS, TASKS
-from gradprobe.experiments.init import INITS
 from gradprobe.experiments.spec import (
-    ACTIVATIONS,
     EXPERIMENTS,
-    NORMS,
-    OPTIMIZERS,
+    OPTIONS,
     ModelSpec,
     TrainSpec,
+    load_toml,  # noqa: F401  (re-exported: gradprobe.lab.load_toml)
+    parse_scalar,
+    whole,
 )
 
 MODEL_AXES = ("activation", "depth", "width", "init", "norm", "residual", "residual_scale")
@@ -58,58 +60,10 @@ DEFAULT_SEEDS = 3
 
 
 def _whole(lo: int) -> Any:
-    def check(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ValueError(f"a whole number >= {lo}")
-        return v
-
-    return check
+    return whole(lo)
 
 
-def _positive(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
-        raise ValueError("a positive number")
-    return float(v)
-
-
-def _nonneg(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
-        raise ValueError("a number >= 0")
-    return float(v)
-
-
-def _onoff(v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, str) and v.lower() in ("on", "true", "yes", "1", "off", "false", "no", "0"):
-        return v.lower() in ("on", "true", "yes", "1")
-    raise ValueError("on or off (true or false)")
-
-
-def _one_of(choices: tuple[str, ...]) -> Any:
-    def check(v: Any) -> str:
-        if v not in choices:
-            raise ValueError(f"one of {', '.join(choices)}")
-        return str(v)
-
-    return check
-
-
-CHECKS = {
-    "activation": _one_of(ACTIVATIONS),
-    "depth": _whole(1),
-    "width": _whole(1),
-    "init": _one_of(INITS),
-    "norm": _one_of(NORMS),
-    "residual": _onoff,
-    "residual_scale": _positive,
-    "optimizer": _one_of(OPTIMIZERS),
-    "lr": _positive,
-    "epochs": _whole(1),
-    "batch_size": _whole(0),
-    "rows": _whole(0),
-    "clip": _nonneg,
-}
+CHECKS = {k: OPTIONS[k].check for k in AXES}  # the checks of gradprobe run's options
 
 
 @dataclass(frozen=True)
@@ -229,19 +183,10 @@ class _Where:
 def _split(value: Any) -> list[Any]:
     """A CLI string 'a,b' or a TOML scalar/list as a list of raw values."""
     if isinstance(value, str):
-        return [_parse_scalar(s.strip()) for s in value.split(",") if s.strip()]
+        return [parse_scalar(s.strip()) for s in value.split(",") if s.strip()]
     if isinstance(value, list):
         return value
     return [value]
-
-
-def _parse_scalar(s: str) -> Any:
-    for conv in (int, float):
-        try:
-            return conv(s)
-        except ValueError:
-            pass
-    return s
 
 
 def parse(raw: Mapping[str, Any], source: str = "command line") -> SweepSpec:
@@ -278,7 +223,7 @@ def parse(raw: Mapping[str, Any], source: str = "command line") -> SweepSpec:
     seeds = _seeds(raw.get("seeds", DEFAULT_SEEDS), where)
     every = raw.get("every", "auto")
     if isinstance(every, str):
-        every = 0 if every == "auto" else _parse_scalar(every)
+        every = 0 if every == "auto" else parse_scalar(every)
     if every != 0:
         try:
             every = _whole(1)(every)
@@ -345,24 +290,8 @@ def _kv(text: str, where: _Where) -> dict[str, Any]:
         if "=" not in part:
             raise where.fail("data_params", part, "key=value pairs, e.g. n_samples=300,noise=0.2")
         k, v = part.split("=", 1)
-        out[k.strip()] = _parse_scalar(v.strip())
+        out[k.strip()] = parse_scalar(v.strip())
     return out
-
-
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """The raw keys of a TOML spec file (UsageError naming the file if it cannot be read)."""
-    p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{p}: no such spec file") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"{p}: not a valid TOML spec file ({exc})") from None
-    data = raw.get("data")
-    if isinstance(data, str) and Path(data).suffix.lower() in (".csv", ".parquet", ".pq"):
-        if not Path(data).is_absolute():
-            raw["data"] = str((p.parent / data).resolve())
-    return raw
 
 
 # ------------------------------------------------------------------ expansion
