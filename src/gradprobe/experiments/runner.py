@@ -149,7 +149,7 @@ DEFAULT_SEEDS = {"classification": 5}
 """Seeds per variant by default: where one seed can mislead (100 points: the deep sigmoid net
 sometimes escapes chance), the outcome is shown over several."""
 
-RECORDS_PER_VARIANT = 250
+RECORDS_PER_VARIANT = 120
 """With ``every`` chosen by :func:`auto_every`, at most about this many recorded steps."""
 
 
