@@ -262,6 +262,8 @@ def test_ctrl_c_saves_what_was_recorded(tmp_path):
             "deep-relu",
             "--epochs",
             "100000",
+            "--every",  # every step recorded, so the records reach the interrupted step
+            "1",
             "--out",
             str(out),
         ],

@@ -99,3 +99,18 @@ def test_the_phase_diagrams_star_is_drawn_whole_on_the_bias_free_edge():
     fig = phase_diagram("tanh", 1.0, 0.0, n=6)
     (star,) = [ln for ln in fig.axes[0].lines if ln.get_label() == "your configuration"]
     assert star.get_clip_on() is False and star.get_zorder() > 2
+
+
+def test_the_activation_chart_calls_only_the_nets_last_layer_output(small_run):
+    """With no activation on the output layer (California's linear readout) the last hidden
+    layer was labelled '(output)'."""
+    run = load_run(small_run)
+    layers = run.table("layers")
+    total = int(layers["depth"].max()) + 1
+    linear = layers.copy()  # as if the readout had no activation: no fraction recorded there
+    last = linear["depth"] == total - 1
+    linear.loc[last, ["saturated_frac", "dead_frac"]] = float("nan")
+    fig = plots.activation_health(linear, run.variants, (0.5, 0.25))
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == plots.depth_labels(total)[: total - 1]
+    assert not any("output" in t for t in labels)

@@ -145,10 +145,14 @@ def log_y(ax: Axes) -> None:
     ax.yaxis.set_minor_locator(NullLocator())
 
 
-def _layer_axis(ax: Axes, n_layers: int, ylabel: str, log: bool = True) -> None:
+def _layer_axis(
+    ax: Axes, n_layers: int, ylabel: str, log: bool = True, of: int | None = None
+) -> None:
+    """x: layers 1..n_layers of a net of ``of`` layers (default n_layers): only the net's last
+    layer is labelled output."""
     if log:
         log_y(ax)
-    ax.set_xticks(range(n_layers), depth_labels(n_layers), fontsize=FS_TICK)
+    ax.set_xticks(range(n_layers), depth_labels(of or n_layers)[:n_layers], fontsize=FS_TICK)
     ax.set_xlabel("layer (input \u2192 output)", fontsize=FS_LABEL)
     ax.set_ylabel(ylabel, fontsize=FS_LABEL)
     ax.tick_params(axis="y", labelsize=FS_TICK)
@@ -409,7 +413,7 @@ def activation_health(
                 continue
             lines.append((name, what, grid.iloc[0].to_numpy(), grid.iloc[-1].to_numpy()))
     fig, ax = figure(title, legend_rows(len(lines) + 1))
-    n = int(layers["depth"].max()) + 1 if len(layers) else 0
+    n = max((len(first) for _, _, first, _ in lines), default=0)  # layers with an activation
     for name, what, first, last in lines:
         x = range(len(first))
         ax.plot(x, first, marker="o", ms=3, color=palette[name], label=f"{name}: {what}")
@@ -419,7 +423,8 @@ def activation_health(
     for limit in limits:
         ax.axhline(limit, color="grey", lw=0.8, ls=":")
     ax.set_ylim(-0.03, 1.03)
-    _layer_axis(ax, n, "fraction of units", log=False)
+    total = int(layers["depth"].max()) + 1 if len(layers) else n
+    _layer_axis(ax, n, "fraction of units", log=False, of=total)
     if lines:
         legend_above(ax)
     else:
