@@ -286,3 +286,19 @@ def test_ctrl_c_saves_what_was_recorded(tmp_path):
     assert run.table("params")["step"].max() >= run.table("steps")["step"].max() - 1
     res = subprocess.run([sys.executable, "-m", "gradprobe", "plot", str(out)], capture_output=True)
     assert res.returncode == 0
+
+
+def test_run_takes_the_sweeps_model_and_training_options(tmp_path):
+    out = tmp_path / "r"
+    toml = tmp_path / "run.toml"
+    toml.write_text("every = 2\n")
+    res = invoke(
+        "run", "classification", "-q", "--json", "--variant", "deep-relu", "--norm", "batch",
+        "--clip", "1", "--epochs", "2", "--seeds", "2", "--config", str(toml), "--out", str(out),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["variants"][0]["model"]["norm"] == "batch"
+    assert config["train"]["clip_norm"] == 1 and config["every"] == 2  # the file's every
+    assert config["seeds"] == [0, 1]  # a normalised net's extra seed trains on its own
+    assert sorted(set(load_run(out).table("epochs")["seed"])) == [0, 1]

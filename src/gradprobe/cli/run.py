@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from gradprobe.cli.lab import run_config_options
 from gradprobe.errors import DataError, UnknownChoiceError, UsageError
 from gradprobe.experiments.init import INITS
 from gradprobe.experiments.spec import ACTIVATIONS, EXPERIMENTS, OPTIMIZERS, resolve
@@ -192,18 +193,29 @@ def produce(
     from gradprobe.views.plots import render_run_figures, save_run_plots
 
     every = kw.pop("every", None)
-    config = resolve(experiment, every=1 if every is None else every, **kw)
+    auto = every is None and "every" not in _toml(kw.get("config"))
+    config = resolve(experiment, every=every, **kw)
     if seeds is not None and seeds < 1:
         raise UsageError(f"--seeds must be a whole number >= 1, got {seeds}")
     run_dir = Path(out) if out else default_run_dir(experiment)
     data = load_dataset(config)
-    if every is None:
+    if auto:
         config = dataclasses.replace(config, every=auto_every(config, data))
     outcome = run_experiment(config, run_dir, progress=_Bar(progress), data=data, seeds=seeds)
     figures = render_run_figures(outcome.run)
     plots = save_run_plots(outcome.run, figures)
     report = write_report(outcome.run, figures=figures, findings=outcome.findings)
     return Produced(outcome, run_dir, plots, report)
+
+
+def _toml(path: str | None) -> dict[str, Any]:
+    """The keys of a --config TOML file (empty without one; resolve reports a bad file)."""
+    import tomllib
+
+    try:
+        return tomllib.loads(Path(path).read_text()) if path else {}
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return {}
 
 
 def show(done: Produced, as_json: bool, tell: bool = True) -> Run:
@@ -262,6 +274,7 @@ def list_cmd() -> None:
 @click.command("run")
 @experiment_arg
 @_options
+@run_config_options
 def run_cmd(experiment: str, as_json: bool, quiet: bool, out: str | None, **kw: Any) -> None:
     """Run a built-in experiment (see 'gradprobe list'): train, record, plot, summarise."""
     if experiment not in EXPERIMENTS:
