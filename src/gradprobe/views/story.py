@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -115,6 +116,10 @@ def _learned_nothing(value: float, accuracy: bool, data: dict) -> bool:
     return base is not None and value >= LEARNED_NOTHING * base
 
 
+def _count(n: Any, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _setup(run: Run, n_seeds: int) -> str:
     c = run.config
     t, d = c.get("train", {}), c.get("data", {})
@@ -123,9 +128,10 @@ def _setup(run: Run, n_seeds: int) -> str:
     opt = _OPTIMIZER.get(t.get("optimizer", ""), t.get("optimizer", "?"))
     batch = t.get("batch_size") or "all rows"
     rows = d.get("rows_used", "?")
-    seeds = f"{n_seeds} seed" + ("s" if n_seeds != 1 else "")
+    seeds = _count(n_seeds, "seed")
     return (
-        f"{title}, {t.get('epochs', '?')} epochs of {opt} (lr {_g(t.get('lr', math.nan))}, "
+        f"{title}, {_count(t.get('epochs', '?'), 'epoch')} of {opt} "
+        f"(lr {_g(t.get('lr', math.nan))}, "
         f"batch {batch}) on {rows} training rows, {seeds}"
     )
 
