@@ -149,3 +149,21 @@ def test_a_run_config_file_takes_one_value_per_key(tmp_path):
     f.write_text("seeds_x = 2\n")
     with pytest.raises(UsageError, match="key 'seeds_x' is not a run option"):
         resolve("classification", config=f)
+
+
+def test_a_sweep_crosses_remedies_by_their_catalogue_names_with_other_axes():
+    from gradprobe.lab.spec import base, expand
+
+    spec = parse({"data": "classification", "variant": "deep-sigmoid", "depth": "2,8",
+                  "remedy": "baseline,normalisation"})  # fmt: skip
+    assert spec.axes["remedy"] == ("baseline", "batch_norm")  # the old name still works
+    model, train = base(spec, "binary", 1)
+    cells = expand(spec, model, train, "id")
+    assert [c.label for c in cells] == [
+        "depth=2 remedy=baseline", "depth=2 remedy=batch_norm",
+        "depth=8 remedy=baseline", "depth=8 remedy=batch_norm",
+    ]  # fmt: skip
+    assert [c.model.norm for c in cells] == ["none", "batch", "none", "batch"]
+    assert cells[3].model.depth == 8
+    with pytest.raises(UsageError, match="--remedy: got 'find_nan', expected one of baseline"):
+        parse({"data": "classification", "remedy": "find_nan"})

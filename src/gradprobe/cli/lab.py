@@ -12,10 +12,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from gradprobe.cli._output import say
 from gradprobe.errors import UsageError
 from gradprobe.lab.spec import AXES
 
-err = Console(stderr=True)
+err = Console(stderr=True)  # resolves sys.stderr when printing (CliRunner, redirects)
 LARGE_S = 30.0  # sweeps estimated above this print a notice before they start
 
 
@@ -105,7 +106,7 @@ def _execute(spec: Any, opts: dict[str, Any]) -> dict[str, Any]:
     note = f" ({len(p.done)} already finished in {out})" if p.done else ""
     msg = f"{len(p.cells)} cells x {len(spec.seeds)} seeds{note}; to run: {runs} trainings"
     est = p.estimate_total(1 if opts["executor"] == "ray" else opts["workers"])
-    err.print(f"gradprobe sweep: {msg}, estimated {fmt_duration(est)}")
+    say(err, f"gradprobe sweep: {msg}, estimated {fmt_duration(est)}")
     if est > LARGE_S:
         err.print("[yellow]a large sweep: results are written per cell; Ctrl-C keeps them[/]")
     with _bar(opts["quiet"] or opts["as_json"]) as bar:
@@ -137,7 +138,10 @@ def _show(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(_dumps(summary))
         return
-    console = Console()
+    from gradprobe.cli._output import console as make_console
+    from gradprobe.cli._output import print_table
+
+    console = make_console()
     if summary.get("ranking"):
         _show_ranking(summary["ranking"], console)
     else:
@@ -146,39 +150,31 @@ def _show(summary: dict[str, Any], as_json: bool) -> None:
             t.add_column(c, overflow="fold")
         for c in summary["cells_summary"]:
             t.add_row(
-                c["label"],
+                c["label"].replace(" ", "\n"),
                 _f(c["ratio_median"]),
                 _f(c["decay_per_layer"]),
                 _f(c["test_loss"]),
-                c["findings"] or "-",
+                (c["findings"] or "-").replace(",", "\n"),
                 str(c["failed_seeds"]),
             )
-        console.print(t)
+        print_table(console, t)
     console.print(f"sweep directory: {summary['sweep_dir']}  report: {summary.get('report', '-')}")
 
 
 def _show_ranking(ranking: list[dict[str, Any]], console: Console) -> None:
-    """Rank, remedy, status, outcome, and the one-line reason of each rank."""
+    """Rank, remedy and outcome on one line, the rank's reason below it, wrapped at words."""
     by_acc = any(r.get("test_accuracy") is not None for r in ranking)
     outcome = "test accuracy" if by_acc else "test loss"
-    t = Table(
-        title=f"remedies ranked by {outcome} after the same training (median over seeds), "
-        "then by gradient health during training",
-        title_justify="left",
+    say(
+        console,
+        f"Remedies ranked by {outcome} after the same training (median over seeds), then by "
+        "gradient health during training; a remedy that diverges is marked failed, ranked last.",
     )
-    t.add_column("rank", justify="right")
-    for c in ("remedy", outcome, "why"):
-        t.add_column(c, overflow="fold")
-    key = "test_accuracy" if by_acc else "test_loss"
     for r in ranking:
         failed = r["status"] == "failed"
-        t.add_row(
-            str(r["rank"]),
-            f"[red]{r['remedy']}[/]" if failed else r["remedy"],
-            _f(r[key]),
-            r["reason"],
-        )
-    console.print(t)
+        head = f"{r['rank']}. {r['remedy']}" + (" (failed)" if failed else "")
+        say(console, head, indent=2, style="red" if failed else "bold")
+        say(console, r["reason"], indent=6)
 
 
 def _dumps(obj: Any) -> str:
@@ -212,6 +208,9 @@ def _finish(summary: dict[str, Any]) -> None:
 @click.command("sweep")
 @click.argument("source", required=False, metavar="DATA|SPEC.toml")
 @_axis_options
+@click.option(
+    "--remedy", help="Remedies (the names diagnose prints), comma-separated: one more axis."
+)
 @_common
 def sweep_cmd(source: str | None, data_file: str | None, **kw: Any) -> None:
     """Sweep configurations x seeds on a built-in experiment, a scikit-learn dataset, a data file

@@ -26,12 +26,12 @@ BATCHED_RECORD_OVERHEAD_S = 3.0e-3  # extra for a recorded step of a batched sta
 EPOCH_OVERHEAD_S = 1.5e-3  # the evaluation at the end of each epoch, besides its arithmetic
 DIAGNOSE_S = 0.1  # the diagnosis of one seed's records
 PLOT_S = 0.2  # one cell's loss-curve PNG, drawn when the sweep finishes
-STARTUP_S = 4.0  # import torch and gradprobe, load the data, write the report
+STARTUP_S = 5.0  # import torch and gradprobe, load the data, write the report
 WORKER_START_S = 3.0  # a worker process starting (they start together)
 BATCHED_MAX_FLOP = 2e6  # batch only where one model's step is below this much arithmetic
-LOAD_FACTOR = 2.5  # the constants were measured on an idle machine; shared CI and dev machines
-# run 1.5-4.5x slower (2 cores, other jobs, torch's two threads contending): the estimate aims at
-# the middle, so it is within 2x of both (measured: benchmarks/bench_lab.py --estimate)
+LOAD_FACTOR = 3.0  # the training constants were measured on an idle machine; shared CI and dev
+# machines train 1.5-5x slower (2 cores, other jobs, torch's two threads contending): the
+# estimate aims at the middle, so it is within 2x of both (benchmarks/bench_lab.py --estimate)
 
 
 def supports(model: ModelSpec) -> bool:
@@ -82,10 +82,11 @@ def total(
 ) -> float:
     """Estimated wall time of a sweep: the cells still to run (``cell_seconds``) spread over
     the workers that can run at once, plus starting up and, at the end, one plot per cell of
-    the sweep (``n_cells``, finished ones included) and the report; times ``scale``."""
+    the sweep (``n_cells``, finished ones included) and the report; the work scaled by
+    ``scale``."""
     parallel = max(1, min(workers, os.cpu_count() or 1, len(cell_seconds)))
     start = STARTUP_S + (WORKER_START_S if workers > 1 and cell_seconds else 0.0)
-    return (start + sum(cell_seconds) / parallel + n_cells * PLOT_S) * scale
+    return start + (sum(cell_seconds) / parallel + n_cells * PLOT_S) * scale
 
 
 def fmt_duration(s: float) -> str:

@@ -21,6 +21,7 @@ residual        on/off (true/false); residual_scale > 0
 optimizer       sgd, momentum, adam, adamw, rmsprop;  lr > 0
 epochs          >= 1;  batch_size >= 0 (0: all rows);  rows >= 0 (0: all);  clip >= 0 (0: off)
 seeds           a count N (seeds 0..N-1) or a list of seeds
+remedy          remedies of the catalogue (the names diagnose prints), crossed with the other axes
 every           record every N-th step, or auto (about 100 records per training; the default)
 batched         auto, on, off
 ==============  ==========================================================================
@@ -53,7 +54,7 @@ MODEL_AXES = ("activation", "depth", "width", "init", "norm", "residual", "resid
 TRAIN_AXES = ("optimizer", "lr", "epochs", "batch_size", "rows", "clip")
 AXES = MODEL_AXES + TRAIN_AXES
 SETTINGS = ("data", "data_params", "target", "task", "variant", "seeds", "every", "batched")
-KEYS = SETTINGS + AXES
+KEYS = SETTINGS + AXES + ("remedy",)
 BATCHED = ("auto", "on", "off")
 BUILTIN = tuple(EXPERIMENTS)
 DEFAULT_SEEDS = 3
@@ -220,6 +221,8 @@ def parse(raw: Mapping[str, Any], source: str = "command line") -> SweepSpec:
             bad = next(v for v in values if _fails(CHECKS[key], v))
             raise where.fail(key, bad, str(exc)) from None
         axes[key] = tuple(dict.fromkeys(checked))
+    if raw.get("remedy") is not None:
+        axes["remedy"] = _remedies(raw["remedy"], where)
     seeds = _seeds(raw.get("seeds", DEFAULT_SEEDS), where)
     every = raw.get("every", "auto")
     if isinstance(every, str):
@@ -233,6 +236,21 @@ def parse(raw: Mapping[str, Any], source: str = "command line") -> SweepSpec:
     if batched not in BATCHED:
         raise where.fail("batched", batched, f"one of {', '.join(BATCHED)}")
     return SweepSpec(data, variant, axes, seeds, every, batched, source)
+
+
+def _remedies(value: Any, where: _Where) -> tuple[str, ...]:
+    """Remedy names of the catalogue the lab can train (aliases accepted), as an axis."""
+    from gradprobe.diagnosis.remedies import TRIALS, canonical
+
+    out = []
+    for name in (str(v) for v in _split(value)):
+        try:
+            out.append(canonical(name, trial=True))
+        except UsageError:
+            raise where.fail("remedy", name, f"one of {', '.join(TRIALS)}") from None
+    if not out:
+        raise where.fail("remedy", value, "at least one remedy")
+    return tuple(dict.fromkeys(out))
 
 
 def _fails(check: Any, v: Any) -> bool:
@@ -334,14 +352,19 @@ def expand(
     cells = []
     for combo in itertools.product(*(spec.axes[k] for k in keys)):
         values = dict(zip(keys, combo, strict=True))
-        m = dataclasses.replace(model, **{k: v for k, v in values.items() if k in MODEL_AXES})
+        m, t = model, train
+        if "remedy" in values:  # the remedy first, then the other axes on top of it
+            from gradprobe.lab.remedies import apply
+
+            m, t = apply(values["remedy"], model, train)
+        m = dataclasses.replace(m, **{k: v for k, v in values.items() if k in MODEL_AXES})
         t_over = {k: v for k, v in values.items() if k in TRAIN_AXES}
         if "clip" in t_over:
             t_over["clip_norm"] = t_over.pop("clip") or None
         for k in ("batch_size", "rows"):
             if k in t_over:
                 t_over[k] = t_over[k] or None
-        t = dataclasses.replace(train, seed=0, **t_over)
+        t = dataclasses.replace(t, seed=0, **t_over)
         m.validate()
         t.validate()
         ident = {"data": data_id, "model": dataclasses.asdict(m), "train": dataclasses.asdict(t)}
