@@ -15,9 +15,8 @@ import pandas as pd
 
 from gradprobe.errors import UnknownChoiceError, UsageError
 from gradprobe.experiments.data import Dataset, outputs
-from gradprobe.lab import estimate, executors, report, store
+from gradprobe.lab import estimate, executors, store
 from gradprobe.lab.cell import CellResult, load_data
-from gradprobe.lab.plots import save_plots
 from gradprobe.lab.remedies import null_loss, rank_remedies, remedy_cells
 from gradprobe.lab.spec import Cell, SweepSpec, base, check_cells, expand
 
@@ -141,6 +140,9 @@ def finalise(
     if ranking is not None:
         summary["ranking"] = ranking.astype(object).where(ranking.notna(), None).to_dict("records")
     if len(results):
+        from gradprobe.lab import report  # matplotlib only once there is something to draw
+        from gradprobe.lab.plots import save_plots
+
         summary["plots"] = [str(x) for x in save_plots(out_dir, results, ranking)]
         summary["report"] = str(report.write(out_dir, summary, results, ranking))
     store.write_json(out_dir / "summary.json", summary)
