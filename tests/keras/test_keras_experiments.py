@@ -34,7 +34,7 @@ def _compare(data, experiment, variant, **train):
 
 @pytest.mark.parametrize("variant", ["deep-sigmoid", "deep-relu"])
 def test_classification_first_step_gradients_agree(variant):
-    k, t = _compare(classification(), "classification", variant)
+    k, t = _compare(classification(), "classification", variant, epochs=1)
     assert [r["step"] for r in k.steps] == [r["step"] for r in t.steps] == [0, 1, 2]
     np.testing.assert_allclose(
         [r["loss"] for r in k.steps], [r["loss"] for r in t.steps], rtol=1e-3
@@ -48,7 +48,9 @@ def test_classification_first_step_gradients_agree(variant):
 @pytest.mark.slow
 @pytest.mark.california
 def test_california_first_step_gradients_agree(california_home):
-    k, t = _compare(california(california_home), "california", "sigmoid", epochs=2)
+    k, t = _compare(
+        california(california_home), "california", "sigmoid", epochs=2, rows=512, batch_size=0
+    )
     np.testing.assert_allclose(
         [r["loss"] for r in k.steps], [r["loss"] for r in t.steps], rtol=1e-4
     )
@@ -56,7 +58,9 @@ def test_california_first_step_gradients_agree(california_home):
 
 @pytest.mark.slow
 def test_cli_run_keras_writes_a_loadable_run(tmp_path):
-    config = resolve("classification", variant="shallow-sigmoid", framework="keras", every=2)
+    config = resolve(
+        "classification", variant="shallow-sigmoid", framework="keras", every=2, epochs=1
+    )
     outcome = run_experiment(config, tmp_path / "run")
     run = load_run(tmp_path / "run")
     assert outcome.status == "complete"
