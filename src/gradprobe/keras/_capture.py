@@ -124,7 +124,7 @@ class Tracer:
     def _wrap_param_layer(self, name: str, layer: Any) -> None:
         act = of_function(getattr(layer, "activation", None))
         own_act = act is not None and callable(getattr(layer, "activation", None))
-        if own_act:
+        if act is not None and own_act:
             self.patches.set(layer, "activation", self._activation(name, layer.activation, act))
         dense = type(layer).__name__ == "Dense"
         self.patches.set(layer, "call", self._call(name, layer.call, own_act, dense))

@@ -577,7 +577,7 @@ def _sgd_lr_sq(opt: Any, variables: list[Any]) -> Any:
     """lr squared as a float64 tensor when ``opt.apply`` is exactly ``w -= lr * g`` for the
     gradients the monitor records (plain SGD without momentum, weight decay, clipping, EMA or
     accumulation); None otherwise, and the update is read from the weights."""
-    if type(opt) is not keras.optimizers.SGD or getattr(opt, "momentum", 0):
+    if type(opt) is not keras.optimizers.SGD or getattr(opt, "momentum", None):
         return None
     for attr in ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm"):
         if getattr(opt, attr, None):
