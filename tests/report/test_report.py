@@ -171,3 +171,14 @@ def test_an_empty_run_reports_nothing_recorded(small_run, tmp_path):
 def test_write_report_defaults_into_the_run_directory(small_run, small_html):
     path = write_report(small_run, now=CLOCK)
     assert path == small_run / "report.html" and path.read_text() == small_html
+
+
+def test_layers_are_numbered_from_1_at_the_input_with_module_names_beside(small_html):
+    """One numbering wherever a person reads it: the per-layer table's first row is layer 1 and
+    names its module ('0') in a column of its own; findings say 'layer N (module ...)'."""
+    table = small_html.split("Per-layer numbers, first recorded step", 1)[1]
+    first_row = table.split("<tbody>", 1)[1].split("</tr>", 1)[0]
+    cells = re.findall(r"<td>(.*?)</td>", first_row)
+    assert cells[:2] == ["1", "0"], cells[:3]
+    wheres = re.findall(r'<p class="muted">where: (.*?); steps:', small_html)
+    assert wheres and all(w == "-" or w.startswith("layer") for w in wheres), wheres

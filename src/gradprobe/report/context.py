@@ -42,7 +42,7 @@ def _finding(f: Finding) -> dict[str, Any]:
         "severity": f.severity,
         "summary": f.summary,
         "explanation": f.explanation,
-        "layers": ", ".join(f.layers) or "-",
+        "layers": f.where or "-",
         "steps": fmt(list(f.steps)) if f.steps else "all recorded",
         "evidence": [(k.replace("_", " "), fmt(v)) for k, v in f.evidence.items()],
         "remedies": [{"name": r.name.replace("_", " "), "why": r.why} for r in f.remedies],
@@ -72,7 +72,8 @@ def _layer_table(rec: VariantRecords) -> list[dict[str, str]]:
     )
     return [
         {
-            "layer": str(r["layer"]),
+            "layer": str(rec.numbers([r["depth"]])[0]),
+            "module": str(r["layer"]),
             "kind": str(r.get("kind", "") or ""),
             "activation": str(r.get("activation", "") or ""),
         }
