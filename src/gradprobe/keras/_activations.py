@@ -15,38 +15,11 @@ This module imports neither Keras nor any framework.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
+from gradprobe.stats import RECTIFIERS, SIGMOID, TANH, Activation
 
-@dataclass(frozen=True)
-class Activation:
-    """A nonlinearity gradprobe knows: its name and how to tell saturation from its output."""
-
-    name: str
-    family: str  # "saturating", "rectifier" or "other"
-    low: float = -math.inf  # saturating only: saturated outside [low, high]
-    high: float = math.inf
-
-
-_S = math.sqrt(0.25 - 0.0025)  # sigmoid: s(1-s) < 0.0025  <=>  |s - 0.5| > _S
-_T = math.sqrt(0.99)  # tanh: 1 - t^2 < 0.01  <=>  |t| > _T
-SIGMOID = Activation("sigmoid", "saturating", 0.5 - _S, 0.5 + _S)
-TANH = Activation("tanh", "saturating", -_T, _T)
-_RECTIFIERS = (
-    "relu",
-    "relu6",
-    "leaky_relu",
-    "elu",
-    "selu",
-    "celu",
-    "gelu",
-    "silu",
-    "swish",
-    "mish",
-    "softplus",
-)
+_RECTIFIERS = (*RECTIFIERS, "swish")  # Keras names SiLU "swish" too
 BY_NAME: dict[str, Activation] = {
     "sigmoid": SIGMOID,
     "tanh": TANH,
