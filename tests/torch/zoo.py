@@ -471,7 +471,7 @@ def _train_for_diagnosis(model: nn.Module, lr: float, steps: int) -> Any:
         x, y = regression(s, n=64)
         opt.zero_grad()
         loss = F.mse_loss(model(x), y)
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(float(loss.detach())):
             loss = loss.nan_to_num()
         loss.backward()
         opt.step()
