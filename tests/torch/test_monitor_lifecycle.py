@@ -160,3 +160,11 @@ def test_a_model_that_raises_in_forward_leaves_no_mode_behind():
     mon.detach()
     assert hook_count(model) == 0
     _ = copy.deepcopy(model)
+
+
+def test_a_scaler_that_is_not_a_grad_scaler_is_a_clear_usage_error():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(UsageError, match="scaler must be a torch.amp.GradScaler.*got int"):
+        gradprobe.watch(model, opt, scaler=3)
+    assert hook_count(model, opt) == 0

@@ -88,6 +88,13 @@ class Monitor:
         _check(model, optimizer, every)
         self.model, self.optimizer, self.every = model, optimizer, every
         self.activations, self.backward, self.per_example = activations, backward, per_example
+        if scaler is not None and not all(
+            callable(getattr(scaler, a, None)) for a in ("step", "get_scale")
+        ):
+            raise UsageError(
+                f"scaler must be a torch.amp.GradScaler, the one that steps this optimizer; "
+                f"got {type(scaler).__name__}; pass scaler=your_grad_scaler or leave it out"
+            )
         self.scaler = scaler
         self.reducer = _reduce.choose(reducer, model)
         params, owners = trainable(model)
