@@ -178,12 +178,24 @@ def _plain(
     **watch: Any,
 ) -> Result:
     opt = opt_cls(model.parameters(), lr=1e-2)
+
+    def backward(s: int) -> None:
+        x, y = data(s)
+        loss(model(x), y).backward()
+
+    return _loop(model, opt, backward, **watch)
+
+
+def _loop(
+    model: nn.Module, opt: torch.optim.Optimizer, backward: Callable[[int], None], **watch: Any
+) -> Result:
+    """Watch, then train STEPS steps: ``backward(step)`` fills the gradients; the reference is
+    taken right before ``opt.step()`` and the weights' change right after it."""
     refs = Refs()
     mon = gradprobe.watch(model, opt, **watch)
     for s in range(STEPS):
-        x, y = data(s)
         opt.zero_grad()
-        loss(model(x), y).backward()
+        backward(s)
         refs.take(model)
         refs.before_step(model)
         opt.step()
@@ -235,57 +247,39 @@ def setup_gpt2() -> Result:
     config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=32)
     model = GPT2LMHeadModel(config)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    refs = Refs()
-    mon = gradprobe.watch(model, opt)
-    for s in range(STEPS):
+
+    def backward(s: int) -> None:
         ids = torch.randint(0, 100, (4, 16), generator=torch.Generator().manual_seed(s))
-        opt.zero_grad()
         model(input_ids=ids, labels=ids).loss.backward()
-        refs.take(model)
-        refs.before_step(model)
-        opt.step()
-        refs.after_step(model)
-    mon.detach()
-    return Result(mon, refs)
+
+    return _loop(model, opt, backward)
 
 
 def setup_accumulation() -> Result:
     torch.manual_seed(0)
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
-    refs = Refs()
-    mon = gradprobe.watch(model, opt)
-    for s in range(STEPS):
-        opt.zero_grad()
+
+    def backward(s: int) -> None:
         for micro in range(4):
             x, y = regression(10 * s + micro, n=8)
             (F.mse_loss(model(x), y) / 4).backward()
-        refs.take(model)
-        refs.before_step(model)
-        opt.step()
-        refs.after_step(model)
-    mon.detach()
-    return Result(mon, refs)
+
+    return _loop(model, opt, backward)
 
 
 def setup_autocast_bf16() -> Result:
     torch.manual_seed(0)
     model = mlp()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    refs = Refs()
-    mon = gradprobe.watch(model, opt)
-    for s in range(STEPS):
+
+    def backward(s: int) -> None:
         x, y = regression(s)
-        opt.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = model(x)
         F.mse_loss(out.float(), y).backward()
-        refs.take(model)
-        refs.before_step(model)
-        opt.step()
-        refs.after_step(model)
-    mon.detach()
-    return Result(mon, refs)
+
+    return _loop(model, opt, backward)
 
 
 def _scaled(fused: bool) -> Result:
@@ -387,38 +381,26 @@ def setup_unfrozen_later() -> Result:
     model = mlp()
     model[0].requires_grad_(False)
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
-    refs = Refs()
-    mon = gradprobe.watch(model, opt)
-    for s in range(STEPS):
+
+    def backward(s: int) -> None:
         if s == 1:
             model[0].requires_grad_(True)
         x, y = regression(s)
-        opt.zero_grad()
         F.mse_loss(model(x), y).backward()
-        refs.take(model)
-        refs.before_step(model)
-        opt.step()
-        refs.after_step(model)
-    mon.detach()
-    return Result(mon, refs)
+
+    return _loop(model, opt, backward)
 
 
 def setup_bf16_weights_sgd() -> Result:
     torch.manual_seed(0)
     model = mlp().to(torch.bfloat16)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    refs = Refs()
-    mon = gradprobe.watch(model, opt)
-    for s in range(STEPS):
+
+    def backward(s: int) -> None:
         x, y = regression(s)
-        opt.zero_grad()
         F.mse_loss(model(x.bfloat16()).float(), y).backward()
-        refs.take(model)
-        refs.before_step(model)
-        opt.step()
-        refs.after_step(model)
-    mon.detach()
-    return Result(mon, refs)
+
+    return _loop(model, opt, backward)
 
 
 HEALTHY: dict[str, Callable[[], Result]] = {
