@@ -1,0 +1,257 @@
+"""Which statistics each step records: a fixed period, or an overhead budget measured online.
+
+Framework-free: the PyTorch and Keras monitors ask a :class:`Schedule` before each step what it
+records (a :class:`Tier`), and tell it when each step ends. Two schedules:
+
+- :class:`Every`: ``every=N`` records everything on steps 0, N, 2N, ... and nothing in between.
+- :class:`Budget` (the default, 5%): keeps the measured cost of watching within a fraction of
+  the step time. It times the steps themselves (wall time from the end of one step to the end of
+  the next, so the user's whole loop counts) and compares the steps of each tier with the steps
+  that record nothing::
+
+      cost(tier) = median(step time of the tier) / median(step time recording nothing) - 1
+
+  Gradient statistics (cheap: one pass over the gradients) are recorded on every step when
+  their cost fits in the budget; activation and backward-signal statistics (module hooks on
+  every layer) on a share of the steps chosen so that the average cost stays inside it::
+
+      f_all * cost(ALL) + f_grad * cost(GRADIENTS) <= budget
+
+  At least a quarter of the budget goes to the full statistics, so they are sampled on any
+  model. Step 0 records everything (the view before training has changed anything). The first
+  steps rotate through the tiers to measure them; the periods are then revised every
+  ``decide_every`` steps from the latest ``window`` step times of each tier, and a step that
+  records nothing is slipped in now and then to keep the reference fresh.
+
+Decisions happen at step numbers fixed in advance and go through ``agree`` (under
+``torch.distributed``: the largest period over ranks), so every rank records the same steps.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Protocol
+
+from gradprobe.errors import UsageError
+
+
+class Tier(IntEnum):
+    """What a step records; each tier includes the ones below it."""
+
+    NONE = 0  #: nothing
+    GRADIENTS = 1  #: parameter gradients and updates
+    ALL = 2  #: also activations and the backward signal ``dL/dh`` of every layer
+
+
+class Schedule(Protocol):
+    """Tells a monitor what each step records."""
+
+    def tier(self, step: int) -> Tier:
+        """What ``step`` records (asked before it starts; the same answer every time)."""
+
+    def done(self, step: int) -> None:
+        """``step`` has just ended."""
+
+
+@dataclass(frozen=True)
+class Every:
+    """Everything (up to ``top``) on steps 0, n, 2n, ...; nothing on the others."""
+
+    n: int = 1
+    top: Tier = Tier.ALL
+
+    def tier(self, step: int) -> Tier:
+        return self.top if step % self.n == 0 else Tier.NONE
+
+    def done(self, step: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Shares of the steps a budget records: ``grad`` of them record gradients, and ``top`` of
+    them (a subset of those) record the top tier. Steps are spread evenly (a Bresenham
+    pattern over the step number), so any window of steps holds its share, and the tier of a
+    step is a pure function of the step and the plan (the same on every rank)."""
+
+    top: float
+    grad: float
+
+    def tier(self, off: int, top: Tier) -> Tier:
+        if math.floor((off + 1) * self.grad) == math.floor(off * self.grad):
+            return Tier.NONE
+        k = math.floor((off + 1) * self.grad)  # gradient steps so far, this one included
+        r = self.top / self.grad
+        return top if math.floor(k * r) > math.floor((k - 1) * r) else Tier.GRADIENTS
+
+
+Agree = Callable[[tuple[float, float]], tuple[float, float]]
+
+
+class Budget:
+    """Keeps the measured cost of watching within ``fraction`` of the step time (see module).
+
+    Example, with a fake clock where recording everything costs 40% and gradients 4%::
+
+        >>> t = [0.0]
+        >>> b = Budget(0.05, clock=lambda: t[0])
+        >>> cost = {Tier.NONE: 1.0, Tier.GRADIENTS: 1.04, Tier.ALL: 1.4}
+        >>> tiers = []
+        >>> for step in range(3000):
+        ...     tier = b.tier(step)
+        ...     tiers.append(tier)
+        ...     t[0] += cost[tier]
+        ...     b.done(step)
+        >>> later = tiers[1000:]
+        >>> round(sum(cost[x] for x in later) / len(later) - 1, 3)
+        0.05
+        >>> round(b.plan.top, 4), round(b.plan.grad, 4)
+        (0.0312, 0.9688)
+    """
+
+    def __init__(
+        self,
+        fraction: float = 0.05,
+        *,
+        top: Tier = Tier.ALL,
+        agree: Agree | None = None,
+        window: int = 64,
+        decide_every: int = 64,
+        refresh: int = 512,
+        max_period: int = 1000,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+            raise UsageError(
+                f"budget must be a fraction of the step time such as 0.05 (5%), "
+                f"got {fraction!r}; or pass every=N for a fixed schedule"
+            )
+        if not 0 < fraction < 10:
+            raise UsageError(
+                f"budget must be a fraction of the step time above 0 such as 0.05 (5%), "
+                f"got {fraction!r}; for everything on every step pass every=1"
+            )
+        self.fraction, self.top = float(fraction), Tier(top)
+        self._agree = agree
+        self._decide_every, self._refresh = decide_every, refresh
+        self._min_share, self._clock = 1 / max_period, clock
+        self._times: dict[Tier, deque[float]] = {t: deque(maxlen=window) for t in Tier}
+        self._tiers = [t for t in Tier if t <= self.top]
+        # warm-up: steps 1..2 settle (allocations, compilation), then the tiers rotate
+        self._settle = 3
+        self._warmup_end = self._settle + len(self._tiers) * 4
+        self.plan = Plan(top=1.0, grad=1.0)
+        self._last_none = 0  # the last step that recorded nothing
+        self._prev: tuple[int, float] | None = None
+        self._costs: dict[Tier, float] = {}
+
+    # ----------------------------------------------------------------- schedule
+    def tier(self, step: int) -> Tier:
+        if step == 0:
+            return self.top
+        if step < self._warmup_end:
+            return self._tiers[step % len(self._tiers)] if step >= self._settle else self.top
+        return self.plan.tier(step - self._warmup_end, self.top)
+
+    def done(self, step: int) -> None:
+        now = self._clock()
+        prev, self._prev = self._prev, (step, now)
+        if prev is not None and prev[0] == step - 1 and step >= self._settle:
+            tier = self.tier(step)
+            self._times[tier].append(now - prev[1])
+            if tier == Tier.NONE:
+                self._last_none = step
+        nxt = step + 1
+        if nxt >= self._warmup_end and (nxt - self._warmup_end) % self._decide_every == 0:
+            self._decide(nxt)
+
+    # ------------------------------------------------------------- measurement
+    @property
+    def costs(self) -> dict[str, float]:
+        """The measured cost of each tier, as a fraction of a step that records nothing
+        (``{"gradients": 0.04, "all": 0.4}``; empty until measured)."""
+        return {t.name.lower(): c for t, c in self._costs.items()}
+
+    @property
+    def expected(self) -> float:
+        """The cost of watching the current plan should have, from the measured costs."""
+        if self.top not in self._costs:
+            return math.nan
+        p, c_top = self.plan, self._costs[self.top]
+        return p.top * c_top + (p.grad - p.top) * self._costs.get(Tier.GRADIENTS, c_top)
+
+    def _decide(self, step: int) -> None:
+        plan = self._measure() or self.plan
+        if plan.grad >= 1 and step - self._last_none >= self._refresh:
+            # every step records something: leave one step in this window recording
+            # nothing, to keep the reference time fresh
+            grad = 1 - 1 / self._decide_every
+            plan = Plan(top=min(plan.top, grad), grad=grad)
+        if self._agree is not None:
+            top, grad = self._agree((plan.top, plan.grad))
+            plan = Plan(top=float(top), grad=float(grad))
+        self.plan = plan
+
+    def _measure(self) -> Plan | None:
+        base = self._times[Tier.NONE]
+        if not base or statistics.median(base) <= 0:
+            return None
+        t0 = statistics.median(base)
+        for t in self._tiers[1:]:
+            if self._times[t]:
+                self._costs[t] = max(statistics.median(self._times[t]) / t0 - 1, 0.0)
+        if Tier.GRADIENTS in self._costs and Tier.ALL in self._costs:
+            self._costs[Tier.ALL] = max(self._costs[Tier.ALL], self._costs[Tier.GRADIENTS])
+        if self.top not in self._costs:
+            return None
+        c_grad = self._costs.get(Tier.GRADIENTS) if self.top == Tier.ALL else None
+        return allocate(self.fraction, self._costs[self.top], c_grad, self._min_share)
+
+
+def allocate(budget: float, c_top: float, c_grad: float | None, min_share: float) -> Plan:
+    """Shares of steps that keep ``top * c_top + (grad - top) * c_grad <= budget``.
+
+    ``c_top``: cost of the top tier; ``c_grad``: cost of gradients only (None when the top
+    tier is the gradients). Gradients go on every step when they fit in three quarters of the
+    budget, and the top tier takes the rest; otherwise the top tier takes a quarter and
+    gradients the other three. No share falls below ``min_share``.
+
+        >>> allocate(0.05, 0.02, 0.01, 1e-3)
+        Plan(top=1.0, grad=1.0)
+        >>> round(allocate(0.05, 0.36, 0.02, 1e-3).top, 4)
+        0.0882
+        >>> p = allocate(0.05, 0.40, 0.04, 1e-3)
+        >>> round(p.top, 4), round(p.grad, 4)
+        (0.0312, 0.9688)
+    """
+    if c_top <= budget:
+        return Plan(1.0, 1.0)
+    if c_grad is None:
+        share = max(budget / c_top, min_share)
+        return Plan(share, share)
+    if c_grad <= 0.75 * budget:
+        return Plan(max((budget - c_grad) / (c_top - c_grad), min_share), 1.0)
+    top = max(budget / 4 / c_top, min_share)
+    grad = min(top + (budget - top * c_top) / c_grad, 1.0)
+    return Plan(top, max(grad, top))
+
+
+def schedule(every: int | None, budget: float | None, **budget_kw: object) -> Schedule:
+    """The schedule a monitor's ``every=`` / ``budget=`` arguments ask for.
+
+    ``every=N`` is a fixed schedule (the budget is then not used); otherwise the budget
+    (default 5%). ``budget=None`` with no ``every`` records everything on every step.
+    """
+    if every is not None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise UsageError(f"every must be a whole number >= 1, got {every!r}")
+        return Every(every)
+    if budget is None:
+        return Every(1)
+    return Budget(budget, **budget_kw)  # type: ignore[arg-type]

@@ -1,0 +1,159 @@
+"""The overhead budget against simulated step times (a fake clock): the realised cost stays
+inside the budget, gradients go on every step when they fit, ranks agree, bad input fails."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+
+from gradprobe.budget import Budget, Every, Plan, Tier, allocate, schedule
+from gradprobe.errors import UsageError
+
+
+def simulate(costs: dict[Tier, float], steps: int, noise: float = 0.0, seed: int = 0, **kw):
+    """Run a budget over ``steps`` steps whose durations are 1 + cost(tier) (+ noise)."""
+    rng = random.Random(seed)
+    t = [0.0]
+    b = Budget(clock=lambda: t[0], **kw)
+    tiers = []
+    for step in range(steps):
+        tier = b.tier(step)
+        assert b.tier(step) == tier  # asking twice gives the same answer
+        tiers.append(tier)
+        t[0] += (1 + costs[tier]) * (1 + noise * rng.gauss(0, 1))
+        b.done(step)
+    return b, tiers
+
+
+def realised(costs: dict[Tier, float], tiers: list[Tier]) -> float:
+    return statistics.fmean(costs[x] for x in tiers)
+
+
+CALIFORNIA = {Tier.NONE: 0.0, Tier.GRADIENTS: 0.10, Tier.ALL: 0.36}  # measured 2026-12-04
+BIG = {Tier.NONE: 0.0, Tier.GRADIENTS: 0.01, Tier.ALL: 0.04}  # 50x512: everything fits
+
+
+def test_everything_every_step_when_it_fits() -> None:
+    b, tiers = simulate(BIG, 2000)
+    later = tiers[1000:]
+    assert later.count(Tier.ALL) >= 0.99 * len(later)  # only the reference probes differ
+    assert realised(BIG, later) <= 0.05
+
+
+@pytest.mark.parametrize("fraction", [0.02, 0.05, 0.2])
+def test_cost_stays_inside_the_budget_on_a_small_model(fraction: float) -> None:
+    b, tiers = simulate(CALIFORNIA, 4000, fraction=fraction)
+    later = tiers[500:]
+    assert realised(CALIFORNIA, later) <= fraction * 1.01
+    assert realised(CALIFORNIA, later) >= fraction * 0.8  # and the budget is used
+    assert Tier.ALL in later  # the full statistics are still sampled
+    assert b.costs == pytest.approx({"gradients": 0.10, "all": 0.36})
+
+
+def test_gradients_every_step_when_they_fit() -> None:
+    costs = {Tier.NONE: 0.0, Tier.GRADIENTS: 0.02, Tier.ALL: 0.5}
+    b, tiers = simulate(costs, 3000)
+    later = tiers[1000:]
+    assert later.count(Tier.NONE) <= len(later) / 60  # only the reference probes
+    assert realised(costs, later) <= 0.05
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_noisy_step_times_stay_near_the_budget(seed: int) -> None:
+    """Step times with 10% noise each: the medians keep the cost near the budget."""
+    b, tiers = simulate(CALIFORNIA, 6000, noise=0.1, seed=seed)
+    assert realised(CALIFORNIA, tiers[1000:]) <= 0.06
+
+
+def test_step_zero_records_everything_and_tiers_are_spread_evenly() -> None:
+    b, tiers = simulate(CALIFORNIA, 3000)
+    assert tiers[0] == Tier.ALL
+    alls = [i for i, x in enumerate(tiers) if x == Tier.ALL and i > 1000]
+    gaps = [b - a for a, b in zip(alls, alls[1:], strict=False)]
+    mean = statistics.fmean(gaps)
+    assert 0.85 * mean <= min(gaps) and max(gaps) <= 1.15 * mean  # spread evenly: no bursts
+
+
+def test_gradients_only_top_tier() -> None:
+    costs = {Tier.NONE: 0.0, Tier.GRADIENTS: 0.10, Tier.ALL: 9.9}
+    b, tiers = simulate(costs, 3000, top=Tier.GRADIENTS)
+    assert Tier.ALL not in tiers
+    assert realised(costs, tiers[500:]) <= 0.05
+
+
+def test_ranks_agree_on_every_step() -> None:
+    """Two ranks whose own clocks disagree record the same steps: each decision goes through
+    ``agree``, here a stand-in for the collective (the smaller shares of both proposals)."""
+    t = [0.0, 0.0]
+    speed = [CALIFORNIA, {Tier.NONE: 0.0, Tier.GRADIENTS: 0.2, Tier.ALL: 0.5}]
+    calls: list[tuple[float, float]] = []
+    results: list[tuple[float, float]] = []
+
+    def collective(plan: tuple[float, float]) -> tuple[float, float]:
+        calls.append(plan)
+        if len(calls) % 2:  # the first rank to arrive: both ranks' proposals, reduced
+            mine = [b._measure() or b.plan for b in ranks]
+            results.append((min(p.top for p in mine), min(p.grad for p in mine)))
+        return results[-1]
+
+    ranks = [Budget(clock=lambda r=r: t[r], agree=collective) for r in (0, 1)]
+    plans = set()
+    for step in range(3000):
+        tiers = [b.tier(step) for b in ranks]
+        assert tiers[0] == tiers[1], step
+        for r in (0, 1):
+            t[r] += 1 + speed[r][tiers[r]]
+        for b in ranks:
+            b.done(step)
+        assert len(calls) % 2 == 0  # both ranks decide on the same steps
+        assert ranks[0].plan == ranks[1].plan
+        plans.add(ranks[0].plan)
+    assert len(plans) > 1  # the plan did change as measurements came in
+
+
+def test_allocate_never_exceeds_the_budget() -> None:
+    for c_top in (0.06, 0.1, 0.36, 1.0, 5.0):
+        for c_grad in (0.0, 0.01, 0.04, 0.1, 0.3):
+            c_grad = min(c_grad, c_top)
+            p = allocate(0.05, c_top, c_grad, 1e-3)
+            assert 0 < p.top <= p.grad <= 1
+            cost = p.top * c_top + (p.grad - p.top) * c_grad
+            assert cost <= 0.05 + 1e-12 or p.top == 1e-3
+
+
+def test_plan_is_a_pure_function_of_the_offset() -> None:
+    p = Plan(top=0.1, grad=0.5)
+    tiers = [p.tier(i, Tier.ALL) for i in range(1000)]
+    assert tiers.count(Tier.ALL) == 100 and tiers.count(Tier.GRADIENTS) == 400
+    assert tiers == [p.tier(i, Tier.ALL) for i in range(1000)]
+
+
+def test_every_is_a_fixed_schedule() -> None:
+    e = Every(10)
+    assert [e.tier(s) for s in range(21) if e.tier(s)] == [Tier.ALL] * 3
+    assert schedule(10, 0.05) == Every(10)
+    assert schedule(None, None) == Every(1)
+    assert isinstance(schedule(None, 0.05), Budget)
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, "5%", True, float("nan"), 10])
+def test_bad_budget_is_a_one_line_usage_error(bad) -> None:
+    with pytest.raises(UsageError, match="budget must be"):
+        schedule(None, bad)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_bad_every_is_a_one_line_usage_error(bad) -> None:
+    with pytest.raises(UsageError, match="every must be"):
+        schedule(bad, None)
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    import gradprobe.budget
+
+    result = doctest.testmod(gradprobe.budget)
+    assert result.attempted >= 8 and result.failed == 0
