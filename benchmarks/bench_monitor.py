@@ -13,96 +13,20 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
-import random
-import statistics
-import time
 
 import torch
+from _timing import CaptureFloor, interleave, mlp, optimizer, train_step
 from torch import nn
 
 import gradprobe.torch as gt
-
-
-def mlp(depth: int, width: int, d_in: int, act: type[nn.Module]) -> nn.Sequential:
-    """Glorot-uniform for sigmoid (Keras's default), He-normal for ReLU, zero biases.
-
-    A sane initialisation matters for timing: PyTorch's default init shrinks a 50-layer ReLU
-    net's activations into denormal floats, which makes every step many times slower.
-    """
-    layers: list[nn.Module] = []
-    n = d_in
-    for _ in range(depth):
-        layers += [nn.Linear(n, width), act()]
-        n = width
-    layers.append(nn.Linear(n, 1))
-    for m in layers:
-        if isinstance(m, nn.Linear):
-            if act is nn.ReLU:
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            else:
-                nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
-    return nn.Sequential(*layers)
-
 
 OPTIMIZER = "sgd"
 REDUCER = "auto"  # watch(..., reducer=...): "auto" (fused on the CPU), "fused" or "torch"
 
 
 def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):  # type: ignore[no-untyped-def]
-    if OPTIMIZER == "adam":  # the update norm then comes from a snapshot of the weights
-        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    else:  # plain SGD: the update norm is lr * ||g||, no snapshot
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        opt.step()
-
-    return step, opt
-
-
-class CaptureFloor:
-    """The least any hook-based monitor pays for every statistic: a forward hook on every
-    module, a tensor hook on each output that receives dL/dh, and optimizer pre/post hooks that
-    read each parameter's gradient. Nothing is computed and nothing is kept: this is the cost of
-    the hooks alone, the floor under gradprobe's every=1 figure.
-
-    (Keeping the tensors would cost more than the hooks: held until the step ends, 50 outputs and
-    50 dL/dh of 1 MB each made the 50x512 model's step 6% slower, where the hooks alone cost
-    nothing measurable; gradprobe reduces large tensors as they come and keeps none.)"""
-
-    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer) -> None:
-        self.seen = 0
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        for m in model.modules():
-            if m is not model:
-                m.register_forward_hook(self._forward)
-        opt.register_step_pre_hook(self._pre)
-        opt.register_step_post_hook(self._post)
-
-    def _forward(self, module, inputs, out):  # type: ignore[no-untyped-def]
-        self.seen += 1
-        if out.requires_grad:
-            out.register_hook(self._backward)
-
-    def _backward(self, grad):  # type: ignore[no-untyped-def]
-        self.seen += 1
-
-    def _pre(self, opt, args, kwargs):  # type: ignore[no-untyped-def]
-        self.seen += sum(p.grad is not None for p in self.params)
-
-    def _post(self, opt, args, kwargs):  # type: ignore[no-untyped-def]
-        self.seen += 1
-
-
-def time_block(step, n: int) -> float:  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    for _ in range(n):
-        step()
-    return (time.perf_counter() - t0) / n
+    opt = optimizer(model, OPTIMIZER)
+    return train_step(model, opt, x, y), opt
 
 
 def compare(name: str, model: nn.Module, x, y, block: int, repeats: int) -> list[str]:  # type: ignore[no-untyped-def]
@@ -124,32 +48,19 @@ def compare(name: str, model: nn.Module, x, y, block: int, repeats: int) -> list
     floor = "capture floor (hooks, no statistics)"
     again = "bare again (noise floor)"
     labels = [*configs, floor, again]
-    times: dict[str, list[float]] = {"bare": [], **{k: [] for k in labels}}
-    ratios: dict[str, list[float]] = {k: [] for k in labels}
-    rng = random.Random(0)
     runners = {"bare": bare_step, **{k: step for k, (step, _) in watched.items()}}
     runners[floor] = floor_step
     runners[again], _ = make_step(copy.deepcopy(model), x, y)  # a second unwatched copy
-    for _ in range(3):  # warm-up
-        for run in runners.values():
-            run()
-    for _ in range(repeats):
-        order = list(runners)
-        rng.shuffle(order)  # no configuration always runs right after another
-        got = {label: time_block(runners[label], block) for label in order}
-        for label, t in got.items():
-            times[label].append(t)
-        for label in labels:
-            ratios[label].append(got[label] / got["bare"])
-    base = statistics.median(times["bare"])
+    got = interleave(runners, reference="bare", block=block, repeats=repeats)
+    base = got.median("bare")
     lines.append(
         f"{name}: bare step {base * 1e3:.3f} ms (median of {repeats} blocks of {block} steps)"
     )
     for label in labels:
-        med = statistics.median(times[label])
+        med = got.median(label)
         lines.append(
             f"  {label:<37} {med * 1e3:.3f} ms  {med / base:.3f}x"
-            f"  (median of per-block ratios {statistics.median(ratios[label]):.3f}x)"
+            f"  (median of per-block ratios {got.ratio(label):.3f}x)"
         )
     for _, mon in watched.values():
         mon.detach()
