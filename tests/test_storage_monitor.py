@@ -41,7 +41,7 @@ def rows_on_disk(folder: Path) -> int:
 def test_detach_writes_the_rows_still_in_memory(tmp_path):
     # the bug: 400 rows recorded, 0 on disk after detach()
     model, opt = model_and_opt()
-    mon = gradprobe.watch(model, opt, log_dir=tmp_path)
+    mon = gradprobe.watch(model, opt, every=1, log_dir=tmp_path)
     train(model, opt)
     mon.detach()
     assert rows_on_disk(tmp_path) == len(mon.to_pandas()) == 4 * STEPS
@@ -49,7 +49,10 @@ def test_detach_writes_the_rows_still_in_memory(tmp_path):
 
 def test_leaving_the_with_block_writes_the_rows_even_when_it_raises(tmp_path):
     model, opt = model_and_opt()
-    with pytest.raises(RuntimeError, match="boom"), gradprobe.watch(model, opt, log_dir=tmp_path):
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        gradprobe.watch(model, opt, every=1, log_dir=tmp_path),
+    ):
         train(model, opt)
         raise RuntimeError("boom")
     assert rows_on_disk(tmp_path) == 4 * STEPS
@@ -65,7 +68,7 @@ def test_rows_reach_disk_at_interpreter_exit_without_detach(tmp_path):
         import gradprobe
         from test_storage_monitor import model_and_opt, train
         model, opt = model_and_opt()
-        mon = gradprobe.watch(model, opt, log_dir={str(tmp_path)!r})
+        mon = gradprobe.watch(model, opt, every=1, log_dir={str(tmp_path)!r})
         train(model, opt)
         """
     )
@@ -87,7 +90,7 @@ def test_a_monitor_log_dir_loads_diagnoses_and_has_a_rank_column(tmp_path):
 
 def test_without_log_dir_rows_beyond_the_bound_spill_and_stay_readable():
     model, opt = model_and_opt()
-    with gradprobe.watch(model, opt, max_rows_in_memory=50) as mon:
+    with gradprobe.watch(model, opt, every=1, max_rows_in_memory=50) as mon:
         train(model, opt)
     params = mon.to_pandas()
     assert len(params) == 4 * STEPS and sorted(set(params["step"])) == list(range(STEPS))
@@ -102,7 +105,7 @@ def test_watch_with_tensorboard_writes_the_recorded_numbers(tmp_path):
 
         sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("notf"))
     model, opt = model_and_opt()
-    with gradprobe.watch(model, opt, log_dir=tmp_path, tensorboard=True) as mon:
+    with gradprobe.watch(model, opt, every=1, log_dir=tmp_path, tensorboard=True) as mon:
         train(model, opt, 10)
     got = read_scalars(tmp_path / "tensorboard" / "rank0")
     assert got == expected(mon.to_pandas("params"), mon.to_pandas("layers"))

@@ -242,16 +242,19 @@ def allocate(budget: float, c_top: float, c_grad: float | None, min_share: float
     return Plan(top, max(grad, top))
 
 
-def schedule(every: int | None, budget: float | None, **budget_kw: object) -> Schedule:
+def schedule(
+    every: int | None, budget: float | None, *, top: Tier = Tier.ALL, **budget_kw: object
+) -> Schedule:
     """The schedule a monitor's ``every=`` / ``budget=`` arguments ask for.
 
     ``every=N`` is a fixed schedule (the budget is then not used); otherwise the budget
-    (default 5%). ``budget=None`` with no ``every`` records everything on every step.
+    (default 5%). ``budget=None`` with no ``every`` records everything on every step. ``top``:
+    the most a step records (``Tier.GRADIENTS`` for a monitor without layer statistics).
     """
     if every is not None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise UsageError(f"every must be a whole number >= 1, got {every!r}")
-        return Every(every)
+        return Every(every, top)
     if budget is None:
-        return Every(1)
-    return Budget(budget, **budget_kw)  # type: ignore[arg-type]
+        return Every(1, top)
+    return Budget(budget, top=top, **budget_kw)  # type: ignore[arg-type]

@@ -23,6 +23,9 @@ update_norm        ||W_after - W_before||_2 (NaN when no optimizer step was seen
 update_ratio       update_norm / weight_norm
 pe_grad_rms        RMS over the batch of per-example weight-gradient norms ||delta_b||*||x_b||
                    (Linear weights, when per-example capture is on; NaN otherwise)
+tier               what the step recorded: ``"gradients"`` (parameter gradients and updates
+                   only: the step has no ``layers`` rows) or ``"all"`` (also the layer
+                   statistics the monitor was set to record)
 rank               the process that recorded the row (0 without torch.distributed)
 skipped            True when the optimizer skipped the step (a GradScaler found inf/NaN)
 =================  =========================================================================
@@ -41,11 +44,18 @@ saturated_frac     sigmoid/tanh: fraction of elements whose derivative is under 
 dead_frac          ReLU family: fraction of units with no positive output for any example of
                    the batch; NaN for other activations
 backward_norm      ||dL/dh||_F, the backward signal at the layer's output h (whole batch)
-rank, skipped      as above
+tier, rank,        as above (``tier`` is ``"all"`` on every ``layers`` row)
+skipped
 =================  =========================================================================
 
-``rank`` and ``skipped`` came later than the other columns: :func:`conform` gives rows that lack
-them (records saved before) rank 0 and ``skipped=False``.
+``tier``, ``rank`` and ``skipped`` came later than the other columns: :func:`conform` gives rows
+that lack them (records saved before) ``tier="all"``, rank 0 and ``skipped=False``.
+
+Which steps carry which statistics: under the default overhead budget (see
+:mod:`gradprobe.budget`) most steps record the gradients only, and a share of them everything;
+``every=N`` records everything on every N-th step. So the ``layers`` table may have fewer steps
+than ``params``: select steps by ``tier`` (or by the steps present in each table), never by
+position.
 
 Memory: a :class:`RecordBuffer` holds at most ``max_rows`` rows (100 to 140 bytes each); beyond
 that it writes them to a Parquet part -- in its ``folder`` when it has one, else in a private
@@ -95,13 +105,14 @@ LAYER_STATS = (
     "backward_norm",
 )
 LAYER_COLUMNS = LAYER_KEYS + LAYER_STATS
-ROW_FLAGS = ("rank", "skipped")  # in both tables; filled with defaults when absent
-_FLAG_DEFAULTS = {"rank": 0, "skipped": False}
+ROW_FLAGS = ("tier", "rank", "skipped")  # in both tables; filled with defaults when absent
+_FLAG_DEFAULTS: dict[str, object] = {"tier": "all", "rank": 0, "skipped": False}
+TIERS = ("gradients", "all")  # values of the tier column (gradprobe.budget.Tier names)
 
 TABLES = {"params": PARAM_COLUMNS + ROW_FLAGS, "layers": LAYER_COLUMNS + ROW_FLAGS}
 _INT_COLUMNS = {"step", "depth", "numel", "rank"}
 _ROW_GROUP = 16_384  # rows per Parquet row group: the writer holds one encoded group at a time
-_STR_COLUMNS = {"layer", "param", "kind", "activation", "variant"}
+_STR_COLUMNS = {"layer", "param", "kind", "activation", "variant", "tier"}
 
 
 def empty_frame(table: str) -> pd.DataFrame:
@@ -148,7 +159,9 @@ class RecordBuffer:
     stem, ``<table>-NNNNN.parquet`` with numbers after the parts already in the folder.
 
     ``rank`` fills the ``rank`` column of rows that come without one (``skipped`` is False when
-    absent). Each listener is called as ``listener(table, chunk)`` with every chunk appended.
+    absent). ``tier`` is ``"all"`` when absent, or ``tier_of(step column)`` when that is set (a
+    monitor that knows which of its steps recorded gradients only). Each listener is called as
+    ``listener(table, chunk)`` with every chunk appended.
     """
 
     table: str
@@ -156,6 +169,7 @@ class RecordBuffer:
     max_rows: int = 100_000
     rank: int = 0
     stem: str = ""
+    tier_of: Callable[[np.ndarray], np.ndarray] | None = None
     listeners: list[Callable[[str, dict[str, np.ndarray]], None]] = field(default_factory=list)
     _chunks: list[dict[str, np.ndarray]] = field(default_factory=list)
     _n: int = 0
@@ -189,6 +203,13 @@ class RecordBuffer:
                 chunk[c] = np.full(n, self.rank, dtype=np.int64)
             elif c == "skipped":
                 chunk[c] = np.zeros(n, dtype=bool)
+            elif c == "tier":
+                steps = np.asarray(columns["step"])
+                chunk[c] = (
+                    np.full(n, "all", dtype=object)
+                    if self.tier_of is None
+                    else (np.asarray(self.tier_of(steps), dtype=object))
+                )
             else:
                 raise ValueError(f"{self.table} rows lack column {c!r}; got {sorted(columns)}")
             if len(chunk[c]) != n:

@@ -84,7 +84,7 @@ def test_every_n_records_only_those_steps_and_leaves_other_steps_untouched():
 def test_memory_stays_bounded_over_thousands_of_steps(tmp_path):
     model = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    mon = gradprobe.watch(model, opt, log_dir=tmp_path)
+    mon = gradprobe.watch(model, opt, every=1, log_dir=tmp_path)
     mon._buffers["params"].max_rows = 2000  # flush often
     mon._buffers["layers"].max_rows = 1000
     x, y = torch.randn(8, 2), torch.randn(8, 1)

@@ -29,7 +29,7 @@ def _train(limit: int, steps: int = 150) -> tuple[pd.DataFrame, pd.DataFrame, st
     torch.manual_seed(0)
     model = Branchy()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    mon = gradprobe.watch(model, opt)
+    mon = gradprobe.watch(model, opt, every=1)
     mon._rows.limit = limit
     g = torch.Generator().manual_seed(1)
     for step in range(steps):
@@ -61,7 +61,7 @@ def test_flush_writes_waiting_rows(tmp_path) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with gradprobe.watch(model, opt, log_dir=tmp_path) as mon:
+    with gradprobe.watch(model, opt, every=1, log_dir=tmp_path) as mon:
         for _ in range(5):
             opt.zero_grad()
             model(torch.randn(8, 3)).sum().backward()

@@ -61,7 +61,7 @@ def assert_norms(frame: pd.DataFrame, step: int, want: dict[tuple[str, str], flo
 def test_step_with_closure_records_the_gradients_that_step_applies_from_step_0(reducer):
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    mon = gradprobe.watch(model, opt, reducer=reducer)
+    mon = gradprobe.watch(model, opt, every=1, reducer=reducer)
     taken = []
     for _ in range(4):
         x, y = torch.randn(16, 6), torch.randn(16, 1)
@@ -220,7 +220,7 @@ def test_fused_adam_with_grad_scaler_records_unscaled_gradients_and_skipped_step
     model = mlp()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     scaler = torch.amp.GradScaler("cpu", init_scale=65536.0)
-    mon = gradprobe.watch(model, opt)
+    mon = gradprobe.watch(model, opt, every=1)
     x = torch.randn(8, 6)
     want = []
     for _ in range(3):
@@ -307,7 +307,7 @@ def test_parameters_unfrozen_after_watch_are_recorded_from_then_on():
     model = mlp()
     model[0].requires_grad_(False)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    mon = gradprobe.watch(model, opt)
+    mon = gradprobe.watch(model, opt, every=1)
     for s in range(4):
         if s == 2:
             model[0].requires_grad_(True)
@@ -352,7 +352,7 @@ def _on_disk(folder: Path, table: str = "params") -> int:
 def test_detach_writes_every_row_to_log_dir(tmp_path):
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    mon = gradprobe.watch(model, opt, log_dir=tmp_path)
+    mon = gradprobe.watch(model, opt, every=1, log_dir=tmp_path)
     _train(model, opt, 5)
     mon.detach()
     assert _on_disk(tmp_path) == 5 * 6
@@ -364,7 +364,7 @@ def test_leaving_the_with_block_by_an_exception_writes_every_row(tmp_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     with (
         pytest.raises(RuntimeError, match="training failed"),
-        gradprobe.watch(model, opt, log_dir=tmp_path),
+        gradprobe.watch(model, opt, every=1, log_dir=tmp_path),
     ):
         _train(model, opt, 4)
         raise RuntimeError("training failed")
@@ -395,7 +395,7 @@ def test_rows_reach_disk_at_interpreter_exit(tmp_path):
         import torch, gradprobe
         model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        mon = gradprobe.watch(model, opt, log_dir={str(tmp_path)!r})
+        mon = gradprobe.watch(model, opt, every=1, log_dir={str(tmp_path)!r})
         for _ in range(7):
             opt.zero_grad()
             model(torch.randn(5, 3)).sum().backward()

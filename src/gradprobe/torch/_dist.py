@@ -312,6 +312,26 @@ def _all_reduce(out: np.ndarray, s: np.ndarray, group: Any) -> np.ndarray:
     return out
 
 
+def agree_min(values: tuple[float, float]) -> tuple[float, float]:
+    """The smallest of each value over the ranks of the default process group (one float64
+    ``all_reduce``; a collective: every rank calls it at the same step). The overhead budget
+    agrees its shares of recorded steps this way, so every rank records the same steps."""
+    import torch.distributed as dist
+
+    device = torch.device("cpu")
+    if "nccl" in str(dist.get_backend()):
+        device = torch.device("cuda", torch.cuda.current_device())
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    a, b = t.cpu().tolist()
+    return float(a), float(b)
+
+
+def distributed() -> bool:
+    """Whether the default process group is up (more than one process may be watching)."""
+    return _dist_state()[0]
+
+
 # ---------------------------------------------------------------------- building a layout
 def _dist_state() -> tuple[bool, int, int]:
     """(initialized, rank, world size) of the default process group."""

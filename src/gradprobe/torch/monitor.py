@@ -20,7 +20,7 @@ When each number is read:
 - activations and the backward signal ``dL/dh`` during the forwards and backwards of a recorded
   step that lead to it (every micro-batch under gradient accumulation; forwards with no backward,
   e.g. evaluation, are dropped; forwards under ``no_grad``/``inference_mode`` are never seen).
-  On steps that are not recorded (``every > 1``) no module hook is registered at all.
+  On steps that record only gradients, or nothing, no module hook is registered at all.
 
 Under ``torch.compile`` the hooks stay registered and switch themselves off on steps that are
 not recorded (:class:`gradprobe.torch._hooks.Capture`); inside the compiled region they call only
@@ -33,15 +33,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from gradprobe.budget import Budget, Every, Tier, schedule
 from gradprobe.errors import CaptureError, UsageError
 from gradprobe.records import TABLES
 from gradprobe.storage import Storage
 from gradprobe.torch import _reduce
-from gradprobe.torch._dist import layout
+from gradprobe.torch._dist import agree_min, distributed, layout
 from gradprobe.torch._hooks import Capture, ScalerPatch, StepHooks
 from gradprobe.torch._rows import PendingRows
 from gradprobe.torch._step import DepthOrder, Reading, Recorder, StepLayers
@@ -53,6 +55,17 @@ class Monitor:
 
     Create it with :func:`watch`. Use it as a context manager, or call :meth:`detach` when done;
     after detaching, the model behaves bit for bit as if it had never been watched.
+
+    Which steps record what is its :attr:`schedule` (:mod:`gradprobe.budget`): by default a
+    :class:`~gradprobe.budget.Budget` that keeps the measured cost of watching within 5% of the
+    step time, recording the gradients on every step when they fit and everything (layer
+    activations, backward signal) on a share of the steps; with ``every=N`` an
+    :class:`~gradprobe.budget.Every`. Before each step it asks the schedule the step's tier
+    (module hooks are armed only for a step that records everything), and tells it when the
+    step ends (the schedule times the steps).
+
+    :attr:`cost` reports the measured cost of each tier and the shares of steps chosen; the
+    records' ``tier`` column says what each step carries.
 
     Example::
 
@@ -74,7 +87,8 @@ class Monitor:
         model: nn.Module,
         optimizer: torch.optim.Optimizer | None = None,
         *,
-        every: int = 1,
+        every: int | None = None,
+        budget: float | None = 0.05,
         activations: bool = True,
         backward: bool = True,
         per_example: bool = False,
@@ -85,8 +99,13 @@ class Monitor:
         all_ranks: bool = False,
         tensorboard: bool = False,
     ) -> None:
-        _check(model, optimizer, every)
+        _check(model, optimizer)
+        self._top = Tier.ALL if activations or backward or per_example else Tier.GRADIENTS
+        self.schedule = schedule(
+            every, budget, top=self._top, agree=agree_min if distributed() else None
+        )
         self.model, self.optimizer, self.every = model, optimizer, every
+        self.budget = budget if every is None else None
         self.activations, self.backward, self.per_example = activations, backward, per_example
         if scaler is not None and not all(
             callable(getattr(scaler, a, None)) for a in ("step", "get_scale")
@@ -119,6 +138,8 @@ class Monitor:
             before_flush=before_flush,
         )
         self._buffers = self._storage.buffers
+        self._grad_steps = GradientSteps()  # (it must not hold the monitor: see pending)
+        self._buffers["params"].tier_of = self._grad_steps.tier_of
         self._rows = PendingRows(self._buffers["params"], self._buffers["layers"])
         pending.append(self._rows)
         self._layers = StepLayers()
@@ -146,6 +167,7 @@ class Monitor:
         self._codes = 0  # how many code objects dynamo had compiled when the hooks went off
         self._set_params(params, owners)
         self._step = 0
+        self._tier = self.schedule.tier(0)
         self._reading: Reading | None = None
         self._attached = True
         self._steps: StepHooks | None = None
@@ -167,6 +189,25 @@ class Monitor:
     @property
     def attached(self) -> bool:
         return self._attached
+
+    @property
+    def cost(self) -> dict[str, float]:
+        """What watching costs and how often each statistic is recorded.
+
+        ``share_gradients`` / ``share_all``: the fraction of steps that record the gradients
+        (and updates) / everything. Under a budget also ``budget`` (the fraction given),
+        ``gradients`` and ``all`` (the measured cost of a step recording the gradients /
+        everything, as a fraction of a step recording nothing; absent until measured) and
+        ``expected`` (the cost of the current shares, from those measurements).
+        """
+        sched = self.schedule
+        if isinstance(sched, Budget):
+            share_all = sched.plan.top if self._top == Tier.ALL else 0.0
+            out = {"budget": sched.fraction, **sched.costs, "expected": sched.expected}
+            return out | {"share_gradients": sched.plan.grad, "share_all": share_all}
+        assert isinstance(sched, Every)
+        share = 1 / sched.n
+        return {"share_gradients": share, "share_all": share if self._top == Tier.ALL else 0.0}
 
     def step(self) -> None:
         """Record the gradients now (call after ``backward``) when no optimizer was given."""
@@ -228,15 +269,19 @@ class Monitor:
         self.detach()
 
     def __repr__(self) -> str:
+        sched = self.schedule
+        how = f"budget={sched.fraction:.0%}" if isinstance(sched, Budget) else f"every={self.every}"
+        if isinstance(sched, Every) and self.every is None:
+            how = "budget=None"
         return (
-            f"Monitor({type(self.model).__name__}, every={self.every}, "
+            f"Monitor({type(self.model).__name__}, {how}, "
             f"steps_seen={self._step}, "
             f"rows={len(self._buffers['params']) + self._rows.pending_params()})"
         )
 
     # ------------------------------------------------------------- the step
     def _recording(self) -> bool:
-        return self._attached and self._step % self.every == 0
+        return self._attached and self._tier != Tier.NONE
 
     def before_update(self, optimizer: torch.optim.Optimizer) -> None:
         """Read the gradients (the optimizer's pre-hook, or a closure's first call)."""
@@ -282,6 +327,8 @@ class Monitor:
         )
 
     def _finish(self, reading: Reading, optimizer: torch.optim.Optimizer | None) -> None:
+        if self._tier == Tier.GRADIENTS:
+            self._grad_steps.steps.add(self._step)
         if self._recorder.finish(self._step, reading, optimizer):
             self._capture.eager = True  # an output changed in place: reduce outputs at once
 
@@ -301,8 +348,13 @@ class Monitor:
         return 1.0, loss_scale, False
 
     def _advance(self) -> None:
+        """The step has ended: tell the schedule, and arm the hooks for the next step's tier
+        (module hooks only when it records everything)."""
+        if self._attached:
+            self.schedule.done(self._step)
         self._step += 1
-        if self._recording():
+        self._tier = self.schedule.tier(self._step)
+        if self._attached and self._tier == self._top:
             if not self._capture.armed and _dynamo_codes() != self._codes:
                 # dynamo compiled code while the hooks were off: maybe this model, compiled
                 # after watch on a step not recorded, whose graph would never see the hooks
@@ -344,7 +396,23 @@ class Monitor:
             self._capture.on = on
 
 
-def _check(model: Any, optimizer: Any, every: Any) -> None:
+class GradientSteps:
+    """The recorded steps that carried gradients only, until their rows are made."""
+
+    def __init__(self) -> None:
+        self.steps: set[int] = set()
+
+    def tier_of(self, steps: np.ndarray) -> np.ndarray:
+        """The ``tier`` column of params rows of ``steps`` (rows come in step order)."""
+        if not self.steps or not len(steps):
+            return np.full(len(steps), "all", dtype=object)
+        out = np.where(np.isin(steps, list(self.steps)), "gradients", "all").astype(object)
+        last = int(np.max(steps))
+        self.steps = {s for s in self.steps if s > last}
+        return out
+
+
+def _check(model: Any, optimizer: Any) -> None:
     if isinstance(model, type):
         raise CaptureError(
             f"watch() expects a model instance, got the class {model.__name__}: "
@@ -359,8 +427,6 @@ def _check(model: Any, optimizer: Any, every: Any) -> None:
         raise CaptureError(
             f"watch() expects a torch.optim.Optimizer as optimizer, got {type(optimizer).__name__}"
         )
-    if not isinstance(every, int) or every < 1:
-        raise UsageError(f"every must be a whole number >= 1, got {every!r}")
 
 
 def _compiled(model: nn.Module) -> bool:
@@ -392,7 +458,8 @@ def watch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     *,
-    every: int = 1,
+    every: int | None = None,
+    budget: float | None = 0.05,
     activations: bool = True,
     backward: bool = True,
     per_example: bool = False,
@@ -411,6 +478,20 @@ def watch(
     *first* call, i.e. the gradients the step applies (for LBFGS, which calls the closure several
     times, the gradient at the step's starting point); layer statistics come from that call.
     Without an optimizer, call ``monitor.step()`` after ``backward()``.
+
+    By default watching costs at most ``budget`` (5%) of the step time, measured as the run
+    goes: the monitor times the steps that record gradients, everything, or nothing, and
+    records the gradients (and updates) on every step when they fit in the budget, and the
+    activations and backward signal (hooks on every layer) on an evenly spread share of the
+    steps that keeps the average cost inside it. Step 0 records everything; the first ~15
+    steps measure; the shares are then revised every 64 steps. ``monitor.cost`` says what was
+    measured and which shares were chosen; the ``tier`` column of the records says what each
+    step carries (``"gradients"``: no ``layers`` rows that step, ``"all"``).
+
+    ``every=N`` overrides the budget with a fixed schedule: everything on steps 0, N, 2N, ...
+    and nothing in between (``every=1``: everything on every step, whatever it costs, as does
+    ``budget=None``). ``budget=0.2`` allows 20%. Under ``torch.distributed`` the ranks agree
+    on the shares (an ``all_reduce`` every 64 steps), so every rank records the same steps.
 
     - ``every=N`` records steps 0, N, 2N, ...; other steps run with no module hook at all.
     - ``torch.compile``: a model compiled before or after ``watch`` trains with no graph break
@@ -450,6 +531,7 @@ def watch(
         model,
         optimizer,
         every=every,
+        budget=budget,
         activations=activations,
         backward=backward,
         per_example=per_example,
