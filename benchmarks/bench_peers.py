@@ -79,7 +79,7 @@ MODELS = {
         # California housing's shape: 8 features, Keras-default Glorot init
         Model("California 10x64 sigmoid, batch 512", 10, 64, 8, nn.Sigmoid, 512, 25, 61),
     ],
-    "large": [Model("50x512 ReLU MLP, batch 512", 50, 512, 512, nn.ReLU, 512, 5, 11)],
+    "large": [Model("50x512 ReLU MLP, batch 512", 50, 512, 512, nn.ReLU, 512, 5, 15)],
 }
 
 Build = Callable[[nn.Module, torch.Tensor, torch.Tensor], Run]
@@ -258,7 +258,7 @@ class Setting:
 
 
 def settings(quick: bool) -> list[Setting]:
-    settle = 20 if quick else 150  # an adaptive default decides at steps 15, 79, 143, ...
+    settle = 20 if quick else 200  # an adaptive default revises its plan every 64 steps
     return [
         Setting("second bare copy (noise floor)", bare),
         Setting("capture floor (no-op hooks, no statistics)", capture_floor),
@@ -329,6 +329,19 @@ def table(columns: list[Column], chosen: list[Setting]) -> list[str]:
     return lines
 
 
+def busy_seconds() -> tuple[float, float] | None:
+    """CPU seconds the whole machine has spent busy (Linux ``/proc/stat``) and this process's
+    own, so a run can tell how much other processes took from it."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    own = os.times()
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few short blocks (a smoke run)")
@@ -338,20 +351,24 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     models = MODELS["small"] + (MODELS["large"] if args.models == "all" else [])
     chosen = settings(args.quick)
-    load0 = os.getloadavg()[0]
+    load0, busy0 = os.getloadavg()[0], busy_seconds()
     started = datetime.datetime.now(datetime.UTC)
     columns = []
     for m in models:
         columns.append(measure(m, chosen, args.quick))
         print(f"measured {m.name}", file=sys.stderr, flush=True)
-    load1 = os.getloadavg()[0]
-    minutes = (datetime.datetime.now(datetime.UTC) - started).total_seconds() / 60
+    load1, busy1 = os.getloadavg()[0], busy_seconds()
+    wall = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
+    minutes = wall / 60
     cpu = platform.processor() or platform.machine()
     print(
         f"Measured {started:%Y-%m-%d %H:%M} UTC in {minutes:.1f} min on {cpu},"
         f" {os.cpu_count()} cores, torch {torch.__version__} at {torch.get_num_threads()} threads;"
-        f" load average (1 min) {load0:.2f} before, {load1:.2f} after"
+        f" load average (1 min) {load0:.2f} before, {load1:.2f} after (this run included)"
     )
+    if busy0 is not None and busy1 is not None:
+        others = (busy1[0] - busy0[0]) - (busy1[1] - busy0[1])
+        print(f"Other processes kept {others / wall:.2f} cores busy on average during the run")
     cmd = " ".join(
         ["python benchmarks/bench_peers.py", *(argv if argv is not None else sys.argv[1:])]
     )
