@@ -95,7 +95,50 @@ class Block(nn.Module):
         return x + self.scale * h if self.scale is not None else h
 
 
-class KerasAdam(torch.optim.Optimizer):
+class EagerOptimizer(torch.optim.Optimizer):
+    """A torch optimizer that never imports ``torch._dynamo`` (1-2 s, a third of the demo's
+    start-up): torch wraps ``add_param_group`` and ``zero_grad`` in ``torch._disable_dynamo``,
+    which imports it on the first call, and its own ``step`` methods import it on every call.
+    Here the two are called unwrapped (nothing is compiled in this process, so there is nothing
+    to disable) and subclasses write ``step`` without torch's wrapper. The optimizer hooks
+    (``register_step_pre_hook`` / ``_post_hook``, which the monitor uses) work as usual."""
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        raw = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
+        if raw is None:  # a torch without the lazy wrapper: nothing to avoid
+            super().add_param_group(param_group)
+        else:
+            raw(self, param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.detach_().zero_()
+
+
+class PlainSGD(EagerOptimizer):
+    """SGD without momentum: ``w -= lr * g``, the arithmetic of ``torch.optim.SGD(lr=lr)``
+    (same numbers) in one ``torch._foreach_add_`` call instead of a loop over parameters."""
+
+    def __init__(self, params: Any, lr: float) -> None:
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            ps = [p for p in group["params"] if p.grad is not None]
+            if ps:
+                torch._foreach_add_(ps, [p.grad for p in ps], alpha=-group["lr"])
+        return loss
+
+
+class KerasAdam(EagerOptimizer):
     """Adam (and AdamW) with Keras's update: ``w -= lr_t * m / (sqrt(v) + eps)``.
 
     ``lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t)``. Unlike torch.optim.Adam, epsilon is added
@@ -142,7 +185,7 @@ class KerasAdam(torch.optim.Optimizer):
 def make_optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
     """The optimizer ``name`` with Keras's defaults."""
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
+        return PlainSGD(params, lr=lr)
     if name == "momentum":
         return torch.optim.SGD(params, lr=lr, momentum=0.9)
     if name == "adam":
