@@ -24,6 +24,7 @@ def bench_peers(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def
     return module
 
 
+@pytest.mark.slow  # imports Lightning, gradlens, gradviz, Cockpit: 5-15 s on a shared machine
 def test_bench_peers_quick_prints_one_row_per_setting_and_skips_an_absent_peer(
     bench_peers, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
