@@ -249,6 +249,24 @@ def test_conform_gives_old_records_rank_0_and_not_skipped():
     assert both["skipped"].tolist() == [False] * 44 + [True] * 44
 
 
+def test_old_records_without_a_tier_column_load_as_recording_everything():
+    old = pd.DataFrame(param_chunk(np.arange(2)))
+    new = conform(old.assign(tier="gradients"), "params")
+    both = conform(pd.concat([old, new], ignore_index=True), "params")
+    assert both["tier"].tolist() == ["all"] * 44 + ["gradients"] * 44
+
+
+def test_extend_fills_the_tier_from_tier_of_when_set(tmp_path):
+    buf = RecordBuffer("params", tmp_path)
+    buf.extend(param_chunk(np.arange(2)))
+    buf.tier_of = lambda steps: np.where(steps % 2 == 1, "gradients", "all")
+    buf.extend(param_chunk(np.arange(2, 4)))
+    buf.flush()
+    t = buf.to_pandas()
+    assert t.groupby("step")["tier"].first().tolist() == ["all", "all", "all", "gradients"]
+    assert set(pd.read_parquet(buf.parts[0])["tier"]) == {"all", "gradients"}
+
+
 def test_extend_rejects_a_missing_column_or_ragged_columns():
     buf = RecordBuffer("params")
     cols = param_chunk(np.arange(2))

@@ -243,14 +243,22 @@ def allocate(budget: float, c_top: float, c_grad: float | None, min_share: float
 
 
 def schedule(
-    every: int | None, budget: float | None, *, top: Tier = Tier.ALL, **budget_kw: object
+    every: int | None,
+    budget: float | Schedule | None,
+    *,
+    top: Tier = Tier.ALL,
+    **budget_kw: object,
 ) -> Schedule:
     """The schedule a monitor's ``every=`` / ``budget=`` arguments ask for.
 
     ``every=N`` is a fixed schedule (the budget is then not used); otherwise the budget
     (default 5%). ``budget=None`` with no ``every`` records everything on every step. ``top``:
-    the most a step records (``Tier.GRADIENTS`` for a monitor without layer statistics).
+    the most a step records (``Tier.GRADIENTS`` for a monitor without layer statistics). A
+    :class:`Schedule` given as ``budget`` is used as it is (e.g. a :class:`Budget` with other
+    settings); its tiers above ``top`` are read as ``top``.
     """
+    if every is None and callable(getattr(budget, "tier", None)):
+        return budget  # type: ignore[return-value]
     if every is not None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise UsageError(f"every must be a whole number >= 1, got {every!r}")

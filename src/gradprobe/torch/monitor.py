@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from gradprobe.budget import Budget, Every, Tier, schedule
+from gradprobe.budget import Budget, Every, Schedule, Tier, schedule
 from gradprobe.errors import CaptureError, UsageError
 from gradprobe.records import TABLES
 from gradprobe.storage import Storage
@@ -88,7 +88,7 @@ class Monitor:
         optimizer: torch.optim.Optimizer | None = None,
         *,
         every: int | None = None,
-        budget: float | None = 0.05,
+        budget: float | Schedule | None = 0.05,
         activations: bool = True,
         backward: bool = True,
         per_example: bool = False,
@@ -167,7 +167,7 @@ class Monitor:
         self._codes = 0  # how many code objects dynamo had compiled when the hooks went off
         self._set_params(params, owners)
         self._step = 0
-        self._tier = self.schedule.tier(0)
+        self._tier = min(self.schedule.tier(0), self._top)
         self._reading: Reading | None = None
         self._attached = True
         self._steps: StepHooks | None = None
@@ -205,7 +205,8 @@ class Monitor:
             share_all = sched.plan.top if self._top == Tier.ALL else 0.0
             out = {"budget": sched.fraction, **sched.costs, "expected": sched.expected}
             return out | {"share_gradients": sched.plan.grad, "share_all": share_all}
-        assert isinstance(sched, Every)
+        if not isinstance(sched, Every):
+            return {}
         share = 1 / sched.n
         return {"share_gradients": share, "share_all": share if self._top == Tier.ALL else 0.0}
 
@@ -270,9 +271,12 @@ class Monitor:
 
     def __repr__(self) -> str:
         sched = self.schedule
-        how = f"budget={sched.fraction:.0%}" if isinstance(sched, Budget) else f"every={self.every}"
-        if isinstance(sched, Every) and self.every is None:
-            how = "budget=None"
+        if isinstance(sched, Budget):
+            how = f"budget={sched.fraction:.0%}"
+        elif isinstance(sched, Every):
+            how = f"every={sched.n}" if self.every is not None else "budget=None"
+        else:
+            how = f"schedule={type(sched).__name__}"
         return (
             f"Monitor({type(self.model).__name__}, {how}, "
             f"steps_seen={self._step}, "
@@ -353,7 +357,7 @@ class Monitor:
         if self._attached:
             self.schedule.done(self._step)
         self._step += 1
-        self._tier = self.schedule.tier(self._step)
+        self._tier = min(self.schedule.tier(self._step), self._top)
         if self._attached and self._tier == self._top:
             if not self._capture.armed and _dynamo_codes() != self._codes:
                 # dynamo compiled code while the hooks were off: maybe this model, compiled
@@ -459,7 +463,7 @@ def watch(
     optimizer: torch.optim.Optimizer | None = None,
     *,
     every: int | None = None,
-    budget: float | None = 0.05,
+    budget: float | Schedule | None = 0.05,
     activations: bool = True,
     backward: bool = True,
     per_example: bool = False,
@@ -490,18 +494,21 @@ def watch(
 
     ``every=N`` overrides the budget with a fixed schedule: everything on steps 0, N, 2N, ...
     and nothing in between (``every=1``: everything on every step, whatever it costs, as does
-    ``budget=None``). ``budget=0.2`` allows 20%. Under ``torch.distributed`` the ranks agree
-    on the shares (an ``all_reduce`` every 64 steps), so every rank records the same steps.
+    ``budget=None``). ``budget=0.2`` allows 20%; ``budget=`` also takes a schedule object
+    (:mod:`gradprobe.budget`, e.g. ``Budget(0.05, decide_every=16)``). Under
+    ``torch.distributed`` the ranks agree on the shares (an ``all_reduce`` every 64 steps), so
+    every rank records the same steps.
 
-    - ``every=N`` records steps 0, N, 2N, ...; other steps run with no module hook at all.
+    - Steps that record the gradients only, or nothing, run with no module hook at all.
     - ``torch.compile``: a model compiled before or after ``watch`` trains with no graph break
       caused by gradprobe and the same numbers as eagerly (its hooks stay registered and are
-      gated: ``every=N`` costs a second graph, compiled once). Dynamo does not see hooks added
-      after it compiled code, so when the model is already compiled, or dynamo compiled anything
-      in this process, ``watch`` calls ``torch._dynamo.reset()``: every compiled model of the
-      process recompiles once (so does the first recorded step after dynamo compiled code on a
-      step not recorded). Under compile, every forward with grad enabled in a recorded step
-      counts (also one that leads to no backward), and ``per_example`` is not measured.
+      gated: steps without layer statistics cost a second graph, compiled once). Dynamo does
+      not see hooks added after it compiled code, so when the model is already compiled, or
+      dynamo compiled anything in this process, ``watch`` calls ``torch._dynamo.reset()``:
+      every compiled model of the process recompiles once (so does the first step recording
+      everything after dynamo compiled code on a step without layer statistics). Under
+      compile, every forward with grad enabled in a recorded step counts (also one that leads
+      to no backward), and ``per_example`` is not measured.
     - Only training steps count: forwards under ``torch.no_grad()``/``inference_mode`` are not
       seen, and forwards with no backward before the next forward or step (evaluation) are
       dropped. Under gradient accumulation all micro-batches since the last step count.
