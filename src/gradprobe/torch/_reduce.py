@@ -6,11 +6,14 @@ and keeps it (no module-global switch):
 - :class:`TorchReducer` (``reducer="torch"``): torch operations on the tensors' own device, no
   synchronisation; every sum and sum of squares is accumulated in float64, so elements from 1e-30
   to 1e30 neither underflow nor overflow. Results may be device tensors: the step's numbers cross
-  to the host in one transfer (:func:`gradprobe.torch._step.fetch`).
+  to the host in one transfer (:func:`gradprobe.torch._step.fetch`). A call whose tensors live on
+  several devices (a model split across GPUs, or partly offloaded to the CPU) gathers its
+  results on one of them, the first accelerator (:func:`home`), never on the host.
 - :class:`FusedReducer` (``reducer="fused"``): the C pass of :mod:`gradprobe.torch._native` reads
   each plain dense CPU tensor once for all its statistics and returns numpy arrays. A tensor that
   is not one (a tensor subclass such as DTensor, a sparse layout, a tensor off the CPU) goes
-  through :class:`TorchReducer` instead, tensor by tensor: C never sees its memory.
+  through :class:`TorchReducer` instead, tensor by tensor: C never sees its memory, and numbers of
+  device tensors stay on the device.
 
 :func:`choose` resolves ``"auto"``: fused when the C pass is built and the model is on the CPU.
 
@@ -87,8 +90,28 @@ def _dense(t: torch.Tensor) -> torch.Tensor:
     return t if t.layout is torch.strided else t.to_dense()
 
 
+def home(devices: Sequence[torch.device]) -> torch.device:
+    """Where the results of tensors on ``devices`` are gathered: the first device that is not
+    the CPU (moving numbers from the CPU to it costs no synchronisation; the other way would),
+    else the CPU."""
+    return next((d for d in devices if d.type != "cpu"), devices[0])
+
+
+def _stack(rows: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(rows)``; rows on several devices are first copied to their :func:`home`
+    (device to device, or host to device: neither waits for the device)."""
+    dev = rows[0].device
+    if any(r.device != dev for r in rows):
+        dev = home([r.device for r in rows])
+        rows = [r.to(dev, non_blocking=True) for r in rows]
+    return torch.stack(list(rows))
+
+
 class TorchReducer:
-    """Torch operations on any device; sums in float64; nothing synchronises."""
+    """Torch operations on any device; sums in float64; nothing synchronises.
+
+    Every result is a float64 (bool for units alive) tensor on the tensors' device, or on their
+    :func:`home` when a call mixes devices."""
 
     name = "torch"
 
@@ -107,11 +130,11 @@ class TorchReducer:
                     ]
                 )
             )
-        return torch.stack(rows)
+        return _stack(rows)
 
     def sq_norms(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
         ts = [_dense(t) for t in tensors]
-        return torch.stack(torch._foreach_norm(ts, 2, dtype=torch.float64)).square()
+        return _stack(torch._foreach_norm(ts, 2, dtype=torch.float64)).square()
 
     def sq_dists(self, a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
         # differences in float64: exact for every weight dtype, whatever the two values are
@@ -119,7 +142,7 @@ class TorchReducer:
             torch.linalg.vector_norm(x.detach().double() - y.detach().double())
             for x, y in zip(a, b, strict=True)
         ]
-        return torch.stack(d).square()
+        return _stack(d).square()
 
     def output_stats(
         self, outs: Sequence[torch.Tensor], act: Activation | None, unit_dim: int
@@ -168,8 +191,10 @@ def plain(t: torch.Tensor) -> bool:
 class FusedReducer:
     """The fused C pass for plain dense CPU tensors; :class:`TorchReducer` for any other tensor.
 
-    Results are numpy arrays whenever every tensor of a call is plain (the common case); a call
-    mixing kinds returns host numbers too (the torch part is moved to the host).
+    Results are numpy arrays whenever every tensor of a call is plain (the common case). A call
+    mixing kinds gathers its numbers where the torch part's are: on the host when those are
+    (a DTensor's local shards on the CPU), else on that device (the fused part is copied there,
+    host to device): no call waits for a device.
     """
 
     name = "fused"
@@ -193,10 +218,12 @@ class FusedReducer:
         rest = [i for i, k in enumerate(ok) if not k]
         part = [tensors[i] for i in idx]
         a = fused(part)
-        b = _host(fallback([tensors[i] for i in rest]))
-        a = _host(fallback(part)) if a is None else a
+        b = fallback([tensors[i] for i in rest])
+        a = _host(fallback(part)) if a is None else a  # plain CPU tensors: no transfer
+        if isinstance(b, torch.Tensor) and b.device.type != "cpu":
+            return _interleave(b, rest, a, idx)
         out = np.empty((len(tensors), *a.shape[1:]))
-        out[idx], out[rest] = a, b
+        out[idx], out[rest] = a, _host(b)
         return out
 
     def moments(self, tensors: Sequence[torch.Tensor]) -> Num:
@@ -250,6 +277,17 @@ def _bounds(act: Activation | None, ndim: int, unit_dim: int) -> tuple[float, fl
     rectifier = act is not None and act.family == "rectifier" and ndim >= 2
     low, high = (act.low, act.high) if saturating else (-math.inf, math.inf)  # type: ignore[union-attr]
     return low, high, (unit_dim if rectifier else None)
+
+
+def _interleave(b: torch.Tensor, at_b: list[int], a: np.ndarray, at_a: list[int]) -> torch.Tensor:
+    """Rows ``b`` (on a device) and ``a`` (on the host) as one tensor on ``b``'s device, row
+    ``at_b[i]`` being ``b[i]`` and row ``at_a[j]`` being ``a[j]``. Copies go host to device
+    without waiting (a blocking copy, or indexing with a Python list, would wait for the
+    device's queue)."""
+    a_dev = torch.from_numpy(np.ascontiguousarray(a)).to(b, non_blocking=True)
+    where = np.argsort(np.array(at_b + at_a), kind="stable")
+    order = torch.from_numpy(where).to(b.device, non_blocking=True)
+    return torch.cat([b, a_dev]).index_select(0, order)
 
 
 def _host(x: Num) -> np.ndarray:
