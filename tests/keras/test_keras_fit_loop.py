@@ -46,7 +46,13 @@ def test_no_batch_level_callback_methods_so_keras_dispatch_is_unchanged():
     assert watched._async_train == idle._async_train
 
 
-def test_ring_that_wraps_many_times_gives_the_same_records(data, monkeypatch):
+@pytest.fixture
+def device_path(monkeypatch):
+    """Reductions on the device and the ring, as on an accelerator (on CPU the host reduces)."""
+    monkeypatch.setattr(monitor_module, "HOST", False)
+
+
+def test_ring_that_wraps_many_times_gives_the_same_records(data, monkeypatch, device_path):
     x, y = data
     big = GradientMonitor(every=1)
     _fit(mlp(), x, y, big, epochs=2)  # 16 steps: one read at the first step, then at epoch ends
@@ -58,7 +64,7 @@ def test_ring_that_wraps_many_times_gives_the_same_records(data, monkeypatch):
     assert sorted(small.to_pandas()["step"].unique()) == list(range(16))
 
 
-def test_ring_read_when_full_keeps_every_recorded_step(data, monkeypatch):
+def test_ring_read_when_full_keeps_every_recorded_step(data, monkeypatch, device_path):
     x, y = data
     monkeypatch.setattr(monitor_module, "RING_ROWS", 2)
     mon = GradientMonitor(every=3)
@@ -77,10 +83,12 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def test_interrupted_fit_keeps_what_was_recorded(data):
+@pytest.mark.parametrize("host", [True, False], ids=["host", "device"])
+def test_interrupted_fit_keeps_what_was_recorded(data, monkeypatch, host):
+    monkeypatch.setattr(monitor_module, "HOST", host)
     x, y = data
     model = mlp()
-    mon = GradientMonitor()
+    mon = GradientMonitor(every=1)
     with pytest.raises(KeyboardInterrupt):
         model.fit(x, y, batch_size=8, epochs=1, callbacks=[mon, _Interrupt(5)], verbose=0)
     assert sorted(mon.to_pandas()["step"].unique()) == [0, 1, 2, 3, 4]  # read without close

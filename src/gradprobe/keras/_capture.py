@@ -62,7 +62,8 @@ class LayerAcc:
 
     act: Activation | None = None
     outs: list[tuple[Any, Activation | None]] = field(default_factory=list)  # to be reduced
-    bwd_sq: list[Any] = field(default_factory=list)
+    bwd_sq: list[Any] = field(default_factory=list)  # ||dL/dh||^2 (reduced on the device)
+    bwd: list[Any] = field(default_factory=list)  # dL/dh itself (raw: reduced on the host)
     x_rows: list[Any] = field(default_factory=list)
     d_rows: list[Any] = field(default_factory=list)
     pending: Any = None  # output waiting to see whether an activation layer follows
@@ -98,6 +99,7 @@ class Tracer:
     def __init__(self, *, activations: bool, backward: bool, per_example: bool) -> None:
         self.activations, self.backward, self.per_example = activations, backward, per_example
         self.armed = False
+        self.raw = False  # keep dL/dh whole for the host (see gradprobe.keras._host)
         self.accs: dict[str, LayerAcc] = {}
         self.order: dict[str, int] = {}  # layer -> depth, in order of first forward call
         self.kinds: dict[str, str] = {}
@@ -230,7 +232,10 @@ class Tracer:
     def _backward(self, name: str, g: Any) -> None:
         acc = self.acc(name)
         if self.backward:
-            acc.bwd_sq.append(R.sq_norm(g))
+            if self.raw:
+                acc.bwd.append(g)
+            else:
+                acc.bwd_sq.append(R.sq_norm(g))
         if self.per_example and acc.x_rows and _rank(g) == 2:
             acc.d_rows.append(R.row_sq_norms(g))
 
@@ -238,6 +243,14 @@ class Tracer:
         """The step's gatherings (pending outputs measured); the tracer starts afresh."""
         self.resolve_pending()
         accs, self.accs, self._last = self.accs, {}, None
+        return accs
+
+    @staticmethod
+    def reduce_raw(accs: dict[str, LayerAcc]) -> dict[str, LayerAcc]:
+        """The raw backward signals of ``accs`` reduced on the device (``bwd`` -> ``bwd_sq``)."""
+        for acc in accs.values():
+            acc.bwd_sq += [R.sq_norm(g) for g in acc.bwd]
+            acc.bwd = []
         return accs
 
     def reset(self) -> None:

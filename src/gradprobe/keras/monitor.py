@@ -36,7 +36,9 @@ import pandas as pd
 from keras import ops
 
 from gradprobe import stats as S
+from gradprobe.budget import Budget, Every, Schedule, Tier
 from gradprobe.errors import CaptureError, UsageError
+from gradprobe.keras import _host as H
 from gradprobe.keras import _reduce as R
 from gradprobe.keras._capture import LayerAcc, Patches, Tracer, layer_of
 from gradprobe.keras._ring import Ring
@@ -51,6 +53,7 @@ L_COLS = 7
 SUPPORTED_BACKENDS = ("tensorflow", "torch")
 PENDING_STEPS = 256  # step vectors kept before they become rows (one vectorised pass)
 RING_ROWS = 256  # recorded steps held on the device between two reads
+HOST = True  # on CPU, reduce recorded steps on the host (tests switch it off)
 
 
 class GradientMonitor(keras.callbacks.Callback):
@@ -61,7 +64,8 @@ class GradientMonitor(keras.callbacks.Callback):
     ``depth`` the layer's 0-based position in the forward pass.
 
     Args:
-        every: record steps 0, every, 2*every, ... (other steps run the unwatched graph).
+        every: record everything on steps 0, every, 2*every, ... (other steps run the unwatched
+            graph); the default (None) follows the overhead ``budget`` instead.
         activations: mean/std/RMS, saturated and dead fractions of each layer's activation.
         backward: ||dL/dh|| at each weight layer's output (before its activation).
         per_example: for Dense kernels, the RMS over the batch of per-example gradient norms
@@ -70,7 +74,12 @@ class GradientMonitor(keras.callbacks.Callback):
         probe: ``(x, y)``, a fixed batch: instead of fit's gradients, measure the gradients of
             the compiled loss on it, before the update of each chosen step (``training=False``,
             so no dropout and no BatchNorm statistics change).
-        probe_steps: the steps to probe (default: every ``every``-th step).
+        probe_steps: the steps to probe (default: the steps the schedule records).
+        budget: without ``every``, the cost of watching as a fraction of the step time
+            (default 0.05): gradient statistics on every step when they fit, activation and
+            backward-signal statistics on the share of steps that keeps the measured cost
+            inside it (:class:`gradprobe.budget.Budget`). The ``tier`` column of the records
+            says what each step recorded (``layers`` rows only on ``"all"`` steps).
 
     Example::
 
@@ -89,22 +98,33 @@ class GradientMonitor(keras.callbacks.Callback):
 
     def __init__(
         self,
-        every: int = 1,
+        every: int | None = None,
         activations: bool = True,
         backward: bool = True,
         per_example: bool = False,
         log_dir: str | Path | None = None,
         *,
+        budget: float | None = 0.05,
         probe: tuple[Any, Any] | None = None,
         probe_steps: Iterable[int] | None = None,
         max_rows_in_memory: int = 100_000,
     ) -> None:
         super().__init__()
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        if every is not None and (
+            not isinstance(every, int) or isinstance(every, bool) or every < 1
+        ):
             raise UsageError(f"every must be a whole number >= 1, got {every!r}")
         if probe is not None and (not isinstance(probe, tuple) or len(probe) != 2):
             raise UsageError(f"probe must be a tuple (x, y), got {type(probe).__name__}")
         self.every, self.probe = every, probe
+        top = Tier.ALL if (activations or backward or per_example) else Tier.GRADIENTS
+        self.schedule: Schedule = (
+            Every(every, top)
+            if every is not None
+            else Budget(budget, top=top)
+            if budget is not None
+            else Every(1, top)
+        )
         self.probe_steps = None if probe_steps is None else {int(s) for s in probe_steps}
         self._tracer = Tracer(activations=activations, backward=backward, per_example=per_example)
         folder = Path(log_dir) if log_dir is not None else None
@@ -115,15 +135,21 @@ class GradientMonitor(keras.callbacks.Callback):
         self._patches = Patches()
         self._ring: Ring | None = None
         self._calls: int | None = 0  # recorded steps counted on the device (None: read it)
-        self._launched: list[tuple[int, int]] = []  # (device count, step) not yet read
+        self._launched: list[tuple[int, int, Tier]] = []  # (device count, step, tier) unread
         self._checked = False  # the first recorded step of this fit was read back
         self._scale: float | None = None
         self._target: Any = None  # the optimizer whose apply is wrapped
         self._skips_ok = False
-        self._fns: dict[bool, Any] = {}  # armed or not -> train function
+        self._fns: dict[Tier, Any] = {}  # what a step records -> its train function
+        self._level = Tier.NONE  # what the step being traced or run records
+        self._host = False  # this fit reduces recorded steps on the host
+        self._graph: Any = None  # the graph of the step being traced (TensorFlow)
+        self._stash: tuple | None = None  # a traced step's raw tensors, for the host
+        self._layouts: list[H.Layout] = []
         self._unwatched: Any = None  # what model.train_function is given back on close
         self._root = ""
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # (steps, vectors)
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # steps, vecs, tiers
+        self._n_pending = 0
 
     # ---------------------------------------------------------------- public
     @property
@@ -160,7 +186,7 @@ class GradientMonitor(keras.callbacks.Callback):
             )
         self._adopt(variables)
         vec = self._step_vector(list(grads), list(variables), None, None, {})
-        self._emit(self._step, ops.convert_to_numpy(vec))
+        self._emit(self._step, ops.convert_to_numpy(vec), Tier.GRADIENTS)
         self._step += 1
 
     def close(self) -> None:
@@ -168,16 +194,17 @@ class GradientMonitor(keras.callbacks.Callback):
         functions (idempotent; after an interrupted fit, call it to keep what was recorded)."""
         self._patches.restore()
         self._tracer.patches.restore()
-        self._tracer.armed = False
+        self._tracer.armed, self._level = False, Tier.NONE
         model = getattr(self, "_model", None)
-        if self._fns and model is not None:
+        if model is not None and getattr(model, "train_function", None) == self._train_function:
             model.train_function = self._unwatched  # None: the next fit traces an unwatched step
         self._fns, self._unwatched = {}, None
         self._drain()
 
     def __repr__(self) -> str:
         return (
-            f"GradientMonitor(every={self.every}, steps_seen={self._step}, "
+            f"GradientMonitor(every={self.every}, schedule={type(self.schedule).__name__}, "
+            f"steps_seen={self._step}, "
             f"rows={len(self._buffers['params'])})"
         )
 
@@ -194,10 +221,12 @@ class GradientMonitor(keras.callbacks.Callback):
             self._wrap_train_step(model)
             self._ring = Ring(RING_ROWS, self._vector_size())
             self._calls, self._checked = 0, False
-            self._make_functions(model)
+            self._host = HOST and _host_capable(model)
+            self._fns, self._unwatched = {}, None
         else:  # probe mode: fit's own steps run unwatched
             model.make_train_function()
-            self._fns, self._unwatched = {False: model.train_function}, model.train_function
+            self._fns = {Tier.NONE: model.train_function}
+            self._unwatched = model.train_function
         model.train_function = self._train_function
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -209,35 +238,59 @@ class GradientMonitor(keras.callbacks.Callback):
 
     # ------------------------------------------------------ fit's train step
     def _train_function(self, *args: Any, **kwargs: Any) -> Any:
-        """What fit calls once per step: the armed or the unarmed train function."""
+        """What fit calls once per step: the train function traced for what the step records
+        (the schedule decides), then the schedule hears that the step ended."""
         step = self._step
-        recorded = self._is_recorded(step)
+        tier = self._tier(step)
         if self.probe is not None:
-            if recorded:
+            if tier != Tier.NONE:
                 self._run_probe(step)
-            out = self._fns[False](*args, **kwargs)
-        elif recorded:
-            out = self._armed_step(step, args, kwargs)
+            out = self._fns[Tier.NONE](*args, **kwargs)
+        elif tier != Tier.NONE:
+            out = self._armed_step(step, tier, args, kwargs)
         else:
-            out = self._fns[False](*args, **kwargs)
+            out = self._function(Tier.NONE)(*args, **kwargs)
         self._step += 1
+        self.schedule.done(step)
         return out
 
-    def _armed_step(self, step: int, args: tuple, kwargs: dict) -> Any:
+    def _tier(self, step: int) -> Tier:
+        if self.probe is not None and self.probe_steps is not None:
+            return Tier.ALL if step in self.probe_steps else Tier.NONE
+        return self.schedule.tier(step)
+
+    def _function(self, tier: Tier) -> Any:
+        """The train function for ``tier``, made on first use (traced by its first call)."""
+        fn = self._fns.get(tier)
+        if fn is None:
+            model = self.model
+            model.make_train_function(force=True)
+            fn = self._fns[tier] = model.train_function
+            model.train_function = self._train_function
+        return fn
+
+    def _armed_step(self, step: int, tier: Tier, args: tuple, kwargs: dict) -> Any:
         ring = self._ring
         assert ring is not None
+        fn = self._function(tier)
         if self._calls is None:
             self._calls = ring.count()
-        self._tracer.armed = True
+        self._tracer.armed, self._level = tier == Tier.ALL, tier
         try:
-            out = self._fns[True](*args, **kwargs)
+            out = fn(*args, **kwargs)
         except BaseException:
             self._calls = None  # the step may or may not have run: read the count next time
             raise
         finally:
-            self._tracer.armed = False
+            self._tracer.armed, self._level = False, Tier.NONE
         self._calls += 1
-        self._launched.append((self._calls, step))
+        key = next((k for k in out if k.startswith(H.KEY)), None) if type(out) is dict else None
+        if key is not None:  # reduced on the host, now
+            buf, extras = out.pop(key)
+            lay = self._layouts[int(key[len(H.KEY) :])]
+            self._emit(step, H.reduce_step(lay, buf.numpy(), extras.numpy()), tier)
+            return out
+        self._launched.append((self._calls, step, tier))
         if not self._checked or len(self._launched) >= ring.rows:
             self._checked = True
             self._drain()  # the first recorded step is read at once: it must have a row
@@ -259,21 +312,29 @@ class GradientMonitor(keras.callbacks.Callback):
     def _vector_size(self) -> int:
         return P_COLS * len(self._params) + L_COLS * len(self._layers)
 
-    def _is_recorded(self, step: int) -> bool:
-        if self.probe is not None and self.probe_steps is not None:
-            return step in self.probe_steps
-        return step % self.every == 0
-
     def _wrap_train_step(self, model: Any) -> None:
         """Count each armed step on the device; the tracer starts each step afresh."""
         original = model.train_step
 
         def train_step(*args: Any, **kwargs: Any) -> Any:
-            if self._tracer.armed:
-                self._tracer.reset()
-                assert self._ring is not None
-                self._ring.tick()
-            return original(*args, **kwargs)
+            if self._level == Tier.NONE:
+                return original(*args, **kwargs)
+            self._tracer.reset()
+            self._tracer.raw, self._stash, self._graph = self._host, None, _graph()
+            assert self._ring is not None
+            self._ring.tick()
+            logs = original(*args, **kwargs)
+            stash, self._stash = self._stash, None
+            if stash is None:
+                return logs
+            if type(logs) is dict:
+                packed = self._packed(stash)
+                if packed is not None:
+                    lay, buf, extras = packed
+                    self._layouts.append(lay)
+                    return {**logs, f"{H.KEY}{len(self._layouts) - 1}": (buf, extras)}
+            self._ring.write(self._stash_vector(stash))  # reduced on the device after all
+            return logs
 
         self._patches.set(model, "train_step", train_step)
 
@@ -289,33 +350,56 @@ class GradientMonitor(keras.callbacks.Callback):
         self._target = target
 
         def apply(grads: Any, trainable_variables: Any = None) -> Any:
-            if not self._tracer.armed:
+            if self._level == Tier.NONE:
                 return original(grads, trainable_variables)
             return self._watched_apply(original, list(grads), trainable_variables)
 
         self._patches.set(target, "apply", apply)
 
     def _watched_apply(self, original: Any, grads: list[Any], trainable_variables: Any) -> Any:
-        """Weights before, the real update, then the step's numbers into the ring."""
+        """Weights before, the real update, then the step's numbers: into the ring, or (on the
+        host path, when this runs in the step's own graph) kept for :mod:`._host`."""
         variables = list(trainable_variables or [v for _, _, v in self._params])
-        _, vs, _ = self._present(grads, variables)
-        groups = R.shape_groups(vs)
-        before = R.stack_groups([v.value for v in vs], groups)
+        rows, vs, gs = self._present(grads, variables)
+        host = self._host and _graph() is self._graph
+        if host:
+            before = [ops.copy(v.value) for v in vs]  # read before the update
+        else:
+            groups = R.shape_groups(vs)
+            before = R.stack_groups([v.value for v in vs], groups)
         lr_sq = _sgd_lr_sq(self._target, vs)  # read before the update, as the step reads it
         result = original(grads, trainable_variables)
         if self._scale is not None:
             grads = [g if g is None else g / self._scale for g in grads]
-        vec = self._step_vector(grads, variables, before, True, self._tracer.take(), lr_sq)
+            gs = [g / self._scale for g in gs]
+        accs = self._tracer.take()
+        if host:
+            after = None if lr_sq is not None else [ops.copy(v.value) for v in vs]
+            self._stash = (grads, variables, rows, gs, before, after, lr_sq, accs)
+            return result
+        vec = self._step_vector(
+            grads, variables, before, True, self._tracer.reduce_raw(accs), lr_sq
+        )
         assert self._ring is not None
         self._ring.write(vec)
         return result
 
-    def _make_functions(self, model: Any) -> None:
-        """Fresh train functions: one armed, and (every > 1) one unarmed."""
-        self._fns = {}
-        for armed in (True, False) if self.every > 1 else (True,):
-            model.make_train_function(force=True)
-            self._fns[armed] = model.train_function
+    def _packed(self, stash: tuple) -> tuple[H.Layout, Any, Any] | None:
+        """A stashed step as one flat vector for the host (None: shapes not static enough)."""
+        _, _, rows, gs, before, after, lr_sq, accs = stash
+        at = {name: j for j, name in enumerate(self._layers)}
+        own = {at[name]: acc for name, acc in accs.items() if name in at}
+        pe = {j: v for j, v in ((j, _pe(acc)) for j, acc in own.items()) if v is not None}
+        return H.pack(len(self._params), len(self._layers), rows, gs, before, after, lr_sq, own, pe)
+
+    def _stash_vector(self, stash: tuple) -> Any:
+        """A stashed step reduced on the device after all (its logs cannot carry the pack)."""
+        grads, variables, _, _, before, _, lr_sq, accs = stash
+        _, vs, _ = self._present(grads, variables)
+        before = R.stack_groups(before, R.shape_groups(vs), copy=False)
+        return self._step_vector(
+            grads, variables, before, True, self._tracer.reduce_raw(accs), lr_sq
+        )
 
     # ------------------------------------------------------------ the step
     def _step_vector(
@@ -432,11 +516,12 @@ class GradientMonitor(keras.callbacks.Callback):
         if not self._launched or self._ring is None:
             return
         launched, self._launched = self._launched, []
-        counts = np.array([c for c, _ in launched], dtype=np.int64)
-        steps = np.array([s for _, s in launched], dtype=np.int64)
+        counts = np.array([c for c, _, _ in launched], dtype=np.int64)
+        steps = np.array([s for _, s, _ in launched], dtype=np.int64)
+        tiers = np.array([t for _, _, t in launched], dtype=np.int64)
         rows = self._ring.read()[(counts - 1) % self._ring.rows]
         written = rows[:, 0] == counts
-        self._emit_many(steps[written], rows[written, 1:])
+        self._emit_many(steps[written], rows[written, 1:], tiers[written])
         if not written.all() and not self._skips_ok:
             model = getattr(self, "_model", None)
             self.close()
@@ -448,13 +533,14 @@ class GradientMonitor(keras.callbacks.Callback):
             )
         # with a LossScaleOptimizer a missing row is a skipped step (non-finite gradients)
 
-    def _emit(self, step: int, vec: np.ndarray) -> None:
+    def _emit(self, step: int, vec: np.ndarray, tier: Tier) -> None:
         """Keep a step's numbers; they become rows in batches (see :meth:`_materialize`)."""
-        self._emit_many(np.array([step]), np.asarray(vec, dtype=np.float64)[None, :])
+        self._emit_many(np.array([step]), np.asarray(vec, dtype=np.float64)[None, :], [tier])
 
-    def _emit_many(self, steps: np.ndarray, vecs: np.ndarray) -> None:
-        self._pending.append((steps.astype(np.int64), np.array(vecs, dtype=np.float64)))
-        if sum(len(s) for s, _ in self._pending) >= PENDING_STEPS:
+    def _emit_many(self, steps: np.ndarray, vecs: np.ndarray, tiers: Sequence[int]) -> None:
+        self._pending.append((steps, vecs, np.asarray(tiers, dtype=np.int64)))
+        self._n_pending += len(steps)
+        if self._n_pending >= PENDING_STEPS:
             self._materialize()
 
     def _materialize(self) -> None:
@@ -462,19 +548,22 @@ class GradientMonitor(keras.callbacks.Callback):
         self._drain()
         if not self._pending:
             return
-        steps = np.concatenate([s for s, _ in self._pending])
-        vecs = np.concatenate([v for _, v in self._pending])
-        self._pending = []
+        steps = np.concatenate([s for s, _, _ in self._pending]).astype(np.int64)
+        vecs = np.concatenate([v for _, v, _ in self._pending]).astype(np.float64)
+        tiers = np.concatenate([t for _, _, t in self._pending])
+        self._pending, self._n_pending = [], 0
         n, m = len(self._params), len(self._layers)
         p = vecs[:, : n * P_COLS].reshape(len(steps), n, P_COLS)
         lay = vecs[:, n * P_COLS :].reshape(len(steps), m, L_COLS)
-        self._param_rows(steps, p, lay[:, :, L_PE])
+        self._param_rows(steps, p, lay[:, :, L_PE], tiers)
         self._layer_rows(steps, lay)
 
     def _depth(self, layer: str) -> int:
         return self._tracer.depth(layer)
 
-    def _param_rows(self, steps: np.ndarray, p: np.ndarray, pe_sq: np.ndarray) -> None:
+    def _param_rows(
+        self, steps: np.ndarray, p: np.ndarray, pe_sq: np.ndarray, tiers: np.ndarray
+    ) -> None:
         s_idx, p_idx = np.nonzero(p[:, :, P_PRESENT] > 0)
         if not len(s_idx):
             return
@@ -510,6 +599,7 @@ class GradientMonitor(keras.callbacks.Callback):
                 "numel": k,
                 **stats,
                 "pe_grad_rms": S.norm(pe),
+                "tier": np.where(tiers[s_idx] == Tier.ALL, "all", "gradients").astype(object),
             }
         )
 
@@ -542,6 +632,7 @@ class GradientMonitor(keras.callbacks.Callback):
                 "kind": np.array([self._tracer.kinds.get(x, "") for x in names])[l_idx],
                 "activation": np.array([a.name if a else "" for a in acts])[l_idx],
                 **stats,
+                "tier": np.full(len(s_idx), "all", dtype=object),
             }
         )
 
@@ -559,7 +650,7 @@ class GradientMonitor(keras.callbacks.Callback):
             self._tracer.armed = False
         accs = self._tracer.take()
         vec = self._step_vector(grads, list(model.trainable_variables), None, None, accs)
-        self._emit(step, ops.convert_to_numpy(vec))
+        self._emit(step, ops.convert_to_numpy(vec), Tier.ALL)
 
 
 def _nan(shape: tuple[int, ...]) -> Any:
@@ -589,6 +680,30 @@ def _sgd_lr_sq(opt: Any, variables: list[Any]) -> Any:
         return None
     lr = ops.cast(opt.learning_rate, dtypes.pop())  # the step casts lr to the weights' dtype
     return ops.square(ops.cast(lr, "float64"))
+
+
+def _graph() -> Any:
+    """The graph being traced (TensorFlow), else None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    return None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
+
+
+def _host_capable(model: Any) -> bool:
+    """Whether fit's recorded steps may hand their tensors to the host: TensorFlow on CPU
+    only (no GPU or TPU device), one replica, and an optimizer whose update is not inside a
+    condition (a ``LossScaleOptimizer`` skips updates in a ``cond``: its numbers stay there)."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    if any(tf.config.list_logical_devices(kind) for kind in ("GPU", "TPU")):
+        return False
+    if getattr(model.distribute_strategy, "num_replicas_in_sync", 1) != 1:
+        return False
+    return not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
 
 
 def _opt_name(model: Any) -> str:
