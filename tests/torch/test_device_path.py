@@ -443,6 +443,15 @@ def test_fused_reducer_keeps_a_call_mixing_cpu_and_device_tensors_on_the_device(
     assert reads.total("outside") == (0, 0), reads.where
 
 
+def test_nonfinite_counts_read_every_tensor_in_one_transfer():
+    a = [torch.tensor([1.0, math.nan, math.inf]), torch.ones(4), torch.tensor([-math.inf])]
+    with HostReads() as reads:
+        got = R.nonfinite_counts(a)
+    assert got.tolist() == [2, 0, 1] and got.dtype == np.int64
+    assert reads.transfers["outside"] == 1, reads.where  # was one per tensor
+    assert R.nonfinite_counts([]).shape == (0,)
+
+
 def test_interleave_puts_device_and_host_rows_back_in_call_order():
     b = torch.tensor([[1.0, 1.5], [3.0, 3.5]])
     a = np.array([[0.0, 0.5], [2.0, 2.5], [4.0, 4.5]])

@@ -327,8 +327,12 @@ class UpdateMeter:
 
 
 def nonfinite_counts(tensors: Sequence[torch.Tensor]) -> np.ndarray:
-    """Count of NaN/inf elements per tensor (the rare path: only called when one is suspected)."""
-    return np.array([int((~torch.isfinite(t.detach())).sum()) for t in tensors], dtype=np.int64)
+    """Count of NaN/inf elements per tensor (the rare path: only called when one is suspected),
+    counted on the tensors' devices and read in one transfer."""
+    if not tensors:
+        return np.zeros(0, dtype=np.int64)
+    counts = [(~torch.isfinite(_dense(t))).sum(dtype=torch.float64) for t in tensors]
+    return _host(_stack(counts)).astype(np.int64)
 
 
 def norms(reducer: Reducer, tensors: Sequence[torch.Tensor]) -> Any:
