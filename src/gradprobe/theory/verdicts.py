@@ -150,7 +150,10 @@ def verdict(
             "same rate: the early layers still learn, with little margin"
         )
         if kind == VANISHING and (activation or "").lower() in RELU_FAMILY:
-            parts.append("fix: He initialisation (Var W = 2/fan_in) gives chi1 = 1")
+            parts.append(
+                "fix: He initialisation (Var W = 2/fan_in) gives chi1 = 1; it keeps the "
+                "forward signal's scale too, so lower the learning rate about 10x with it"
+            )
     return Verdict(
         kind,
         chi1,
