@@ -63,6 +63,10 @@ def _rules(codes: Iterable[str] | None) -> dict[str, Rule]:
 def verdict(findings: Iterable[Finding], variant: str | None = None) -> str:
     """One line: the worst severity and the codes found, or that nothing looked wrong.
 
+    ``will not train well`` (an error), ``trains, with problems`` (a warning), ``trains, with
+    notes`` (information only, e.g. a vanishing backward signal at initialisation that training
+    undid), ``healthy: no finding``.
+
     Example:
         >>> verdict([])
         'healthy: no finding'
@@ -72,7 +76,9 @@ def verdict(findings: Iterable[Finding], variant: str | None = None) -> str:
         return "healthy: no finding"
     worst = min(fs, key=lambda f: f.rank).severity
     codes = ", ".join(dict.fromkeys(f.code for f in sorted(fs, key=lambda f: f.rank)))
-    label = {"error": "will not train well", "warning": "trains, with problems"}.get(worst, "ok")
+    label = {"error": "will not train well", "warning": "trains, with problems"}.get(
+        worst, "trains, with notes"
+    )
     return f"{label}: {codes}"
 
 

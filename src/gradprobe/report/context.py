@@ -82,9 +82,12 @@ def _layer_table(rec: VariantRecords) -> list[dict[str, str]]:
     ]
 
 
-def _theory(run: Run, rec: VariantRecords) -> dict[str, Any] | None:
+def _theory(
+    run: Run, rec: VariantRecords, findings: list[Finding] | None = None
+) -> dict[str, Any] | None:
     """The mean-field prediction's verdict beside the first recorded step (the chart is the
-    run's ``theory.png``, all variants in one)."""
+    run's ``theory.png``, all variants in one), and what the diagnosis of the whole run says of
+    the same phenomenon (``findings``: this variant's), in the same words."""
     from gradprobe.views.plots import measured_per_example, theory_prediction
 
     if rec.steps.size == 0:
@@ -100,8 +103,23 @@ def _theory(run: Run, rec: VariantRecords) -> dict[str, Any] | None:
         "kind": p.verdict.kind,
         "measured_first_last": fmt(float(measured[0]) if len(measured) else math.nan),
         "predicted_first_last": fmt(p.first_to_last),
-        "notes": list(p.notes),
+        "notes": [*p.notes, *_measured_notes(p.verdict, findings or [])],
     }
+
+
+def _measured_notes(v: Any, findings: list[Finding]) -> list[str]:
+    """One sentence on what the run showed of the gradient flow the theory speaks of."""
+    code = {"vanishing": "vanishing", "exploding": "exploding"}.get(v.kind)
+    seen = [f for f in findings if f.code in ("vanishing", "exploding")]
+    if seen:
+        f = seen[0]
+        return [f"Measured in this run ({f.code}, {f.severity}): {f.summary}."]
+    if code:
+        return [
+            f"Measured in this run: no {code} finding -- the recorded gradients stayed within "
+            "the diagnosis thresholds on enough steps."
+        ]
+    return []
 
 
 _CAPTIONS = {
@@ -251,7 +269,7 @@ def build(
                 "findings": [_finding(f) for f in mine],
                 "charts": _variant_charts(figures, rec.variant),
                 "table": _layer_table(rec),
-                "theory": _theory(run, rec),
+                "theory": _theory(run, rec, mine),
             }
         )
     config = {k: v for k, v in run.config.items() if k != "environment"}
