@@ -21,7 +21,9 @@ Severity, as the diagnosis rules grade the same measurements: ``error`` when the
 gradients themselves vanish or explode (ratio outside [1e-2, 1e2]); ``warning`` when only the
 backward signal does -- ReLU with Glorot init (chi_1 = 0.5) halves ||delta||^2 per layer while
 the weight gradients stay level, only because the activations shrink at the same rate
-(theory.md 0.3) -- or when the depth alone passes 6 xi; ``ok`` otherwise.
+(theory.md 0.3) -- or when the depth alone passes 6 xi; ``ok`` otherwise. The verdict speaks
+of the net as initialised; ``diagnose`` of a training run grades the same phenomenon as
+information when training undid it (:mod:`gradprobe.diagnosis.rules.gradient_flow`).
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ def verdict(
         STABLE: "stable at this depth",
     }[kind]
     if backward_only:
-        head = f"{kind} backward signal, weight gradients level ({severity})"
+        head = f"{kind} backward signal, weight gradients level ({severity} at initialisation)"
     parts = [f"{head}: {_phase_text(chi1)}", _per_layer(chi1)]
     parts.append(_depth_text(depth_scale, trainable, depth))
     parts.append(
