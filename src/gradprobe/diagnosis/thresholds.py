@@ -52,7 +52,9 @@ class Thresholds:
     Persistence: a condition counts when it holds on at least ``min_fraction`` = 0.5 of the
     recorded steps, or on every step of the last quarter of them (it got stuck). Steps a loss
     scaler skipped (``skipped_steps``) and steps with no gradient at all (``zero_gradients``)
-    are information, and a warning when they persist in this sense.
+    are information, and a warning when they persist in this sense; so is a ``vanishing``
+    seen at the first recorded step only (the net as initialised, what the theory speaks of)
+    that training undid.
     """
 
     ratio_low: float = 1e-2
