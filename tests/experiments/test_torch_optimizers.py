@@ -69,3 +69,41 @@ print("torch._dynamo" in sys.modules)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def _keras_adam_one_by_one(
+    params: list[torch.Tensor], state: dict[int, dict], lr: float, wd: float
+) -> None:
+    """The reference: Keras's Adam update, one parameter at a time."""
+    b1, b2, eps = 0.9, 0.999, 1e-7
+    with torch.no_grad():
+        for p in params:
+            s = state.setdefault(
+                id(p), {"t": 0, "m": torch.zeros_like(p), "v": torch.zeros_like(p)}
+            )
+            s["t"] += 1
+            s["m"].lerp_(p.grad, 1 - b1)
+            s["v"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+            alpha = lr * (1 - b2 ** s["t"]) ** 0.5 / (1 - b1 ** s["t"])
+            if wd:
+                p.mul_(1 - lr * wd)
+            p.addcdiv_(s["m"], s["v"].sqrt().add_(eps), value=-alpha)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_keras_adam_foreach_equals_one_parameter_at_a_time(name: str) -> None:
+    ours, ref = _net(0), _net(0)
+    opt = tb.make_optimizer(name, ours.parameters(), 0.1)
+    wd = 0.004 if name == "adamw" else 0.0
+    state: dict[int, dict] = {}
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(30):
+        x, y = torch.randn(32, 5, generator=gen), torch.rand(32, 1, generator=gen)
+        for net in (ours, ref):
+            for p in net.parameters():
+                p.grad = None
+            torch.nn.functional.mse_loss(net(x), y).backward()
+        opt.step()
+        _keras_adam_one_by_one(list(ref.parameters()), state, 0.1, wd)
+    for p, q in zip(ours.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(p, q)
