@@ -9,7 +9,7 @@ have typed (``normalisation``, ``clip_gradients``) are accepted through :data:`A
 
 Example:
     >>> [r.name for r in for_vanishing(("sigmoid",), backward_only=False)][:2]
-    ['relu_he', 'batch_norm']
+    ['tanh', 'relu_he']
     >>> canonical("clip_gradients")
     'clip'
 """
@@ -68,7 +68,8 @@ ENTRIES: tuple[Entry, ...] = (
         "tanh",
         "tanh with Glorot init",
         "Use tanh instead of sigmoid: zero-centred, with slope 1 at 0 (sigmoid's is 0.25), so "
-        "the backward gain per layer stays near 1 at Glorot init.",
+        "the backward gain per layer stays near 1 at Glorot init (chi_1 = 1, critical); "
+        "bounded, it needs no lower learning rate when inputs lie far out.",
         {"activation": "tanh", "init": "glorot_uniform"},
     ),
     _e(
@@ -229,11 +230,15 @@ def _saturating(acts: tuple[str, ...]) -> bool:
 
 
 def for_vanishing(acts: tuple[str, ...], backward_only: bool) -> tuple[Remedy, ...]:
+    """Best first, as the lab ranks them on California's sigmoid net (SGD lr 0.01, 3 seeds):
+    tanh 0.354, batch_norm 0.402, adam 0.409, relu_he 0.436, residual_scaled 0.50; residual
+    (unscaled) diverged in 2 of 3 seeds, so the scaled branch is advised."""
     if backward_only:
-        return remedies("he_init", "batch_norm", "residual")
+        return remedies("he_init", "batch_norm", "residual_scaled")
     if _saturating(acts):
-        return remedies("relu_he", "batch_norm", "residual", "shallower", "adam")
-    return remedies("he_init", "residual", "batch_norm", "shallower", "adam")
+        tanh = ("tanh",) if "tanh" not in acts else ()
+        return remedies(*tanh, "relu_he", "batch_norm", "residual_scaled", "shallower", "adam")
+    return remedies("he_init", "residual_scaled", "batch_norm", "shallower", "adam")
 
 
 def for_exploding(acts: tuple[str, ...]) -> tuple[Remedy, ...]:
