@@ -3,12 +3,13 @@ inside the budget, gradients go on every step when they fit, ranks agree, bad in
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 
 import pytest
 
-from gradprobe.budget import Budget, Every, Plan, Tier, allocate, schedule
+from gradprobe.budget import _MARGIN, Budget, Every, Plan, Tier, allocate, schedule
 from gradprobe.errors import UsageError
 
 
@@ -38,7 +39,8 @@ BIG = {Tier.NONE: 0.0, Tier.GRADIENTS: 0.01, Tier.ALL: 0.04}  # 50x512: everythi
 def test_everything_every_step_when_it_fits() -> None:
     b, tiers = simulate(BIG, 2000)
     later = tiers[1000:]
-    assert later.count(Tier.ALL) >= 0.99 * len(later)  # only the reference probes differ
+    # only the reference probes differ (one step in 32 records nothing: a fresh reference)
+    assert later.count(Tier.ALL) >= 0.96 * len(later)
     assert realised(BIG, later) <= 0.05
 
 
@@ -47,7 +49,7 @@ def test_cost_stays_inside_the_budget_on_a_small_model(fraction: float) -> None:
     b, tiers = simulate(CALIFORNIA, 4000, fraction=fraction)
     later = tiers[500:]
     assert realised(CALIFORNIA, later) <= fraction * 1.01
-    assert realised(CALIFORNIA, later) >= fraction * 0.8  # and the budget is used
+    assert realised(CALIFORNIA, later) >= fraction * _MARGIN * 0.9  # the budget is used
     assert Tier.ALL in later  # the full statistics are still sampled
     assert b.costs == pytest.approx({"gradients": 0.10, "all": 0.36})
 
@@ -56,7 +58,7 @@ def test_gradients_every_step_when_they_fit() -> None:
     costs = {Tier.NONE: 0.0, Tier.GRADIENTS: 0.02, Tier.ALL: 0.5}
     b, tiers = simulate(costs, 3000)
     later = tiers[1000:]
-    assert later.count(Tier.NONE) <= len(later) / 60  # only the reference probes
+    assert later.count(Tier.NONE) <= len(later) / 30  # only the reference probes (1 in 32)
     assert realised(costs, later) <= 0.05
 
 
@@ -157,3 +159,27 @@ def test_docstring_examples_run() -> None:
 
     result = doctest.testmod(gradprobe.budget)
     assert result.attempted >= 8 and result.failed == 0
+
+
+def test_a_machine_whose_speed_drifts_keeps_the_budget() -> None:
+    """The step time doubles and halves again over a few thousand steps (other processes, a
+    clock that throttles). Rarely sampled tiers are compared with the steps around them, so
+    the drift does not pass for a cost: measured against the whole window of each tier, the
+    full statistics looked 20-50% dearer or cheaper than they are as the speed moved."""
+    rng = random.Random(0)
+    t = [0.0]
+    b = Budget(clock=lambda: t[0])
+    tiers, spent, bare = [], 0.0, 0.0
+    for step in range(8000):
+        speed = 1.5 + 0.5 * math.sin(2 * math.pi * step / 4000)
+        tier = b.tier(step)
+        tiers.append(tier)
+        dt = speed * (1 + CALIFORNIA[tier]) * (1 + 0.02 * rng.gauss(0, 1))
+        t[0] += dt
+        if step >= 1000:
+            spent, bare = spent + dt, bare + speed
+        b.done(step)
+    assert spent / bare - 1 <= 0.055
+    assert Tier.ALL in tiers[1000:]
+    assert b.costs["all"] == pytest.approx(0.36, abs=0.03)
+    assert b.costs["gradients"] == pytest.approx(0.10, abs=0.02)

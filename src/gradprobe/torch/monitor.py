@@ -30,6 +30,8 @@ not recorded (:class:`gradprobe.torch._hooks.Capture`); inside the compiled regi
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +104,11 @@ class Monitor:
         _check(model, optimizer)
         self._top = Tier.ALL if activations or backward or per_example else Tier.GRADIENTS
         self.schedule = schedule(
-            every, budget, top=self._top, agree=agree_min if distributed() else None
+            every,
+            budget,
+            top=self._top,
+            agree=agree_min if distributed() else None,
+            clock=_step_clock(model),
         )
         self.model, self.optimizer, self.every = model, optimizer, every
         self.budget = budget if every is None else None
@@ -431,6 +437,19 @@ def _check(model: Any, optimizer: Any) -> None:
         raise CaptureError(
             f"watch() expects a torch.optim.Optimizer as optimizer, got {type(optimizer).__name__}"
         )
+
+
+def _step_clock(model: nn.Module) -> Callable[[], float]:
+    """What the budget times steps with. On the CPU: the training thread's CPU time, which
+    other processes sharing the machine do not inflate (measured on a loaded 2-core machine:
+    wall-clock medians of a 2.5 ms step swung by 100%, CPU time by 2%), and which counts
+    gradprobe's hooks and reductions (they run in that thread). With parameters on an
+    accelerator, or where the thread clock is coarse (Windows), wall time."""
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        return time.perf_counter
+    if time.get_clock_info("thread_time").resolution > 1e-6:
+        return time.perf_counter
+    return time.thread_time
 
 
 def _compiled(model: nn.Module) -> bool:

@@ -1,0 +1,165 @@
+"""The default overhead budget, measured: ``watch(model, opt)`` against a bare step.
+
+Run: python benchmarks/bench_budget.py [--quick] [--only small|large] [--threads N]
+
+Identical copies of each model train side by side in one process: bare, a second bare copy
+(its ratio to the first is the noise floor), watched at the default budget (5%), and watched
+with ``every=1`` (every statistic on every step: what the budget saves). The watched copies
+first train long enough for the budget to measure its tiers and settle; then blocks of steps
+alternate between the copies in a shuffled order, and the median time per step of each is
+compared with the bare copy's, in wall time and in the thread's CPU time (on a machine shared
+with other processes, only the CPU time is stable; the budget times steps in CPU time on the
+CPU, see ``gradprobe.torch.monitor``). The budget's own view
+(``monitor.cost``: measured cost of each tier, shares of steps chosen) is printed beside it.
+
+Models: the California-size MLP (10 hidden layers of 64 sigmoid units, 8 inputs, batch 512,
+~1.8 ms a step) and a large one (50 ReLU layers of 512, batch 512) where every statistic on
+every step should fit in 5%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import random
+import statistics
+import time
+from typing import Any
+
+import torch
+from _timing import mlp, optimizer, train_step
+from torch import nn
+
+import gradprobe
+
+
+def interleave(
+    runners: dict[str, Any], *, block: int, repeats: int, settle: dict[str, int]
+) -> dict[str, dict[str, list[float]]]:
+    """Per block, seconds per step of each runner in wall time and in this thread's CPU time
+    (the machine may be shared: other processes stretch wall time, not CPU time)."""
+    for label, run in runners.items():
+        for _ in range(settle.get(label, 3)):
+            run()
+    out: dict[str, dict[str, list[float]]] = {"wall": {}, "cpu": {}}
+    for k in runners:
+        out["wall"][k], out["cpu"][k] = [], []
+    rng = random.Random(0)
+    for _ in range(repeats):
+        order = list(runners)
+        rng.shuffle(order)
+        for label in order:
+            w0, c0 = time.perf_counter(), time.thread_time()
+            for _ in range(block):
+                runners[label]()
+            out["wall"][label].append((time.perf_counter() - w0) / block)
+            out["cpu"][label].append((time.thread_time() - c0) / block)
+    return out
+
+
+def compare(
+    name: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    block: int,
+    repeats: int,
+    settle: int,
+) -> list[str]:
+    runners: dict[str, Any] = {}
+    monitors: dict[str, Any] = {}
+    for label, kw in (
+        ("bare", None),
+        ("bare again (noise floor)", None),
+        ("default watch (budget 5%)", {}),
+        ("every=1, every statistic", {"every": 1}),
+    ):
+        m = copy.deepcopy(model)
+        opt = optimizer(m, "sgd")
+        if kw is not None:
+            monitors[label] = gradprobe.watch(m, opt, **kw)
+        runners[label] = train_step(m, opt, x, y)
+    got = interleave(
+        runners, block=block, repeats=repeats, settle={label: settle for label in monitors}
+    )
+    med = {c: {k: statistics.median(v) for k, v in got[c].items()} for c in got}
+    base = med["wall"]["bare"]
+    lines = [
+        f"{name}: bare step {base * 1e3:.3f} ms wall, {med['cpu']['bare'] * 1e3:.3f} ms CPU "
+        f"(medians of {repeats} blocks of {block} steps)",
+        f"  {'setting':<28} {'wall ms':>8} {'x bare':>7} {'CPU ms':>8} {'x bare':>7}",
+    ]
+    for label in runners:
+        if label == "bare":
+            continue
+        w, c = med["wall"][label], med["cpu"][label]
+        lines.append(
+            f"  {label:<28} {w * 1e3:8.3f} {w / base:7.3f} {c * 1e3:8.3f} "
+            f"{c / med['cpu']['bare']:7.3f}"
+        )
+    mon = monitors["default watch (budget 5%)"]
+    c = mon.cost
+    lines.append(
+        "  budget's view: cost of gradients {:.1%}, of everything {:.1%}; shares: gradients "
+        "{:.1%} of steps, everything {:.1%}; expected cost {:.1%}".format(
+            c.get("gradients", float("nan")),
+            c.get("all", float("nan")),
+            c["share_gradients"],
+            c["share_all"],
+            c["expected"],
+        )
+    )
+    params, layers = mon.to_pandas(), mon.to_pandas("layers")
+    lines.append(
+        f"  recorded: {params['step'].nunique()} of {mon.steps_seen} steps with gradients, "
+        f"{layers['step'].nunique()} with everything"
+    )
+    for m in monitors.values():
+        m.detach()
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    ap.add_argument("--only", choices=["small", "large"], default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {args.threads} thread(s), "
+        f"torch {torch.__version__}, SGD"
+    )
+    if args.only != "large":
+        x, y = torch.randn(512, 8), torch.randn(512, 1)
+        reps = 9 if args.quick else 41
+        lines = compare(
+            "California-size sigmoid 10x64, batch 512",
+            mlp(10, 64, 8, nn.Sigmoid),
+            x,
+            y,
+            block=50,
+            repeats=reps,
+            settle=300,
+        )
+        print("\n".join(lines), flush=True)
+    if args.only != "small":
+        x, y = torch.randn(512, 512), torch.randn(512, 1)
+        reps = 3 if args.quick else 11
+        lines = compare(
+            "deep wide ReLU 50x512, batch 512",
+            mlp(50, 512, 512, nn.ReLU),
+            x,
+            y,
+            block=10,
+            repeats=reps,
+            settle=80,
+        )
+        print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    main()
