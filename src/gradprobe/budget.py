@@ -143,7 +143,7 @@ class Budget:
                 f"got {fraction!r}; for everything on every step pass every=1"
             )
         self.fraction, self.top = float(fraction), Tier(top)
-        self._agree = agree
+        self.agree = agree  # how the ranks agree on a plan (None: one process)
         self._decide_every, self._probe = decide_every, probe
         self._min_share, self._clock = 1 / max_period, clock
         # each tier's latest step times, and each step's time as a ratio to the steps of a
@@ -200,8 +200,8 @@ class Budget:
             # measured against must be as fresh as the steps it is compared with
             grad = 1 - self._probe
             plan = Plan(top=min(plan.top, grad), grad=grad)
-        if self._agree is not None:
-            top, grad = self._agree((plan.top, plan.grad))
+        if self.agree is not None:
+            top, grad = self.agree((plan.top, plan.grad))
             plan = Plan(top=float(top), grad=float(grad))
         self.plan = plan
 

@@ -86,3 +86,24 @@ def test_zoo_dist_global_grad_norms_on_every_rank(setup, tolerance, tmp_path):
     assert sorted(params["rank"].unique()) == [0, 1]
     per_rank = params.groupby("rank").size()
     assert per_rank[0] == per_rank[1] == 3 * 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setup", ["ddp+budget", "fsdp2+budget"])
+def test_ranks_under_the_default_budget_record_the_same_steps(setup, tmp_path):
+    """Each rank's clock finds other costs (tests/torch/zoo_dist_worker.py: fake_budget); the
+    budget's plans go through one all_reduce (MIN of the shares), so both ranks record the same
+    steps with the same statistics, and the sharded setup's collectives stay in step."""
+    results = launch(setup, tmp_path)
+    tiers = [res["tiers"] for res in results]
+    assert tiers[0] == tiers[1]
+    assert results[0]["layers"] == results[1]["layers"]
+    assert "gradients" in tiers[0].values() or len(tiers[0]) < 60  # the plan did change
+    assert len(results[0]["layers"]) < len(tiers[0])  # everything on a share of the steps
+    for res in results:
+        for step, (got, want) in enumerate(zip(res["recorded"], res["refs"], strict=True)):
+            if str(step) in res["tiers"]:
+                for k, v in want.items():
+                    assert got[k] == pytest.approx(v, rel=1e-10), (step, k)
+            else:
+                assert got == {}

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -50,8 +51,27 @@ def key(name: str) -> str:
     return f"{layer or '(root)'}/{pname}"
 
 
+def fake_budget(rank: int) -> Any:
+    """The default budget on a clock that makes each rank see other costs: rank 0 finds
+    everything cheap, rank 1 dear. Without agreeing, they would record different steps (and
+    the sharded setups' collectives would hang)."""
+    from gradprobe.budget import Budget, Tier
+
+    t = [0.0]
+    cost = {Tier.NONE: 1.0, Tier.GRADIENTS: 1.01 + 0.1 * rank, Tier.ALL: 1.03 + 0.5 * rank}
+    budget = Budget(0.05, clock=lambda: t[0], window=8, decide_every=8)
+
+    def tick(step: int) -> None:
+        t[0] += cost[budget.tier(step)]
+
+    budget.tick = tick  # type: ignore[attr-defined]
+    return budget
+
+
 def main(setup: str, out: Path) -> None:
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    setup, _, variant = setup.partition("+")
+    steps = STEPS if variant != "budget" else 60
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
     model = mlp()
@@ -77,9 +97,12 @@ def main(setup: str, out: Path) -> None:
         raise SystemExit(f"unknown setup {setup}")
     opt = torch.optim.SGD(wrapped.parameters(), lr=0.1)
     replica_opt = torch.optim.SGD(replica.parameters(), lr=0.1) if replica is not None else None
-    mon = gradprobe.watch(wrapped, opt, log_dir=out / "log", all_ranks=True)
+    budget = fake_budget(rank) if variant == "budget" else 0.05
+    mon = gradprobe.watch(wrapped, opt, log_dir=out / "log", all_ranks=True, budget=budget)
     refs = []
-    for step in range(STEPS):
+    for step in range(steps):
+        if variant == "budget":
+            budget.tick(step)
         x, y = batch(step, rank)
         opt.zero_grad()
         F.mse_loss(wrapped(x), y).backward()
@@ -91,9 +114,13 @@ def main(setup: str, out: Path) -> None:
     rows = mon.to_pandas()
     recorded = [
         {f"{r.layer}/{r.param}": r.grad_norm for r in rows[rows["step"] == s].itertuples()}
-        for s in range(STEPS)
+        for s in range(steps)
     ]
-    (out / f"rank{rank}.json").write_text(json.dumps({"refs": refs, "recorded": recorded}))
+    tiers = {int(s): t for s, t in rows.groupby("step")["tier"].first().items()}
+    layer_steps = sorted(int(s) for s in set(mon.to_pandas("layers")["step"]))
+    (out / f"rank{rank}.json").write_text(
+        json.dumps({"refs": refs, "recorded": recorded, "tiers": tiers, "layers": layer_steps})
+    )
     dist.barrier()
     dist.destroy_process_group()
 

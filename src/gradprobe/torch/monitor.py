@@ -110,6 +110,8 @@ class Monitor:
             agree=agree_min if distributed() else None,
             clock=_step_clock(model),
         )
+        if isinstance(self.schedule, Budget) and self.schedule.agree is None and distributed():
+            self.schedule.agree = agree_min  # a Budget given as budget=: ranks must agree too
         self.model, self.optimizer, self.every = model, optimizer, every
         self.budget = budget if every is None else None
         self.activations, self.backward, self.per_example = activations, backward, per_example
