@@ -551,10 +551,20 @@ def run_figures(run: Run, thresholds: Any = None) -> dict[str, Figure]:
     return figs
 
 
+PNG_COMPRESSION = 3
+"""zlib level of the PNGs: 3 encodes in 2/3 of the time of PIL's default 6 for 2% more bytes."""
+
+
 def png(fig: Figure) -> bytes:
     """The figure as PNG bytes (rendered once)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    fig.savefig(
+        buf,
+        format="png",
+        dpi=DPI,
+        metadata={"Software": None},
+        pil_kwargs={"compress_level": PNG_COMPRESSION},
+    )
     return buf.getvalue()
 
 
