@@ -6,7 +6,6 @@ import dataclasses
 import json
 import math
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -360,30 +359,22 @@ def demo_cmd(
     click.echo(f"gradprobe demo: both seed experiments, written to {root}\n")
     stories = []
     budget = {"epochs": epochs}
-    # California trains in a second thread while classification trains, renders and reports:
-    # torch releases the GIL inside its kernels, so the two overlap on two cores. Tiny nets run
-    # best on one torch thread each.
+    # One experiment after the other: both are CPU-bound Python loops, and in two threads they
+    # fought over the GIL (1 s more CPU, no faster on two cores). Tiny nets run best on one
+    # torch thread.
     threads = _torch_threads(1)
     try:
-        with _progress(quiet) as progress, ThreadPoolExecutor(1) as pool:
-            cal = pool.submit(
-                produce,
-                "california",
-                str(root / "california"),
-                progress,
-                seeds,
-                data_home=data_home,
-                **budget,
-            )
+        with _progress(quiet) as progress:
+            cls = produce("classification", str(root / "classification"), progress, seeds, **budget)
             try:
-                cls = produce(
-                    "classification", str(root / "classification"), progress, seeds, **budget
+                cal_done: Produced | DataError = produce(
+                    "california",
+                    str(root / "california"),
+                    progress,
+                    seeds,
+                    data_home=data_home,
+                    **budget,
                 )
-            except BaseException:
-                cal.cancel()
-                raise
-            try:
-                cal_done: Produced | DataError = cal.result()
             except DataError as exc:
                 cal_done = exc
     finally:
