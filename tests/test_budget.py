@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from gradprobe.budget import _MARGIN, Budget, Every, Plan, Tier, allocate, schedule
+from gradprobe.budget import Budget, Every, Plan, Tier, allocate, schedule
 from gradprobe.errors import UsageError
 
 
@@ -39,8 +39,8 @@ BIG = {Tier.NONE: 0.0, Tier.GRADIENTS: 0.01, Tier.ALL: 0.04}  # 50x512: everythi
 def test_everything_every_step_when_it_fits() -> None:
     b, tiers = simulate(BIG, 2000)
     later = tiers[1000:]
-    # only the reference probes differ (one step in 32 records nothing: a fresh reference)
-    assert later.count(Tier.ALL) >= 0.96 * len(later)
+    # only the reference probes differ: one step in 32 and 12 in 512 record nothing
+    assert later.count(Tier.ALL) >= 0.93 * len(later)
     assert realised(BIG, later) <= 0.05
 
 
@@ -49,7 +49,7 @@ def test_cost_stays_inside_the_budget_on_a_small_model(fraction: float) -> None:
     b, tiers = simulate(CALIFORNIA, 4000, fraction=fraction)
     later = tiers[500:]
     assert realised(CALIFORNIA, later) <= fraction * 1.01
-    assert realised(CALIFORNIA, later) >= fraction * _MARGIN * 0.9  # the budget is used
+    assert realised(CALIFORNIA, later) >= fraction * 0.8  # and the budget is used
     assert Tier.ALL in later  # the full statistics are still sampled
     assert b.costs == pytest.approx({"gradients": 0.10, "all": 0.36})
 
@@ -58,7 +58,7 @@ def test_gradients_every_step_when_they_fit() -> None:
     costs = {Tier.NONE: 0.0, Tier.GRADIENTS: 0.02, Tier.ALL: 0.5}
     b, tiers = simulate(costs, 3000)
     later = tiers[1000:]
-    assert later.count(Tier.NONE) <= len(later) / 30  # only the reference probes (1 in 32)
+    assert later.count(Tier.NONE) <= len(later) / 16  # only the reference probes
     assert realised(costs, later) <= 0.05
 
 
@@ -73,7 +73,11 @@ def test_step_zero_records_everything_and_tiers_are_spread_evenly() -> None:
     b, tiers = simulate(CALIFORNIA, 3000)
     assert tiers[0] == Tier.ALL
     alls = [i for i, x in enumerate(tiers) if x == Tier.ALL and i > 1000]
-    gaps = [b - a for a, b in zip(alls, alls[1:], strict=False)]
+    gaps = [  # (a quiet stretch, where nothing is recorded, is no gap of the plan)
+        y - x
+        for x, y in zip(alls, alls[1:], strict=False)
+        if not any(b._in_quiet(s) for s in range(x, y))
+    ]
     mean = statistics.fmean(gaps)
     assert 0.85 * mean <= min(gaps) and max(gaps) <= 1.15 * mean  # spread evenly: no bursts
 
@@ -159,6 +163,29 @@ def test_docstring_examples_run() -> None:
 
     result = doctest.testmod(gradprobe.budget)
     assert result.attempted >= 8 and result.failed == 0
+
+
+@pytest.mark.parametrize("spill", [0.3, 1.0])
+def test_costs_a_recorded_step_leaves_to_the_next_steps_are_counted(spill: float) -> None:
+    """A recorded step also slows the step after it by ``spill`` times its own cost (freeing
+    its tensors, collections), which no step's own time shows: the quiet stretches measure the
+    realised cost and the plans are corrected (with the costs of the steps alone, the realised
+    cost was 1 + spill times the budget)."""
+    t = [0.0]
+    b = Budget(clock=lambda: t[0])
+    tiers: list[Tier] = []
+    extra = 0.0
+    for step in range(6000):
+        tier = b.tier(step)
+        tiers.append(tier)
+        t[0] += 1 + CALIFORNIA[tier] + extra
+        extra = spill * CALIFORNIA[tier]
+        b.done(step)
+    later = tiers[2000:]
+    spent = statistics.fmean((1 + spill) * CALIFORNIA[x] for x in later)
+    assert spent <= 0.05 * 1.05
+    assert spent >= 0.05 * 0.7
+    assert b.factor == pytest.approx(1 + spill, rel=0.15)
 
 
 def test_a_machine_whose_speed_drifts_keeps_the_budget() -> None:

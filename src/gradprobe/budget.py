@@ -20,13 +20,17 @@ records (a :class:`Tier`), and tell it when each step ends. Two schedules:
 
       f_all * cost(ALL) + f_grad * cost(GRADIENTS) <= budget
 
-  The plans aim at 80% of the budget (a margin for costs a recorded step leaves to the next
-  steps). At least a quarter of the budget goes to the full statistics, so they are sampled on any
-  model. Step 0 records everything (the view before training has changed anything). The first
-  steps rotate through the tiers to measure them; the periods are then revised every
-  ``decide_every`` steps from the latest ``window`` step times of each tier. At least one step
-  in 32 (``probe``) records nothing, to keep the reference fresh: with fewer (one in 512 was
-  tried) the reference went stale and a 10% cost of the gradients was measured as 0%.
+  A recorded step leaves some of its cost to the steps after it (freeing its tensors, garbage
+  collection), which no step's own time shows: so the last ``quiet_len`` (12) of every
+  ``quiet_every`` (512) steps record nothing, and the realised cost of the steps before them,
+  measured against these, corrects the plans (:attr:`Budget.factor` = realised / expected,
+  1.25 until measured). At least a quarter of the budget goes to the full statistics, so
+  they are sampled on any model. Step 0 records everything (the view before training has
+  changed anything). The first steps rotate through the tiers to measure them; the periods
+  are then revised every ``decide_every`` steps from the latest ``window`` step times of each
+  tier. At least one step in 32 (``probe``) records nothing, to keep the reference fresh: with
+  fewer (one in 512 was tried) the reference went stale and a 10% cost of the gradients was
+  measured as 0%.
 
 Decisions happen at step numbers fixed in advance and go through ``agree`` (under
 ``torch.distributed``: the largest period over ranks), so every rank records the same steps.
@@ -114,10 +118,10 @@ class Budget:
         ...     t[0] += cost[tier]
         ...     b.done(step)
         >>> later = tiers[1000:]
-        >>> round(sum(cost[x] for x in later) / len(later) - 1, 3)  # aims at 80%: a margin
-        0.04
+        >>> round(sum(cost[x] for x in later) / len(later) - 1, 3)
+        0.048
         >>> round(b.plan.top, 4), round(b.plan.grad, 4)
-        (0.025, 0.775)
+        (0.0312, 0.9688)
     """
 
     def __init__(
@@ -129,6 +133,8 @@ class Budget:
         window: int = 64,
         decide_every: int = 64,
         probe: float = 1 / 32,
+        quiet_every: int = 512,
+        quiet_len: int = 12,
         max_period: int = 1000,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -159,6 +165,13 @@ class Budget:
         self.plan = Plan(top=1.0, grad=1.0)
         self._prev: tuple[int, float] | None = None
         self._costs: dict[Tier, float] = {}
+        # quiet stretches: the realised cost of a plan against steps that record nothing
+        self._quiet_every, self._quiet_len = quiet_every, quiet_len
+        self._recent: deque[float] = deque(maxlen=window)  # latest steps under a plan
+        self._quiet: list[float] = []  # this stretch's step times
+        self._planned: deque[float] = deque(maxlen=window)  # what the plan expected of each
+        self._factors: deque[float] = deque(maxlen=3)
+        self.factor = _FIRST_FACTOR  # realised / expected cost, measured (see _realised)
 
     # ----------------------------------------------------------------- schedule
     def tier(self, step: int) -> Tier:
@@ -166,14 +179,28 @@ class Budget:
             return self.top
         if step < self._warmup_end:
             return self._tiers[step % len(self._tiers)] if step >= self._settle else self.top
+        if self._in_quiet(step):
+            return Tier.NONE
         return self.plan.tier(step - self._warmup_end, self.top)
+
+    def _in_quiet(self, step: int) -> bool:
+        """The last ``quiet_len`` steps of every ``quiet_every`` after the warm-up."""
+        off = step - self._warmup_end
+        return off >= 0 and off % self._quiet_every >= self._quiet_every - self._quiet_len
 
     def done(self, step: int) -> None:
         now = self._clock()
         prev, self._prev = self._prev, (step, now)
         if prev is not None and prev[0] == step - 1 and step >= self._settle:
-            tier = self.tier(step)
-            self._record(tier, now - prev[1])
+            tier, seconds = self.tier(step), now - prev[1]
+            self._record(tier, seconds)
+            if self._in_quiet(step):
+                self._quiet.append(seconds)
+                if not self._in_quiet(step + 1):
+                    self._realised()
+            elif step >= self._warmup_end:
+                self._recent.append(seconds)
+                self._planned.append(self.expected)
         nxt = step + 1
         if nxt >= self._warmup_end and (nxt - self._warmup_end) % self._decide_every == 0:
             self._decide(nxt)
@@ -205,6 +232,25 @@ class Budget:
             plan = Plan(top=float(top), grad=float(grad))
         self.plan = plan
 
+    def _realised(self) -> None:
+        """End of a quiet stretch: the steps just before it, under the plan, against the
+        stretch's (its first steps left out: a recorded step leaves some of its cost to the
+        steps after it, which no single step's time shows: freeing tensors, collections).
+        ``factor`` = realised / expected cost, the median of the latest three, at least 1:
+        the plans aim at ``fraction / factor``."""
+        quiet, self._quiet = self._quiet[_SPILL:], []
+        planned = [p for p in self._planned if p == p]  # NaN: costs not measured yet
+        if len(quiet) < 3 or len(self._recent) < 16 or not planned:
+            return
+        base, expected = _trimmed_mean(quiet), statistics.fmean(planned)
+        if base <= 0 or expected < 0.25 * self.fraction:
+            return  # too little spent to tell a factor from noise
+        # a plain mean: a trimmed one would cut out the few steps recording everything; a
+        # pause in the loop inflates it, and the median of three factors drops that one
+        realised = statistics.fmean(self._recent) / base - 1
+        self._factors.append(min(max(realised / expected, 1.0), _MAX_FACTOR))
+        self.factor = statistics.median(self._factors)
+
     def _record(self, tier: Tier, seconds: float) -> None:
         """A step's time, and its ratio to the latest steps of the highest lower tier that has
         some: machines drift (other processes, clocks, data), and a tier recorded on a few
@@ -233,15 +279,15 @@ class Budget:
         if self.top not in self._costs:
             return None
         c_grad = self._costs.get(Tier.GRADIENTS) if self.top == Tier.ALL else None
-        aim = self.fraction * _MARGIN
+        aim = self.fraction / self.factor
         return allocate(aim, self._costs[self.top], c_grad, self._min_share)
 
 
 _LOCAL = 9  # steps of a tier whose median is the reference of the next steps above it
-# the plans aim at this share of the budget: a recorded step leaves some of its cost to the
-# steps after it (freeing its tensors, garbage collection), which no step's time shows; on the
-# California model the realised cost was ~1.2x what the steps' own costs predicted
-_MARGIN = 0.8
+_SPILL = 3  # first steps of a quiet stretch left out (costs the recorded steps left)
+# realised / expected cost before a quiet stretch measured it (on the California model the
+# realised cost was 1.2-1.7x what the steps' own times predicted), and the most it may be
+_FIRST_FACTOR, _MAX_FACTOR = 1.25, 3.0
 
 
 def _trimmed_mean(values: list[float], cut: float = 0.1) -> float:
