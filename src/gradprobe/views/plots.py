@@ -12,6 +12,7 @@ or TensorFlow.
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -454,12 +455,21 @@ def update_ratios(params: pd.DataFrame, order: Sequence[str], title: str = "") -
     return fig
 
 
+_PREDICTED: dict[tuple[str, str], Any] = {}
+
+
 def theory_prediction(run: Run, variant: str) -> Any:
     """The mean-field prediction for one of the run's MLP variants, or None where it does not
-    apply (see :func:`gradprobe.theory.runs.predict_variant`)."""
+    apply (see :func:`gradprobe.theory.runs.predict_variant`). Computed once per run config
+    and variant: the theory chart and the report's theory box ask for the same one."""
     from gradprobe.theory.runs import predict_variant
 
-    return predict_variant(run.config, variant)
+    key = (json.dumps(run.config, sort_keys=True, default=str), variant)
+    if key not in _PREDICTED:
+        if len(_PREDICTED) >= 64:
+            _PREDICTED.clear()
+        _PREDICTED[key] = predict_variant(run.config, variant)
+    return _PREDICTED[key]
 
 
 def measured_per_example(params: pd.DataFrame) -> np.ndarray:
