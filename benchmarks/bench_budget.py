@@ -143,7 +143,7 @@ def main() -> None:
             y,
             block=50,
             repeats=reps,
-            settle=300,
+            settle=1100,  # past the first quiet stretch (steps ~515-527)
         )
         print("\n".join(lines), flush=True)
     if args.only != "small":

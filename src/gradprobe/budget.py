@@ -245,9 +245,12 @@ class Budget:
         base, expected = _trimmed_mean(quiet), statistics.fmean(planned)
         if base <= 0 or expected < 0.25 * self.fraction:
             return  # too little spent to tell a factor from noise
-        # a plain mean: a trimmed one would cut out the few steps recording everything; a
-        # pause in the loop inflates it, and the median of three factors drops that one
-        realised = statistics.fmean(self._recent) / base - 1
+        # a mean (a trimmed one would cut out the few steps recording everything) of the steps
+        # no longer than twice the slowest tier's typical step: a pause in the loop (an
+        # evaluation, a checkpoint; another model's steps) is no cost of watching
+        longest = 2 * max(statistics.median(v) for v in self._times.values() if v)
+        kept = [x for x in self._recent if x <= longest]
+        realised = statistics.fmean(kept) / base - 1
         self._factors.append(min(max(realised / expected, 1.0), _MAX_FACTOR))
         self.factor = statistics.median(self._factors)
 
