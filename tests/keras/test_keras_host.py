@@ -80,14 +80,16 @@ def test_host_pass_gives_the_device_reductions_on_the_same_tensors(with_after):
         3,
         list(range(6)),
         gs,
-        ws,
+        H.flat(ws, "float32"),
         None if after is None else [tf.constant(a) for a in after],
         lr_sq,
         accs,
         {},
+        "float32",
     )
-    lay, buf, extras = packed
-    host = H.reduce_step(lay, buf.numpy(), extras.numpy())
+    assert packed is not None
+    lay, bufs = packed
+    host = H.reduce_step(lay, {k: v.numpy() for k, v in bufs.items()})
     for v, w in zip(variables, after or before, strict=True):
         v.assign(w)  # the device path reads the weights after the update from the variables
     named = {mon._layers[j]: acc for j, acc in accs.items()}

@@ -1,22 +1,27 @@
 """The Keras monitor: a ``model.fit`` callback that records the gradients fit really applies.
 
-How the numbers reach the records, on a recorded step:
+What each step records is the schedule's choice (:mod:`gradprobe.budget`): by default an
+overhead budget measured online (gradient statistics on the steps they fit in, activation and
+backward-signal statistics on a share of them), or ``every=N``. How the numbers reach the
+records:
 
 1. ``on_train_begin`` wraps, on the instances only, the model's layers (:mod:`._capture`), its
    ``train_step``, and the ``apply`` method of the optimizer that receives the loss gradients
-   (for a ``LossScaleOptimizer``, its ``inner_optimizer``, which gets them unscaled), then makes
-   fit build its train function afresh so the wrappers are part of it. ``model.train_function``
-   becomes a thin Python function that counts steps and calls the armed or the unarmed one.
-2. Inside fit's step (a ``tf.function`` on TensorFlow, eager on torch) the wrappers reduce each
-   tensor with backend ops to a few numbers; the ``train_step`` wrapper counts the step on the
-   device, the ``apply`` wrapper packs every number of the step into one float64 vector, calls
-   the real ``apply`` and writes the vector into a ring buffer on the device (:mod:`._ring`).
-3. Nothing crosses to numpy per step: the ring is read in one transfer when it is full, at each
-   epoch's end and at the end of training, and its rows become records in one vectorised pass.
-   The monitor defines no per-batch callback method, so Keras keeps its asynchronous batch-end
-   dispatch and the monitor adds no callback work per batch.
-4. With ``every > 1``, the unrecorded steps run a train function traced unarmed, which is the
-   same graph as an unwatched step (no cost beyond one Python call).
+   (for a ``LossScaleOptimizer``, its ``inner_optimizer``, which gets them unscaled).
+   ``model.train_function`` becomes a thin Python function that asks the schedule what the step
+   records (a :class:`~gradprobe.budget.Tier`) and calls the train function traced for that tier
+   (made on first use: unarmed, gradients only, or everything), then tells the schedule the
+   step ended. An unarmed step is the same graph as an unwatched one.
+2. On CPU (TensorFlow, one replica) a recorded step ends by packing its raw tensors into one
+   flat vector returned beside fit's logs (:mod:`._host`): the monitor takes it out (one
+   zero-copy transfer) and reduces it with the fused float64 C pass the PyTorch side uses.
+3. Elsewhere (accelerators, a ``LossScaleOptimizer``, whose update runs inside a condition) the
+   wrappers reduce each tensor with backend ops inside the step and write one float64 vector per
+   step into a ring buffer on the device (:mod:`._ring`), read in one transfer when it is full,
+   at each epoch's end and at the end of training: nothing crosses to the host per step.
+4. Either way the step vectors become rows of both tables in one vectorised pass; the ``tier``
+   column says what each step recorded (``layers`` rows only on ``"all"`` steps). The monitor
+   defines no per-batch callback method, so Keras keeps its asynchronous batch-end dispatch.
 5. ``on_train_end`` (or :meth:`GradientMonitor.close`) reads what is left in the ring, undoes
    every wrapper and drops the watched train functions; the model trains afterwards exactly as
    if never watched. After an interrupted fit (Ctrl-C), :meth:`GradientMonitor.close` keeps
@@ -54,6 +59,7 @@ SUPPORTED_BACKENDS = ("tensorflow", "torch")
 PENDING_STEPS = 256  # step vectors kept before they become rows (one vectorised pass)
 RING_ROWS = 256  # recorded steps held on the device between two reads
 HOST = True  # on CPU, reduce recorded steps on the host (tests switch it off)
+THREAD = True  # ... on a worker thread, while fit trains on
 
 
 class GradientMonitor(keras.callbacks.Callback):
@@ -146,6 +152,9 @@ class GradientMonitor(keras.callbacks.Callback):
         self._graph: Any = None  # the graph of the step being traced (TensorFlow)
         self._stash: tuple | None = None  # a traced step's raw tensors, for the host
         self._layouts: list[H.Layout] = []
+        self._layout_ids: dict[tuple, int] = {}
+        self._cond_apply = False  # on the host path, an update that ran inside a condition
+        self._reducer = H.Reducer(threaded=THREAD)
         self._unwatched: Any = None  # what model.train_function is given back on close
         self._root = ""
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # steps, vecs, tiers
@@ -200,6 +209,8 @@ class GradientMonitor(keras.callbacks.Callback):
             model.train_function = self._unwatched  # None: the next fit traces an unwatched step
         self._fns, self._unwatched = {}, None
         self._drain()
+        self._collect(wait=True)
+        self._reducer.close()
 
     def __repr__(self) -> str:
         return (
@@ -221,7 +232,8 @@ class GradientMonitor(keras.callbacks.Callback):
             self._wrap_train_step(model)
             self._ring = Ring(RING_ROWS, self._vector_size())
             self._calls, self._checked = 0, False
-            self._host = HOST and _host_capable(model)
+            self._host, self._cond_apply = HOST and _host_capable(model), False
+            self._reducer = H.Reducer(threaded=THREAD)
             self._fns, self._unwatched = {}, None
         else:  # probe mode: fit's own steps run unwatched
             model.make_train_function()
@@ -273,7 +285,7 @@ class GradientMonitor(keras.callbacks.Callback):
         ring = self._ring
         assert ring is not None
         fn = self._function(tier)
-        if self._calls is None:
+        if self._calls is None or self._cond_apply:
             self._calls = ring.count()
         self._tracer.armed, self._level = tier == Tier.ALL, tier
         try:
@@ -283,13 +295,15 @@ class GradientMonitor(keras.callbacks.Callback):
             raise
         finally:
             self._tracer.armed, self._level = False, Tier.NONE
-        self._calls += 1
         key = next((k for k in out if k.startswith(H.KEY)), None) if type(out) is dict else None
-        if key is not None:  # reduced on the host, now
-            buf, extras = out.pop(key)
-            lay = self._layouts[int(key[len(H.KEY) :])]
-            self._emit(step, H.reduce_step(lay, buf.numpy(), extras.numpy()), tier)
+        if key is not None:  # reduced on the host, on the reducer's thread
+            self._reducer.put(step, tier, self._layouts[int(key[len(H.KEY) :])], out.pop(key))
+            if self._reducer.ready() >= PENDING_STEPS:
+                self._collect()
             return out
+        if self._cond_apply and ring.count() == self._calls:
+            return out  # the update's condition was false: the step was skipped, no row
+        self._calls += 1
         self._launched.append((self._calls, step, tier))
         if not self._checked or len(self._launched) >= ring.rows:
             self._checked = True
@@ -322,19 +336,26 @@ class GradientMonitor(keras.callbacks.Callback):
             self._tracer.reset()
             self._tracer.raw, self._stash, self._graph = self._host, None, _graph()
             assert self._ring is not None
-            self._ring.tick()
+            if not self._host:
+                self._ring.tick()
             logs = original(*args, **kwargs)
             stash, self._stash = self._stash, None
             if stash is None:
                 return logs
-            if type(logs) is dict:
-                packed = self._packed(stash)
-                if packed is not None:
-                    lay, buf, extras = packed
-                    self._layouts.append(lay)
-                    return {**logs, f"{H.KEY}{len(self._layouts) - 1}": (buf, extras)}
-            self._ring.write(self._stash_vector(stash))  # reduced on the device after all
-            return logs
+            packed = self._packed(stash) if type(logs) is dict else None
+            if packed is None:
+                raise CaptureError(
+                    "the train step returned no dict of logs (or a layer output of unknown "
+                    f"shape), got {type(logs).__name__}; the monitor hands its tensors to the "
+                    "host beside fit's logs; fix: return a dict from train_step, or set "
+                    "gradprobe.keras.monitor.HOST = False to reduce on the device"
+                )
+            lay, bufs = packed
+            sig = lay.signature()
+            if sig not in self._layout_ids:
+                self._layout_ids[sig] = len(self._layouts)
+                self._layouts.append(lay)
+            return {**logs, f"{H.KEY}{self._layout_ids[sig]}": bufs}
 
         self._patches.set(model, "train_step", train_step)
 
@@ -361,45 +382,40 @@ class GradientMonitor(keras.callbacks.Callback):
         host path, when this runs in the step's own graph) kept for :mod:`._host`."""
         variables = list(trainable_variables or [v for _, _, v in self._params])
         rows, vs, gs = self._present(grads, variables)
-        host = self._host and _graph() is self._graph
-        if host:
-            before = [ops.copy(v.value) for v in vs]  # read before the update
-        else:
-            groups = R.shape_groups(vs)
-            before = R.stack_groups([v.value for v in vs], groups)
         lr_sq = _sgd_lr_sq(self._target, vs)  # read before the update, as the step reads it
+        if self._host and _graph() is self._graph:
+            import tensorflow as tf
+
+            dtype = H.common_dtype([*gs, *vs])
+            before = H.flat([v.value for v in vs], dtype)  # copied before the update starts
+            with tf.control_dependencies([before]):
+                result = original(grads, trainable_variables)
+            if self._scale is not None:
+                gs = [g / self._scale for g in gs]
+            after = None if lr_sq is not None else [v.value for v in vs]
+            self._stash = (rows, gs, before, after, lr_sq, self._tracer.take(), dtype)
+            return result
+        groups = R.shape_groups(vs)
+        before = R.stack_groups([v.value for v in vs], groups)
+        assert self._ring is not None
+        if self._host:  # inside a condition of a host step: count the update where it runs
+            self._cond_apply = True
+            self._ring.tick()
         result = original(grads, trainable_variables)
         if self._scale is not None:
             grads = [g if g is None else g / self._scale for g in grads]
-            gs = [g / self._scale for g in gs]
-        accs = self._tracer.take()
-        if host:
-            after = None if lr_sq is not None else [ops.copy(v.value) for v in vs]
-            self._stash = (grads, variables, rows, gs, before, after, lr_sq, accs)
-            return result
-        vec = self._step_vector(
-            grads, variables, before, True, self._tracer.reduce_raw(accs), lr_sq
-        )
-        assert self._ring is not None
-        self._ring.write(vec)
+        accs = self._tracer.reduce_raw(self._tracer.take())
+        self._ring.write(self._step_vector(grads, variables, before, True, accs, lr_sq))
         return result
 
-    def _packed(self, stash: tuple) -> tuple[H.Layout, Any, Any] | None:
-        """A stashed step as one flat vector for the host (None: shapes not static enough)."""
-        _, _, rows, gs, before, after, lr_sq, accs = stash
+    def _packed(self, stash: tuple) -> tuple[H.Layout, dict[str, Any]] | None:
+        """A stashed step as flat buffers for the host (None: shapes not static enough)."""
+        rows, gs, before, after, lr_sq, accs, dtype = stash
         at = {name: j for j, name in enumerate(self._layers)}
         own = {at[name]: acc for name, acc in accs.items() if name in at}
         pe = {j: v for j, v in ((j, _pe(acc)) for j, acc in own.items()) if v is not None}
-        return H.pack(len(self._params), len(self._layers), rows, gs, before, after, lr_sq, own, pe)
-
-    def _stash_vector(self, stash: tuple) -> Any:
-        """A stashed step reduced on the device after all (its logs cannot carry the pack)."""
-        grads, variables, _, _, before, _, lr_sq, accs = stash
-        _, vs, _ = self._present(grads, variables)
-        before = R.stack_groups(before, R.shape_groups(vs), copy=False)
-        return self._step_vector(
-            grads, variables, before, True, self._tracer.reduce_raw(accs), lr_sq
-        )
+        n, m = len(self._params), len(self._layers)
+        return H.pack(n, m, rows, gs, before, after, lr_sq, own, pe, dtype)
 
     # ------------------------------------------------------------ the step
     def _step_vector(
@@ -533,6 +549,13 @@ class GradientMonitor(keras.callbacks.Callback):
             )
         # with a LossScaleOptimizer a missing row is a skipped step (non-finite gradients)
 
+    def _collect(self, wait: bool = False) -> None:
+        """The steps the host reducer has finished become pending (all of them with ``wait``)."""
+        done = self._reducer.take(wait)
+        if done:
+            steps = np.array([s for s, _, _ in done], dtype=np.int64)
+            self._emit_many(steps, np.stack([v for _, v, _ in done]), [t for _, _, t in done])
+
     def _emit(self, step: int, vec: np.ndarray, tier: Tier) -> None:
         """Keep a step's numbers; they become rows in batches (see :meth:`_materialize`)."""
         self._emit_many(np.array([step]), np.asarray(vec, dtype=np.float64)[None, :], [tier])
@@ -546,6 +569,7 @@ class GradientMonitor(keras.callbacks.Callback):
     def _materialize(self) -> None:
         """Turn the kept step vectors into rows of both tables, all steps at once."""
         self._drain()
+        self._collect(wait=True)
         if not self._pending:
             return
         steps = np.concatenate([s for s, _, _ in self._pending]).astype(np.int64)
