@@ -80,7 +80,7 @@ def main() -> None:
     dynamo.utils.counters.clear()
     steps, _monitors = setups(args.backend)
     for name, step in steps.items():  # warm-up: every kind of step compiled; budgets settled
-        for _ in range(300 if "budget" in name else 12):
+        for _ in range(1100 if "budget" in name else 12):  # budgets: past a quiet stretch
             step()
     breaks = dict(dynamo.utils.counters["graph_break"])
     block, rounds = (20, 15) if args.quick else (50, 40)
