@@ -302,3 +302,17 @@ def test_run_takes_the_sweeps_model_and_training_options(tmp_path):
     assert config["train"]["clip_norm"] == 1 and config["every"] == 2  # the file's every
     assert config["seeds"] == [0, 1]  # a normalised net's extra seed trains on its own
     assert sorted(set(load_run(out).table("epochs")["seed"])) == [0, 1]
+
+
+def test_demo_time_counts_from_process_start() -> None:
+    """The demo's printed time started at its command, after the interpreter and the imports
+    (0.5-1 s): issue 14's budget counts from process start."""
+    code = (
+        "import time; time.sleep(0.6); from gradprobe.cli.run import process_age; "
+        "print(process_age())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    age = float(out.stdout)
+    assert 0.6 <= age < 30

@@ -298,6 +298,28 @@ def plot_cmd(run_dir: str) -> None:
         err.print(f"[yellow]note: partial run ({run.status.get('message', '')})[/]")
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux: from /proc), or None where unknown."""
+    import os
+
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        start = int(stat.rsplit(")", 1)[1].split()[19])  # field 22: start time, clock ticks
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _elapsed(t0: float) -> float:
+    """The demo's time: from process start (interpreter and imports included) where known,
+    else from ``t0`` (a ``time.perf_counter()`` reading)."""
+    import time
+
+    age = process_age()
+    return age if age is not None else time.perf_counter() - t0
+
+
 def _settle_imports() -> None:
     """Import what the demo uses, then take every object alive so far out of the garbage
     collector's reach (:func:`gc.freeze`): otherwise each full collection rescans the ~300 000
@@ -395,6 +417,6 @@ def demo_cmd(
     console.print(
         f"reports: {root / 'classification' / 'report.html'}"
         + (f", {root / 'california' / 'report.html'}" if len(stories) > 1 else "")
-        + f"  (demo took {time.perf_counter() - t0:.1f} s)",
+        + f"  (demo took {_elapsed(t0):.1f} s)",
         soft_wrap=True,
     )
