@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import math
 import platform
 import time
@@ -243,7 +244,9 @@ def run_experiment(
     run = load_run(out_dir)
     findings = diagnose(run)
     write_json(out_dir / "summary.json", summarise(run, findings))
-    return RunOutcome(load_run(out_dir), status, message, findings)
+    # the run as load_run(out_dir) would give it now: the summary read back from its file
+    run = dataclasses.replace(run, summary=json.loads((out_dir / "summary.json").read_text()))
+    return RunOutcome(run, status, message, findings)
 
 
 def _extra_seeds(
