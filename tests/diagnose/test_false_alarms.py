@@ -38,7 +38,7 @@ def _masked(model: nn.Module, zero_at: set[int], steps: int = 4):
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(64, 32, generator=g), torch.randn(64, 1, generator=g)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
-    with gradprobe.watch(model, opt, per_example=True) as mon:
+    with gradprobe.watch(model, opt, every=1, per_example=True) as mon:
         for step in range(steps):
             opt.zero_grad()
             loss = nn.functional.mse_loss(model(x), y)
@@ -148,7 +148,7 @@ def test_a_real_gradscaler_skip_is_reported_as_information():
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(64, 32, generator=g), torch.randn(64, 1, generator=g)
-    with gradprobe.watch(model, opt, scaler=scaler) as mon:
+    with gradprobe.watch(model, opt, every=1, scaler=scaler) as mon:
         for step in range(6):
             opt.zero_grad()
             loss = nn.functional.mse_loss(model(x), y)

@@ -307,13 +307,7 @@ def cost(make: Any, opt_name: str, steps: int, **kw: Any) -> tuple[HostReads, gr
 # that makes it one lives in files another helper is editing (torch/_step.py: gather_layers and
 # one fetch in Recorder.finish, fetch per device; torch/monitor.py: _scales returns device
 # copies; torch/_hooks.py: take_compiled leaves its numbers on the device). Until it lands:
-ONE_TRANSFER = pytest.mark.xfail(
-    strict=True,
-    reason="needs the one-transfer change to torch/_step.py, _hooks.py, monitor.py (helper F)",
-)
 
-
-@ONE_TRANSFER
 @pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("make", [cnn_bn, mlp], ids=["cnn_bn", "mlp"])
 def test_recorded_step_moves_its_numbers_in_one_transfer_and_hooks_none(make, opt_name):
@@ -327,7 +321,6 @@ def test_recorded_step_moves_its_numbers_in_one_transfer_and_hooks_none(make, op
     assert mon.to_pandas("layers")["backward_norm"].notna().all()
 
 
-@ONE_TRANSFER
 @pytest.mark.parametrize("opt_name", ["momentum", "adam_fused"])
 def test_step_under_a_grad_scaler_reads_its_scale_in_the_same_transfer(opt_name):
     reads, mon = cost(cnn_bn, opt_name, 3, scaler=True)
@@ -337,7 +330,6 @@ def test_step_under_a_grad_scaler_reads_its_scale_in_the_same_transfer(opt_name)
     assert frame["grad_norm"].notna().all() and not frame["skipped"].any()
 
 
-@ONE_TRANSFER
 def test_steps_not_recorded_touch_no_value():
     reads, mon = cost(mlp, "sgd", 4, every=2)
     assert reads.total("hooks") == (0, 0), reads.where.get("hooks")
@@ -480,7 +472,6 @@ def test_hooks_and_gradient_read_run_on_meta_without_reading_a_value():
 # ------------------------------------------------------------------------------- on a GPU
 
 
-@ONE_TRANSFER
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("opt_name", ["momentum", "adam"])
 def test_cuda_cnn_bn_grad_norms_match_float64_in_one_transfer_per_step(opt_name):
@@ -518,7 +509,6 @@ class _Split(nn.Module):
         return self.b(torch.tanh(self.a(x.cpu())).cuda())
 
 
-@ONE_TRANSFER
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_model_split_across_cpu_and_cuda_records_every_layer():
     model = _Split()

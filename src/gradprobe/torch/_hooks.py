@@ -360,8 +360,8 @@ class Capture:
 
     def take_compiled(self, layers: dict[str, LayerAcc]) -> None:
         """Add what compiled forwards and backwards gathered since the last step to ``layers``
-        (the step's per-layer accumulators): output moments, units alive and ``||dL/dh||^2``,
-        read from the device in one transfer."""
+        (the step's per-layer accumulators): output moments, units alive and ``||dL/dh||``, left
+        on the device: they cross to the host with the step's other numbers."""
         self._c_fold_forward()  # a forward that did not reach its end hook
         for name in self._ran:
             self.order.see(name)
@@ -370,30 +370,26 @@ class Capture:
             packs.append((self._layout, self._sink))
         self._spilled.clear()
         self._sink, self._layout = None, ()
-        probes = [(n, p) for n, p in self.probes.items() if p.grad is not None]
-        if not packs and not probes:
-            return
-        flat = [t.reshape(-1) for _, t in packs] + [p.grad.reshape(-1) for _, p in probes]  # type: ignore[union-attr]
-        dev = flat[0].device
-        host = torch.cat([t.detach().double().to(dev) for t in flat]).cpu().numpy()
-        at = 0
-        for layout, _ in packs:
+        for layout, sink in packs:
+            at = 0
             for name, act, size in layout:
-                v, at = host[at : at + size], at + size
+                v, at = sink[at : at + size].detach(), at + size
                 self.order.see(name)
                 acc = layers.get(name)
                 if acc is None:
                     acc = layers[name] = LayerAcc()
                 if acc.act is None:
                     acc.act = act
-                acc.add_output(tuple(v[: C.HEAD]), v[C.HEAD :] > 0 if size > C.HEAD else None)
-        for name, p in probes:
-            p.grad = None
+                alive = (v[C.HEAD :] > 0)[None] if size > C.HEAD else None
+                acc.parts.append((v[: C.HEAD][None], alive))  # read with the step's numbers
+        for name, p in self.probes.items():
+            if p.grad is None:
+                continue
             acc = layers.get(name)
             if acc is None:
                 acc = layers[name] = LayerAcc()
-            acc.add_bsq(float(host[at]))
-            at += 1
+            acc.gnorms.append(p.grad.detach().reshape(1).sqrt())  # ||dL/dh||, on the device
+            p.grad = None
 
     def drop(self) -> None:
         """Forget what compiled forwards and backwards gathered (no step recorded them)."""

@@ -27,18 +27,23 @@ from gradprobe.torch._rows import LayerMeta, ParamMeta, PendingRows
 
 
 def fetch(values: list[Any]) -> list[Any]:
-    """``values`` with every device tensor replaced by a float64 numpy array (one transfer for all
-    of them); numpy arrays, floats and None pass through."""
+    """``values`` with every device tensor replaced by a float64 numpy array: one transfer for all
+    of them (one per device when they live on several); numpy arrays, floats and None pass
+    through."""
     dev = [i for i, v in enumerate(values) if isinstance(v, torch.Tensor)]
     if not dev:
         return values
     out = list(values)
-    flat = [values[i].detach().reshape(-1).double() for i in dev]
-    host = torch.cat(flat).cpu().numpy()  # the one device-to-host transfer
-    offset = 0
-    for i, t in zip(dev, flat, strict=True):
-        out[i] = host[offset : offset + t.numel()].reshape(values[i].shape)
-        offset += t.numel()
+    on: dict[torch.device, list[int]] = {}
+    for i in dev:
+        on.setdefault(values[i].device, []).append(i)
+    for idx in on.values():
+        flat = [values[i].detach().reshape(-1).double() for i in idx]
+        host = torch.cat(flat).cpu().numpy()  # the one device-to-host transfer
+        offset = 0
+        for i, t in zip(idx, flat, strict=True):
+            out[i] = host[offset : offset + t.numel()].reshape(values[i].shape)
+            offset += t.numel()
     return out
 
 
@@ -160,13 +165,60 @@ class _Group:
     alive: Num | None = None
 
 
-def reduce_layers(
-    layers: dict[str, LayerAcc], reducer: Reducer
-) -> tuple[dict[str, LayerNumbers], bool]:
+@dataclass
+class LayerReduction:
+    """A step's layer captures reduced on their devices, waiting for the step's one transfer:
+    :attr:`values` go to :func:`fetch` with the step's other numbers, and :meth:`numbers` adds
+    up what comes back. ``changed``: an output kept for the batched reduction was changed in
+    place since it was seen (its value is lost, never misreported)."""
+
+    layers: dict[str, LayerAcc]
+    outs: list[_Group]
+    gnorms: list[_Group]
+    pe: list[tuple[str, Num]]
+    changed: bool
+
+    @property
+    def values(self) -> list[Any]:
+        return (
+            [g.stats for g in self.outs]
+            + [g.alive for g in self.outs]
+            + [g.stats for g in self.gnorms]
+            + [v for _, v in self.pe]
+        )
+
+    def numbers(self, values: list[Any]) -> dict[str, LayerNumbers]:
+        """Per layer numbers from :attr:`values` fetched to the host (same order)."""
+        k, j = len(self.outs), len(self.gnorms)
+        out_stats, out_alive = values[:k], values[k : 2 * k]
+        norm_vals, pe_vals = values[2 * k : 2 * k + j], values[2 * k + j :]
+        res = {
+            name: LayerNumbers(acc.m, acc.alive, acc.bsq)
+            for name, acc in self.layers.items()
+            if acc.m is not None or acc.bsq is not None
+        }
+        for grp, stats, alive in zip(self.outs, out_stats, out_alive, strict=True):
+            stats = np.atleast_2d(stats)
+            for r, name in enumerate(grp.names):
+                n = res.setdefault(name, LayerNumbers())
+                n.m = stats[r] if n.m is None else n.m + stats[r]
+                if alive is not None:
+                    a = np.atleast_2d(alive)[r].astype(bool)
+                    n.alive = a if n.alive is None else (n.alive | a)
+        for grp, norm in zip(self.gnorms, norm_vals, strict=True):
+            flat = np.ravel(norm)
+            for r, name in enumerate(grp.names):
+                n = res.setdefault(name, LayerNumbers())
+                n.bsq = (n.bsq or 0.0) + float(flat[r]) ** 2
+        for (name, _), v in zip(self.pe, pe_vals, strict=True):
+            res.setdefault(name, LayerNumbers()).pe = float(np.asarray(v).reshape(-1)[0])
+        return res
+
+
+def gather_layers(layers: dict[str, LayerAcc], reducer: Reducer) -> LayerReduction:
     """Per layer: summed output moments, units alive in any batch, ||dL/dh||^2 and the
-    per-example product, with one batched reduction per group of same-shaped tensors and one
-    transfer to the host. Deferred outputs changed in place since they were seen are skipped
-    (their value is lost, never misreported); the flag returned says whether one was."""
+    per-example product, with one batched reduction per group of same-shaped tensors, left
+    where they were computed (no transfer: see :class:`LayerReduction`)."""
     buckets: dict[tuple[Any, ...], list[tuple[str, torch.Tensor]]] = {}
     outs: list[_Group] = []
     gnorms: list[_Group] = []
@@ -196,40 +248,15 @@ def reduce_layers(
         else:
             sq = reducer.sq_norms(tensors)
             gnorms.append(_Group(names, sq.sqrt() if isinstance(sq, torch.Tensor) else np.sqrt(sq)))
-    values = fetch(
-        [g.stats for g in outs]
-        + [g.alive for g in outs]
-        + [g.stats for g in gnorms]
-        + [v for _, v in pe]
-    )
-    k, j = len(outs), len(gnorms)
-    out_stats, out_alive, norm_vals, pe_vals = (
-        values[:k],
-        values[k : 2 * k],
-        values[2 * k : 2 * k + j],
-        values[2 * k + j :],
-    )
-    res = {
-        name: LayerNumbers(acc.m, acc.alive, acc.bsq)
-        for name, acc in layers.items()
-        if acc.m is not None or acc.bsq is not None
-    }
-    for grp, stats, alive in zip(outs, out_stats, out_alive, strict=True):
-        stats = np.atleast_2d(stats)
-        for r, name in enumerate(grp.names):
-            n = res.setdefault(name, LayerNumbers())
-            n.m = stats[r] if n.m is None else n.m + stats[r]
-            if alive is not None:
-                a = np.atleast_2d(alive)[r].astype(bool)
-                n.alive = a if n.alive is None else (n.alive | a)
-    for grp, norm in zip(gnorms, norm_vals, strict=True):
-        flat = np.ravel(norm)
-        for r, name in enumerate(grp.names):
-            n = res.setdefault(name, LayerNumbers())
-            n.bsq = (n.bsq or 0.0) + float(flat[r]) ** 2
-    for (name, _), v in zip(pe, pe_vals, strict=True):
-        res.setdefault(name, LayerNumbers()).pe = float(np.asarray(v).reshape(-1)[0])
-    return res, changed
+    return LayerReduction(layers, outs, gnorms, pe, changed)
+
+
+def reduce_layers(
+    layers: dict[str, LayerAcc], reducer: Reducer
+) -> tuple[dict[str, LayerNumbers], bool]:
+    """:func:`gather_layers`, moved to the host in one transfer of its own."""
+    red = gather_layers(layers, reducer)
+    return red.numbers(fetch(red.values)), red.changed
 
 
 def _cat(values: list[Any]) -> Any:
@@ -391,9 +418,19 @@ class Reading:
     w: Num | None  # (n,) squared weight norms
     plan: SgdPlan | None
     layers: dict[str, LayerAcc]
-    grad_scale: float = 1.0  # the gradients are scaled by this (a fused optimizer under AMP)
-    loss_scale: float = 1.0  # the backward signal dL/dh is scaled by this
+    grad_scale: Num | float = 1.0  # the gradients are scaled by this (a fused optimizer, AMP)
+    loss_scale: Num | float = 1.0  # the backward signal dL/dh is scaled by this
     skipped: bool = False
+    found_inf: Num | None = None  # > 0: the scaler skips this step (read with the step's numbers)
+
+
+def _scales_on_host(reading: Reading, grad_scale: Any, loss_scale: Any, found_inf: Any) -> None:
+    """The scales and the scaler's verdict, fetched with the step's numbers, as floats."""
+    reading.grad_scale = float(np.asarray(grad_scale).reshape(-1)[0])
+    reading.loss_scale = float(np.asarray(loss_scale).reshape(-1)[0])
+    if found_inf is not None and float(np.asarray(found_inf).reshape(-1)[0]) > 0:
+        reading.skipped = True
+    reading.found_inf = None
 
 
 class Recorder:
@@ -436,18 +473,25 @@ class Recorder:
         optimizer: torch.optim.Optimizer | None,
         layers: dict[str, LayerAcc],
         *,
-        grad_scale: float = 1.0,
-        loss_scale: float = 1.0,
+        grad_scale: Num | float = 1.0,
+        loss_scale: Num | float = 1.0,
         skipped: bool = False,
+        found_inf: Num | None = None,
     ) -> Reading:
         """Queue the gradient moments and weight norms of every parameter that has a gradient
-        now; snapshot the weights when the update must be measured."""
+        now; snapshot the weights when the update must be measured. The scales and
+        ``found_inf`` may be device tensors: they are read with the step's numbers."""
         if self.layout is not None:
-            return self._read_sharded(optimizer, layers, grad_scale, loss_scale, skipped)
+            grad_scale, loss_scale, found_inf = fetch([grad_scale, loss_scale, found_inf])
+            skipped = skipped or (found_inf is not None and float(np.ravel(found_inf)[0]) > 0)
+            gs, ls = float(np.ravel(grad_scale)[0]), float(np.ravel(loss_scale)[0])
+            return self._read_sharded(optimizer, layers, gs, ls, skipped)
         found = [p.grad for _, _, p in self.params]
         have = tuple(i for i, g in enumerate(found) if g is not None)
         if not have:
-            return Reading(None, None, None, None, layers, grad_scale, loss_scale, skipped)
+            return Reading(
+                None, None, None, None, layers, grad_scale, loss_scale, skipped, found_inf
+            )
         ps = self._sets.get(have)
         if ps is None or ps.version != self.order.version:
             ps = self._sets[have] = ParamSet.build([self.params[i] for i in have], self.order)
@@ -458,7 +502,7 @@ class Recorder:
             w = self._updates.before(ps.weights)
         else:
             w = self.reducer.sq_norms(ps.weights)
-        return Reading(ps, g, w, plan, layers, grad_scale, loss_scale, skipped)
+        return Reading(ps, g, w, plan, layers, grad_scale, loss_scale, skipped, found_inf)
 
     def _read_sharded(
         self,
@@ -542,9 +586,14 @@ class Recorder:
                     optimizer.state.get(p, {}).get("momentum_buffer") for p in reading.ps.params
                 ]
                 u = None if any(b is None for b in bufs) else self.reducer.sq_norms(bufs)
-        numbers, changed = reduce_layers(reading.layers, self.reducer)
-        host: list[Any] = fetch([reading.g, reading.w, u])
-        g, w, u = host
+        red = gather_layers(reading.layers, self.reducer)
+        scales = [reading.grad_scale, reading.loss_scale, reading.found_inf]
+        host: list[Any] = fetch([reading.g, reading.w, u, *scales, *red.values])  # the one transfer
+        g, w, u = host[:3]
+        _scales_on_host(reading, *host[3:6])
+        numbers, changed = red.numbers(host[6:]), red.changed
+        if reading.skipped:
+            g = None  # the scaler found inf/NaN: these are not the gradients of a training step
         if plan is not None and reading.ps is not None:  # SGD: ||update|| = lr * ||g|| or ||buf||
             base = g[:, SUMSQ] if plan.kind == "grad" and g is not None else u
             u = None if base is None else plan.lr_sq * np.asarray(base)

@@ -335,7 +335,8 @@ class Monitor:
             layers,
             grad_scale=grad_scale,
             loss_scale=loss_scale,
-            skipped=skipped or found_inf,
+            skipped=skipped,
+            found_inf=found_inf,
         )
 
     def _finish(self, reading: Reading, optimizer: torch.optim.Optimizer | None) -> None:
@@ -344,8 +345,12 @@ class Monitor:
         if self._recorder.finish(self._step, reading, optimizer):
             self._capture.eager = True  # an output changed in place: reduce outputs at once
 
-    def _scales(self, optimizer: torch.optim.Optimizer | None) -> tuple[float, float, bool]:
-        """(scale of the gradients, scale of dL/dh, step skipped) under a GradScaler.
+    def _scales(
+        self, optimizer: torch.optim.Optimizer | None
+    ) -> tuple[torch.Tensor | float, torch.Tensor | float, torch.Tensor | None]:
+        """(scale of the gradients, scale of dL/dh, the scaler's found_inf) under a GradScaler,
+        as copies of the scaler's tensors, read on the host with the step's numbers (no
+        synchronisation here; the copies keep today's values whatever the scaler does next).
 
         A fused optimizer gets ``grad_scale`` and ``found_inf`` from the scaler and its
         gradients stay scaled; otherwise the scaler has unscaled them already, and only the
@@ -353,11 +358,17 @@ class Monitor:
         gs = getattr(optimizer, "grad_scale", None) if optimizer is not None else None
         if gs is not None:
             fi = getattr(optimizer, "found_inf", None)
-            scale = float(gs)
-            return scale, scale, fi is not None and float(fi) > 0
+            scale = gs.detach().clone() if isinstance(gs, torch.Tensor) else float(gs)
+            if fi is not None:
+                fi = fi.detach().clone() if isinstance(fi, torch.Tensor) else torch.tensor(fi)
+            return scale, scale, fi
         sc = self.scaler
-        loss_scale = float(sc.get_scale()) if sc is not None and sc.is_enabled() else 1.0
-        return 1.0, loss_scale, False
+        if sc is None or not sc.is_enabled():
+            return 1.0, 1.0, None
+        now = sc._get_scale_async() if hasattr(sc, "_get_scale_async") else None
+        if isinstance(now, torch.Tensor):
+            return 1.0, now.detach().clone(), None
+        return 1.0, float(sc.get_scale()), None
 
     def _advance(self) -> None:
         """The step has ended: tell the schedule, and arm the hooks for the next step's tier
