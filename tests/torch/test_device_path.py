@@ -308,6 +308,7 @@ def cost(make: Any, opt_name: str, steps: int, **kw: Any) -> tuple[HostReads, gr
 # one fetch in Recorder.finish, fetch per device; torch/monitor.py: _scales returns device
 # copies; torch/_hooks.py: take_compiled leaves its numbers on the device). Until it lands:
 
+
 @pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("make", [cnn_bn, mlp], ids=["cnn_bn", "mlp"])
 def test_recorded_step_moves_its_numbers_in_one_transfer_and_hooks_none(make, opt_name):
