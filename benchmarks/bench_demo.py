@@ -40,14 +40,13 @@ def _since(t: tuple[float, float]) -> tuple[float, float]:
 
 
 def phases(data_home: str | None, out: Path) -> dict[str, tuple[float, float]]:
-    from gradprobe.cli.run import _settle_imports, _torch_threads
+    from gradprobe.cli.run import _torch_threads
     from gradprobe.experiments import torch_backend as tb
     from gradprobe.experiments.runner import auto_every, load_dataset, run_experiment
     from gradprobe.experiments.spec import resolve
     from gradprobe.report import write_report
     from gradprobe.views.plots import render_run_figures, save_run_plots
 
-    _settle_imports()  # as the demo does: imports done, then frozen out of the GC's scans
     _torch_threads(1)
     times: dict[str, tuple[float, float]] = {}
     for exp in ("classification", "california"):
@@ -97,6 +96,8 @@ def end_to_end(data_home: str | None, out: Path) -> tuple[float, float]:
 
 
 def main() -> None:
+    from gradprobe.cli.run import settled_gc
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-home", help="scikit-learn data folder with the California cache")
     ap.add_argument("--repeat", type=int, default=3)
@@ -107,8 +108,9 @@ def main() -> None:
             samples["end to end (gradprobe demo)"].append(
                 end_to_end(args.data_home, Path(tmp) / f"e2e{i}")
             )
-            for k, v in phases(args.data_home, Path(tmp) / f"p{i}").items():
-                samples[k].append(v)
+            with settled_gc():  # as the demo: imports done, then frozen out of the GC's scans
+                for k, v in phases(args.data_home, Path(tmp) / f"p{i}").items():
+                    samples[k].append(v)
     print(f"gradprobe demo, median of {args.repeat} (load average {os.getloadavg()[0]:.1f})")
     print(f"{'phase':<46} {'wall s':>8} {'cpu s':>8}")
     for k, v in samples.items():
