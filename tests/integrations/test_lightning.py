@@ -200,7 +200,7 @@ def model(cls=Net) -> L.LightningModule:
 
 
 def test_automatic_optimisation_records_every_step_with_the_gradients_applied():
-    probe, ref = GradprobeCallback(), GradReference()
+    probe, ref = GradprobeCallback(every=1), GradReference()
     trainer = fit(model(), probe, ref)
     assert trainer.global_step == STEPS
     assert sorted(ref.steps) == list(range(STEPS))  # keyed by trainer.global_step
@@ -210,7 +210,7 @@ def test_automatic_optimisation_records_every_step_with_the_gradients_applied():
 
 
 def test_manual_optimisation_records_every_step_with_the_clipped_gradients():
-    probe, ref = GradprobeCallback(), GradReference()
+    probe, ref = GradprobeCallback(every=1), GradReference()
     fit(model(ManualNet), probe, ref)
     params = probe.monitor.to_pandas()
     assert_grads_match(params, ref.steps)
@@ -219,7 +219,7 @@ def test_manual_optimisation_records_every_step_with_the_clipped_gradients():
 
 
 def test_gradient_clipping_records_the_clipped_gradients():
-    probe, ref = GradprobeCallback(), GradReference()
+    probe, ref = GradprobeCallback(every=1), GradReference()
     fit(model(), probe, ref, gradient_clip_val=0.01)
     params = probe.monitor.to_pandas()
     assert_grads_match(params, ref.steps)
@@ -228,7 +228,7 @@ def test_gradient_clipping_records_the_clipped_gradients():
 
 
 def test_gradient_clipping_by_value_records_the_clipped_gradients():
-    probe, ref = GradprobeCallback(), GradReference()
+    probe, ref = GradprobeCallback(every=1), GradReference()
     fit(model(), probe, ref, gradient_clip_val=1e-3, gradient_clip_algorithm="value")
     params = probe.monitor.to_pandas()
     assert_grads_match(params, ref.steps)
@@ -236,7 +236,7 @@ def test_gradient_clipping_by_value_records_the_clipped_gradients():
 
 
 def test_accumulate_grad_batches_gives_one_record_per_optimizer_step():
-    probe, ref = GradprobeCallback(), GradReference()
+    probe, ref = GradprobeCallback(every=1), GradReference()
     trainer = fit(model(), probe, ref, accumulate_grad_batches=3, max_steps=4, max_epochs=-1)
     assert trainer.global_step == 4
     assert sorted(ref.steps) == [0, 1, 2, 3]
@@ -252,14 +252,14 @@ def test_every_records_every_nth_optimizer_step():
 
 
 def test_bf16_mixed_precision_records_the_gradients_applied():
-    probe, ref = GradprobeCallback(), GradReference()
+    probe, ref = GradprobeCallback(every=1), GradReference()
     fit(model(), probe, ref, precision="bf16-mixed")
     assert_grads_match(probe.monitor.to_pandas(), ref.steps)
 
 
 def test_bf16_weights_record_the_real_change_of_the_weights():
     # SGD on bf16 weights: rounding leaves many weights unchanged, lr * ||g|| would overstate it
-    probe, ref = GradprobeCallback(), UpdateReference()
+    probe, ref = GradprobeCallback(every=1), UpdateReference()
     fit(model(), probe, ref, precision="bf16-true")
     params = probe.monitor.to_pandas()
     assert_grads_match(params, ref.steps)
@@ -278,7 +278,7 @@ def fp16(init_scale: float = 2.0**16):
 
 
 def test_fp16_with_a_grad_scaler_records_unscaled_gradients_and_backward_signal():
-    plain, scaled, ref = GradprobeCallback(), GradprobeCallback(), GradReference()
+    plain, scaled, ref = GradprobeCallback(every=1), GradprobeCallback(every=1), GradReference()
     fit(model(), plain, max_steps=1)
     fit(model(), scaled, ref, plugins=[fp16()])
     assert_grads_match(scaled.monitor.to_pandas(), ref.steps)
@@ -289,7 +289,7 @@ def test_fp16_with_a_grad_scaler_records_unscaled_gradients_and_backward_signal(
 
 
 def test_fp16_steps_the_grad_scaler_skips_are_flagged_rows():
-    probe, ref = GradprobeCallback(), GradReference()
+    probe, ref = GradprobeCallback(every=1), GradReference()
     trainer = fit(model(), probe, ref, plugins=[fp16(init_scale=2.0**19)])  # 3 steps overflow
     params = probe.monitor.to_pandas()
     assert ref.steps, "some steps must be applied"
@@ -308,7 +308,7 @@ def test_ddp_on_two_processes_records_the_global_gradients_on_each_rank(tmp_path
 
     # gloo on 127.0.0.1; a collective that waits longer than a minute fails instead of hanging
     ddp = DDPStrategy(start_method="spawn", process_group_backend="gloo", timeout=timedelta(60))
-    probe = GradprobeCallback(log_dir=tmp_path / "gp", all_ranks=True)
+    probe = GradprobeCallback(every=1, log_dir=tmp_path / "gp", all_ranks=True)
     fit(model(), probe, DumpedReference(tmp_path), strategy=ddp, devices=2, max_steps=4)
     assert probe.monitor is None  # it lived in the spawned processes: the records are on disk
     params = gradprobe.load_run(tmp_path / "gp").to_pandas("params")
@@ -332,7 +332,7 @@ def _tables(probe: GradprobeCallback) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_validation_adds_no_record_and_leaves_the_activation_statistics_alone():
     # inputs 100x larger in validation: merged into a training step they would move act_rms
-    plain, watched = GradprobeCallback(), GradprobeCallback()
+    plain, watched = GradprobeCallback(every=1), GradprobeCallback(every=1)
     fit(model(), plain)
     trainer = fit(model(), watched, val=loader(16, scale=100.0, seed=1), val_check_interval=2)
     assert "val_loss" in trainer.callback_metrics  # validation did run
@@ -346,7 +346,7 @@ def test_validation_adds_no_record_and_leaves_the_activation_statistics_alone():
 def test_training_is_bit_for_bit_the_same_as_unwatched():
     plain, watched = model(), model()
     fit(plain, gradient_clip_val=0.5, accumulate_grad_batches=2)
-    fit(watched, GradprobeCallback(), gradient_clip_val=0.5, accumulate_grad_batches=2)
+    fit(watched, GradprobeCallback(every=1), gradient_clip_val=0.5, accumulate_grad_batches=2)
     for (name, a), (_, b) in zip(plain.named_parameters(), watched.named_parameters(), strict=True):
         assert torch.equal(a, b), name
 
@@ -360,7 +360,7 @@ def _logged(tmp_path) -> pd.DataFrame:
 
 
 def test_numbers_go_to_the_trainers_logger_at_their_steps(tmp_path):
-    probe = GradprobeCallback()
+    probe = GradprobeCallback(every=1)
     logger = CSVLogger(tmp_path, name="run")
     fit(model(), probe, logger=logger, log_every_n_steps=4)
     params, layers = _tables(probe)
@@ -382,7 +382,7 @@ def test_a_resumed_fit_logs_at_the_trainers_global_steps(tmp_path):
     net = model()
     trainer = fit(net, max_steps=3)
     trainer.save_checkpoint(tmp_path / "three.ckpt")
-    probe = GradprobeCallback()
+    probe = GradprobeCallback(every=1)
     logger = CSVLogger(tmp_path, name="run")
     fit(model(), probe, logger=logger, log_every_n_steps=1, ckpt_path=tmp_path / "three.ckpt")
     assert probe.first_step == 3
@@ -403,7 +403,7 @@ def test_logged_statistics_can_be_chosen(tmp_path):
 
 
 def test_nothing_is_logged_when_asked_not_to(tmp_path):
-    probe = GradprobeCallback(log_to_logger=False)
+    probe = GradprobeCallback(every=1, log_to_logger=False)
     fit(model(), probe, logger=CSVLogger(tmp_path, name="run"), log_every_n_steps=1)
     assert not [c for c in _logged(tmp_path).columns if c.startswith("gradprobe/")]
     assert len(probe.monitor.to_pandas()) > 0
@@ -413,7 +413,7 @@ def test_nothing_is_logged_when_asked_not_to(tmp_path):
 
 
 def test_the_monitor_detaches_when_training_fails_and_keeps_its_records():
-    probe, ref = GradprobeCallback(), GradReference()
+    probe, ref = GradprobeCallback(every=1), GradReference()
     with pytest.raises(RuntimeError, match="boom"):
         fit(Net(fail_at=3), probe, ref)
     assert probe.monitor is not None and not probe.monitor.attached
@@ -422,7 +422,7 @@ def test_the_monitor_detaches_when_training_fails_and_keeps_its_records():
 
 
 def test_a_second_fit_gets_a_fresh_monitor_and_the_first_one_is_detached():
-    probe = GradprobeCallback()
+    probe = GradprobeCallback(every=1)
     net = model()
     fit(net, probe, max_steps=2)
     first = probe.monitor
@@ -434,16 +434,28 @@ def test_a_second_fit_gets_a_fresh_monitor_and_the_first_one_is_detached():
 def test_log_dir_receives_the_records(tmp_path):
     import gradprobe
 
-    probe = GradprobeCallback(log_dir=tmp_path / "gp")
+    probe = GradprobeCallback(every=1, log_dir=tmp_path / "gp")
     fit(model(), probe)
     assert list((tmp_path / "gp").iterdir())
     run = gradprobe.load_run(tmp_path / "gp")
     assert sorted(run.to_pandas("params")["step"].unique().tolist()) == list(range(STEPS))
 
 
+def test_the_default_is_the_overhead_budget_and_budget_passes_through():
+    probe, ref = GradprobeCallback(), GradReference()
+    fit(model(), probe, ref)
+    assert probe.monitor.cost["budget"] == 0.05
+    params = probe.monitor.to_pandas()
+    assert 0 in params["step"].tolist()  # step 0 is always recorded in full
+    assert_grads_match(params, {s: ref.steps[s] for s in params["step"].unique()})
+    tight = GradprobeCallback(budget=0.01)
+    fit(model(), tight)
+    assert tight.monitor.cost["budget"] == 0.01
+
+
 def test_more_than_one_optimizer_is_a_capture_error():
     with pytest.raises(CaptureError, match="one optimizer, got 2"):
-        fit(model(TwoOptimizers), GradprobeCallback())
+        fit(model(TwoOptimizers), GradprobeCallback(every=1))
 
 
 def test_bad_options_fail_when_the_callback_is_made():

@@ -119,7 +119,7 @@ def total_norms(params: pd.DataFrame) -> pd.Series:
 
 @pytest.mark.parametrize("make", [gpt2, bert], ids=["gpt2", "bert"])
 def test_trainer_records_every_step_with_the_gradients_applied(make, tmp_path):
-    probe, ref = GradprobeCallback(), GradReference()
+    probe, ref = GradprobeCallback(every=1), GradReference()
     trainer = train(make(), probe, ref, tmp_path=tmp_path)
     assert trainer.state.global_step == 6
     assert sorted(ref.steps) == list(range(6))  # keyed by state.global_step
@@ -130,7 +130,7 @@ def test_trainer_records_every_step_with_the_gradients_applied(make, tmp_path):
 
 
 def test_evaluation_adds_no_record_and_leaves_the_activation_statistics_alone(tmp_path):
-    plain, watched = GradprobeCallback(), GradprobeCallback()
+    plain, watched = GradprobeCallback(every=1), GradprobeCallback(every=1)
     train(gpt2(), plain, tmp_path=tmp_path / "a", evaluate=False)
     trainer = train(gpt2(), watched, tmp_path=tmp_path / "b", evaluate=True, eval_on_start=True)
     assert [e["step"] for e in trainer.state.log_history if "eval_loss" in e] == [0, 3, 6]
@@ -143,7 +143,7 @@ def test_evaluation_adds_no_record_and_leaves_the_activation_statistics_alone(tm
 
 def test_activation_checkpointing_changes_no_number(tmp_path):
     # the checkpointed blocks run their forward again during backward: seen once, not twice
-    plain, checkpointed = GradprobeCallback(), GradprobeCallback()
+    plain, checkpointed = GradprobeCallback(every=1), GradprobeCallback(every=1)
     train(gpt2(), plain, tmp_path=tmp_path / "a", evaluate=False, max_steps=2)
     trainer = train(gpt2(), checkpointed, tmp_path=tmp_path / "b", evaluate=False, max_steps=2,
                     activation_checkpointing=True)  # fmt: skip
@@ -155,7 +155,7 @@ def test_activation_checkpointing_changes_no_number(tmp_path):
 
 
 def test_gradient_accumulation_gives_one_record_per_optimizer_step(tmp_path):
-    probe, ref = GradprobeCallback(), GradReference()
+    probe, ref = GradprobeCallback(every=1), GradReference()
     trainer = train(
         gpt2(), probe, ref, tmp_path=tmp_path, max_steps=3, gradient_accumulation_steps=2
     )
@@ -165,7 +165,7 @@ def test_gradient_accumulation_gives_one_record_per_optimizer_step(tmp_path):
 
 
 def test_max_grad_norm_clipping_is_recorded_as_applied(tmp_path):
-    probe, ref = GradprobeCallback(), GradReference()
+    probe, ref = GradprobeCallback(every=1), GradReference()
     train(gpt2(), probe, ref, tmp_path=tmp_path, max_grad_norm=1e-3)
     params = probe.monitor.to_pandas()
     assert_grads_match(params, ref.steps)
@@ -175,14 +175,14 @@ def test_max_grad_norm_clipping_is_recorded_as_applied(tmp_path):
 def test_training_is_bit_for_bit_the_same_as_unwatched(tmp_path):
     plain, watched = gpt2(), gpt2()
     train(plain, tmp_path=tmp_path / "a", gradient_accumulation_steps=2, max_steps=3)
-    train(watched, GradprobeCallback(), tmp_path=tmp_path / "b", gradient_accumulation_steps=2,
-          max_steps=3)  # fmt: skip
+    probe = GradprobeCallback(every=1)
+    train(watched, probe, tmp_path=tmp_path / "b", gradient_accumulation_steps=2, max_steps=3)
     for (name, a), (_, b) in zip(plain.named_parameters(), watched.named_parameters(), strict=True):
         assert torch.equal(a, b), name
 
 
 def test_bf16_mixed_precision_records_the_gradients_applied(tmp_path):
-    probe, ref = GradprobeCallback(), GradReference()
+    probe, ref = GradprobeCallback(every=1), GradReference()
     trainer = train(gpt2(), probe, ref, tmp_path=tmp_path, bf16=True, max_steps=3, evaluate=False)
     assert trainer.accelerator.mixed_precision == "bf16"
     assert sorted(ref.steps) == [0, 1, 2]
@@ -197,15 +197,27 @@ def test_every_records_every_nth_step(tmp_path):
     assert_grads_match(params, {s: ref.steps[s] for s in (0, 4)})
 
 
+def test_the_default_is_the_overhead_budget_and_budget_passes_through(tmp_path):
+    probe, ref = GradprobeCallback(), GradReference()
+    train(gpt2(), probe, ref, tmp_path=tmp_path / "a")
+    assert probe.monitor.cost["budget"] == 0.05
+    params = probe.monitor.to_pandas()
+    assert 0 in params["step"].tolist()  # step 0 is always recorded in full
+    assert_grads_match(params, {s: ref.steps[s] for s in params["step"].unique()})
+    tight = GradprobeCallback(budget=0.01)
+    train(gpt2(), tight, tmp_path=tmp_path / "b")
+    assert tight.monitor.cost["budget"] == 0.01
+
+
 def test_the_accelerated_optimizer_is_unwrapped(tmp_path):
-    probe = GradprobeCallback()
+    probe = GradprobeCallback(every=1)
     trainer = train(gpt2(), probe, tmp_path=tmp_path, max_steps=1, evaluate=False)
     assert type(trainer.optimizer).__name__ == "AcceleratedOptimizer"
     assert probe.monitor.optimizer is trainer.optimizer.optimizer
 
 
 def test_a_second_train_gets_a_fresh_monitor_and_the_first_one_is_detached(tmp_path):
-    probe = GradprobeCallback()
+    probe = GradprobeCallback(every=1)
     model = gpt2()
     train(model, probe, tmp_path=tmp_path / "a", max_steps=1, evaluate=False)
     first = probe.monitor
@@ -216,7 +228,7 @@ def test_a_second_train_gets_a_fresh_monitor_and_the_first_one_is_detached(tmp_p
 def test_log_dir_receives_the_records(tmp_path):
     import gradprobe
 
-    probe = GradprobeCallback(log_dir=tmp_path / "gp")
+    probe = GradprobeCallback(every=1, log_dir=tmp_path / "gp")
     train(gpt2(), probe, tmp_path=tmp_path, max_steps=2, evaluate=False)
     run = gradprobe.load_run(tmp_path / "gp")
     assert sorted(run.to_pandas("params")["step"].unique().tolist()) == [0, 1]

@@ -20,8 +20,11 @@ DEFAULT_LOGGED = ("grad_norm", "update_ratio", "backward_norm")
 PREFIX = "gradprobe"
 
 
-def check_every(every: object) -> int:
-    """``every`` as given, once checked (the callbacks check it when made, not at fit time)."""
+def check_every(every: object) -> int | None:
+    """``every`` as given, once checked (the callbacks check it when made, not at fit time);
+    ``None``: the overhead budget decides."""
+    if every is None:
+        return None
     if not isinstance(every, int) or isinstance(every, bool) or every < 1:
         raise UsageError(f"every must be a whole number >= 1, got {every!r}")
     return every

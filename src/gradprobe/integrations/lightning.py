@@ -6,7 +6,7 @@ Example::
     import lightning.pytorch as L
     from gradprobe.integrations.lightning import GradprobeCallback
 
-    probe = GradprobeCallback(every=10)
+    probe = GradprobeCallback()  # or every=10, or budget=0.02
     L.Trainer(callbacks=[probe]).fit(model, data)
     gradprobe.diagnose(probe.monitor)
 
@@ -67,7 +67,8 @@ class GradprobeCallback(pl.Callback):  # type: ignore[misc,unused-ignore]
     """A Lightning callback that watches the model being fitted with :func:`gradprobe.watch`.
 
     Args:
-        every: record optimizer steps 0, every, 2*every, ...
+        every: record optimizer steps 0, every, 2*every, ... (default ``None``: the overhead
+            budget of :func:`gradprobe.watch` decides; pass ``budget=`` to change it).
         log_dir: where the monitor writes its records (Parquet), as in :func:`gradprobe.watch`.
         log_to_logger: also send a few numbers of each recorded step to the Trainer's loggers.
         logged: the statistics sent (columns of the ``params`` or ``layers`` table).
@@ -84,7 +85,7 @@ class GradprobeCallback(pl.Callback):  # type: ignore[misc,unused-ignore]
 
     def __init__(
         self,
-        every: int = 1,
+        every: int | None = None,
         log_dir: str | Path | None = None,
         *,
         log_to_logger: bool = True,

@@ -6,7 +6,7 @@ Example::
     from transformers import Trainer
     from gradprobe.integrations.transformers import GradprobeCallback
 
-    probe = GradprobeCallback(every=10)
+    probe = GradprobeCallback()  # or every=10, or budget=0.02
     Trainer(model=model, args=args, train_dataset=data, callbacks=[probe]).train()
     gradprobe.diagnose(probe.monitor)
 
@@ -49,7 +49,8 @@ class GradprobeCallback(transformers.TrainerCallback):  # type: ignore[misc,unus
     """A ``TrainerCallback`` that watches the model being trained with :func:`gradprobe.watch`.
 
     Args:
-        every: record optimizer steps 0, every, 2*every, ...
+        every: record optimizer steps 0, every, 2*every, ... (default ``None``: the overhead
+            budget of :func:`gradprobe.watch` decides; pass ``budget=`` to change it).
         log_dir: where the monitor writes its records (Parquet), as in :func:`gradprobe.watch`.
         **watch_kwargs: passed on to :func:`gradprobe.watch` (``activations``, ``backward``,
             ``per_example``, ...).
@@ -61,7 +62,7 @@ class GradprobeCallback(transformers.TrainerCallback):  # type: ignore[misc,unus
     """
 
     def __init__(
-        self, every: int = 1, log_dir: str | Path | None = None, **watch_kwargs: Any
+        self, every: int | None = None, log_dir: str | Path | None = None, **watch_kwargs: Any
     ) -> None:
         super().__init__()
         self.every = check_every(every)
