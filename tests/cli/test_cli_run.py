@@ -321,7 +321,8 @@ def test_demo_time_counts_from_process_start() -> None:
 def test_demo_gc_settings_are_restored_and_cycles_still_collected() -> None:
     """The demo freezes its imports out of the collector and collects rarely (full collections
     rescanned torch's objects: 1-1.3 s of CPU); cycles made meanwhile are still freed and the
-    caller's settings come back."""
+    caller's thresholds come back (the frozen objects stay frozen: the final collections at exit
+    skip them)."""
     import gc
     import weakref
 
@@ -342,4 +343,3 @@ def test_demo_gc_settings_are_restored_and_cycles_still_collected() -> None:
         assert gone() is None
     assert gc.get_threshold() == before
     assert gc.isenabled() == enabled
-    assert gc.get_freeze_count() == 0

@@ -329,7 +329,8 @@ def settled_gc() -> Iterator[None]:
     rarely (gen0 at 10 000 allocations, older generations every 50): otherwise full collections
     rescan the ~300 000 objects of torch, pandas and matplotlib again and again, 1-1.3 s of CPU
     over a demo, for 20 MB more peak memory. Cyclic garbage is still collected; the collector's
-    settings are restored on exit."""
+    thresholds are restored on exit. The frozen objects stay frozen: they live as long as the
+    process, and the interpreter's last collections at exit then skip them (0.5 s)."""
     import gc
 
     threshold, enabled = gc.get_threshold(), gc.isenabled()
@@ -349,7 +350,6 @@ def settled_gc() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*threshold)
-        gc.unfreeze()
 
 
 def _torch_threads(n: int) -> int:
