@@ -18,8 +18,10 @@ float64, so values from 1e-38 to 3e38 per element neither underflow nor overflow
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Sequence
-from typing import NamedTuple
+from itertools import chain
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -35,6 +37,7 @@ _NP = {0: np.float32, 1: np.float64}
 _HALF = (torch.float16, torch.bfloat16)
 _PLAIN_TYPES = frozenset({torch.Tensor, torch.nn.Parameter})
 _STRIDED = torch.strided
+_DATA_PTR, _NUMEL = torch.Tensor.data_ptr, torch.Tensor.numel
 
 
 def available() -> bool:
@@ -187,6 +190,59 @@ def output_stats(
         0 if umax is None else umax.ctypes.data,
     )
     return stats, (None if umax is None else umax > 0)
+
+
+class ParamPass:
+    """A recorded step's reading of a fixed list of parameters, by two C calls that write in
+    place: nothing is made per step but one address array.
+
+    The weights (detached views of the parameters), their dtype and sizes are kept from one
+    step to the next. The gradients are new tensors on every step under
+    ``zero_grad(set_to_none=True)``: each call checks them (plain, dense, contiguous, on the
+    CPU, of the weights' dtype and sizes) and reads every address again (the weights' too: an
+    in-place resize may move a parameter's memory). Numbers are those of :func:`moments` and
+    :func:`sq_norms` (the same C calls on the same tensors).
+    """
+
+    def __init__(self, weights: Sequence[torch.Tensor]) -> None:
+        self.weights = list(weights)
+        self.n = n = len(self.weights)
+        self.dtype = self.weights[0].dtype if n else None
+        code = _CODES.get(self.dtype) if n else None  # type: ignore[arg-type]
+        self.code = -1 if code is None else code
+        self.ok = code is not None and all(
+            plain(w) and w.dtype == self.dtype and w.is_contiguous() for w in self.weights
+        )
+        self.sizes = array("q", map(_NUMEL, self.weights))
+        self._sizes_at = self.sizes.buffer_info()[0]
+
+    def read(self, grads: Sequence[Any], out: int) -> bool:
+        """Write ``n`` gradient moment rows (sum, sum of squares, max |g|, zeros; the max skips
+        NaN) and then ``n`` squared weight norms, float64, at address ``out`` (room for
+        ``5 n`` numbers). False, with nothing read, when a gradient is missing or not such a
+        tensor, or a tensor has no memory: the caller takes the general path."""
+        if not (self.ok and available()):
+            return False
+        dtype = self.dtype
+        if not all(
+            type(t) in _PLAIN_TYPES
+            and t.layout is _STRIDED
+            and t.is_cpu
+            and not t.is_nested
+            and t.dtype is dtype
+            and t.is_contiguous()
+            for t in grads
+        ):
+            return False  # (None fails the first test)
+        if array("q", map(_NUMEL, grads)) != self.sizes:
+            return False
+        addrs = array("q", map(_DATA_PTR, chain(grads, self.weights)))
+        if 0 in addrs:
+            return False  # storage freed (FSDP), or an empty tensor: the general path
+        at, n, threads = addrs.buffer_info()[0], self.n, _threads()
+        _fused.moments(at, self._sizes_at, n, self.code, out, threads)
+        _fused.sumsq(at + 8 * n, self._sizes_at, n, self.code, out + 32 * n, threads)
+        return True
 
 
 def _one(t: torch.Tensor) -> int | None:

@@ -305,6 +305,11 @@ class UpdateMeter:
 
     def before(self, tensors: list[torch.Tensor]) -> Num:
         """Snapshot ``tensors`` (detached weights); returns their squared norms."""
+        self.snapshot(tensors)
+        return self.reducer.sq_norms(self._bufs)  # the buffers have the parameters' values
+
+    def snapshot(self, tensors: list[torch.Tensor]) -> None:
+        """:meth:`before` without the norms (the caller has them)."""
         self._tensors = tensors
         bufs = self._bufs
         if len(bufs) != len(tensors) or any(
@@ -313,7 +318,6 @@ class UpdateMeter:
         ):
             self._bufs = bufs = [torch.empty_like(t) for t in tensors]
         torch._foreach_copy_(bufs, tensors)
-        return self.reducer.sq_norms(bufs)  # the buffers have the parameters' values
 
     def after(self) -> Num | None:
         """Squared norms of the change since :meth:`before` (None if nothing was snapshot)."""

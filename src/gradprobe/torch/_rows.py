@@ -4,7 +4,9 @@ A recorded step leaves a few small arrays (per parameter: gradient moments, squa
 update norms; per layer: output moments, dead fraction, squared backward norm). Building table
 rows from them costs the same few dozen numpy calls whether the arrays hold one step or a
 hundred, so steps wait here and become rows in one vectorised pass: when ``limit`` steps are
-pending, and whenever the records are read or flushed. The arithmetic is
+pending, and whenever the records are read or flushed. A step read by the monitor's fast path
+(:meth:`PendingRows.slot`) writes its numbers in place, into one row of a :class:`Slab`: no
+array of its own, nothing to concatenate. The arithmetic is
 :mod:`gradprobe.stats`'s; every row carries ``skipped`` (the optimizer did not apply the step).
 This module never imports torch.
 """
@@ -43,6 +45,41 @@ class LayerMeta:
     saturating: np.ndarray  # bool: the saturated fraction applies
 
 
+class Slab:
+    """Rows of numbers of up to ``size`` steps of one :class:`ParamMeta`'s ``n`` parameters, one
+    float64 row of ``6 n`` per step, written in place (the C pass writes at :meth:`address`):
+    ``n`` gradient moments (sum, sum of squares, max |g|, zeros: ``4 n`` values), then ``n``
+    squared weight norms, then ``n`` squared update norms. Never reused once its rows are made
+    (the rows may be views of it)."""
+
+    def __init__(self, meta: ParamMeta, size: int) -> None:
+        self.meta, self.n = meta, len(meta.numel)
+        self.data = np.zeros((size, 6 * self.n))
+        self.used = 0
+        self._base, self._stride = self.data.ctypes.data, self.data.strides[0]
+
+    def address(self, i: int) -> int:
+        return self._base + i * self._stride
+
+    def columns(self, i0: int, i1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows ``i0:i1`` as (moments (k n, 4), squared weight norms (k n,), updates (k n,))."""
+        n, block = self.n, self.data[i0:i1]
+        return (
+            block[:, : 4 * n].reshape(-1, 4),
+            block[:, 4 * n : 5 * n].reshape(-1),
+            block[:, 5 * n :].reshape(-1),
+        )
+
+
+@dataclass
+class _SlabRun:
+    """Consecutive steps whose numbers are rows ``start:start + len(steps)`` of a slab."""
+
+    slab: Slab
+    start: int
+    steps: list[int]
+
+
 @dataclass
 class PendingRows:
     """Per-step arrays waiting to become rows of the ``params`` and ``layers`` tables."""
@@ -56,13 +93,50 @@ class PendingRows:
     _l: list[tuple[int, LayerMeta, np.ndarray, np.ndarray, np.ndarray, bool]] = field(
         default_factory=list
     )
+    _runs: list[_SlabRun] = field(default_factory=list)  # fast steps, in order among _p
+    _order: list[int] = field(default_factory=list)  # per param step: -1 (in _p) or its run
+    _slab: Slab | None = None
+    _slot: np.ndarray | None = None  # the row handed out by the latest slot()
 
     def __len__(self) -> int:
         """Rows waiting (both tables)."""
-        return sum(len(m.numel) for _, m, *_ in self._p) + sum(len(m.names) for _, m, *_ in self._l)
+        return self.pending_params() + sum(len(m.names) for _, m, *_ in self._l)
 
     def pending_params(self) -> int:
-        return sum(len(m.numel) for _, m, *_ in self._p)
+        return sum(len(m.numel) for _, m, *_ in self._p) + sum(
+            r.slab.n * len(r.steps) for r in self._runs
+        )
+
+    def slot(self, meta: ParamMeta) -> tuple[np.ndarray, int]:
+        """The row (``6 n`` float64, see :class:`Slab`) the next step of ``meta`` writes its
+        numbers in, and its address; the step counts once :meth:`commit` is called (a slot
+        not committed is handed out again)."""
+        slab = self._slab
+        if slab is None or slab.meta is not meta or slab.used >= len(slab.data):
+            slab = self._slab = Slab(meta, self.limit)
+        self._slot = row = slab.data[slab.used]
+        return row, slab.address(slab.used)
+
+    def commit(self, step: int, meta: ParamMeta, row: np.ndarray) -> None:
+        """``row``, from the latest :meth:`slot` for ``meta``, holds ``step``'s numbers (a step
+        not skipped, every gradient finite)."""
+        slab = self._slab
+        if slab is None or row is not self._slot or slab.meta is not meta:  # rows made since
+            n = len(meta.numel)
+            g, w, u = row[: 4 * n].reshape(n, 4), row[4 * n : 5 * n], row[5 * n :]
+            nans, zeros = np.full(n, np.nan), np.zeros(n, dtype=np.int64)
+            self.add_params(step, meta, g.copy(), w.copy(), u.copy(), nans, zeros)
+            return
+        self._slot = None
+        run = self._runs[-1] if self._runs and self._order and self._order[-1] >= 0 else None
+        if run is None or run.slab is not slab or run.start + len(run.steps) != slab.used:
+            run = _SlabRun(slab, slab.used, [])
+            self._runs.append(run)
+        run.steps.append(step)
+        self._order.append(len(self._runs) - 1)
+        slab.used += 1
+        if len(self._order) >= self.limit:
+            self.materialize()
 
     def add_params(
         self,
@@ -80,7 +154,8 @@ class PendingRows:
         unknown); ``pe`` per-example gradient RMS (NaN when not measured); ``nonfinite`` counts;
         ``skipped``: the optimizer did not apply this step (a loss scaler found inf/NaN)."""
         self._p.append((step, meta, g, w, u, pe, nonfinite, bool(skipped)))
-        if len(self._p) >= self.limit:
+        self._order.append(-1)
+        if len(self._order) >= self.limit:
             self.materialize()
 
     def add_layers(
@@ -102,8 +177,20 @@ class PendingRows:
 
     def materialize(self) -> None:
         """Turn every pending step into rows (in step order)."""
-        p, self._p = self._p, []
-        for run in _runs(p):
+        p, runs, order = iter(self._p), self._runs, self._order
+        self._p, self._runs, self._order, self._slab = [], [], [], None
+        self._slot = None
+        items: list[Any] = []  # steps added as arrays, waiting for the next slab run
+        last = -1
+        for where in order:
+            if where < 0:
+                items.append(next(p))
+            elif where != last:  # a run's steps are consecutive
+                for run in _runs(items):
+                    self._param_rows(run)
+                items, last = [], where
+                self._slab_rows(runs[where])
+        for run in _runs(items):
             self._param_rows(run)
         lay, self._l = self._l, []
         for run in _runs(lay):
@@ -134,6 +221,27 @@ class PendingRows:
                 **stats,
                 "pe_grad_rms": np.concatenate([r[5] for r in run]),
                 "skipped": np.repeat(np.array([r[7] for r in run], dtype=bool), len(n)),
+            }
+        )
+
+    def _slab_rows(self, run: _SlabRun) -> None:
+        slab, k = run.slab, len(run.steps)
+        meta, n = slab.meta, slab.n
+        g, w, u = slab.columns(run.start, run.start + k)
+        nn = np.tile(meta.numel, k)
+        stats = S.param_columns(
+            g[:, SUM], g[:, SUMSQ], g[:, MAX_ABS], g[:, ZEROS], np.zeros(k * n), w, u, nn
+        )
+        self.params.extend(
+            {
+                "step": np.repeat(np.array(run.steps, dtype=np.int64), n),
+                "layer": np.tile(meta.layers, k),
+                "param": np.tile(meta.pnames, k),
+                "depth": np.tile(meta.depth, k),
+                "numel": nn,
+                **stats,
+                "pe_grad_rms": np.full(k * n, np.nan),
+                "skipped": np.zeros(k * n, dtype=bool),
             }
         )
 

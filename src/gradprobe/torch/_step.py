@@ -22,7 +22,16 @@ import torch
 from gradprobe.errors import GradprobeWarning
 from gradprobe.torch._activations import Activation
 from gradprobe.torch._dist import ParamLayout
-from gradprobe.torch._reduce import SUM, SUMSQ, Num, Reducer, UpdateMeter, nonfinite_counts
+from gradprobe.torch._native import ParamPass
+from gradprobe.torch._reduce import (
+    SUM,
+    SUMSQ,
+    FusedReducer,
+    Num,
+    Reducer,
+    UpdateMeter,
+    nonfinite_counts,
+)
 from gradprobe.torch._rows import LayerMeta, ParamMeta, PendingRows
 
 
@@ -365,6 +374,7 @@ class ParamSet:
     nans: np.ndarray
     entries: list[int] | None = None  # sharded: the layout's entries these rows are
     nonfinite: np.ndarray | None = None  # sharded: this step's non-finite counts, if any
+    fast: ParamPass | None = None  # the in-place reading of every parameter (fused reducer)
 
     @classmethod
     def sharded(cls, lay: ParamLayout, entries: tuple[int, ...], order: DepthOrder) -> ParamSet:
@@ -422,6 +432,7 @@ class Reading:
     loss_scale: Num | float = 1.0  # the backward signal dL/dh is scaled by this
     skipped: bool = False
     found_inf: Num | None = None  # > 0: the scaler skips this step (read with the step's numbers)
+    row: np.ndarray | None = None  # read in place: the step's slab row (g and w are in it)
 
 
 def _scales_on_host(reading: Reading, grad_scale: Any, loss_scale: Any, found_inf: Any) -> None:
@@ -455,6 +466,8 @@ class Recorder:
         self._updates = UpdateMeter(reducer)
         self._plan_key: tuple[Any, ...] | None = None
         self._plan: SgdPlan | None = None
+        self._fast_ok = isinstance(reducer, FusedReducer) and not per_example
+        self._all: tuple[int, ...] = ()
         self.warned_empty = False
 
     def set_params(
@@ -465,6 +478,7 @@ class Recorder:
         self.params = params
         self.layout = None if layout is None or layout.trivial else layout
         self._sets.clear()
+        self._all = tuple(range(len(params)))
         self._plan_key = None
 
     # ------------------------------------------------------------------ reading
@@ -486,6 +500,16 @@ class Recorder:
             skipped = skipped or (found_inf is not None and float(np.ravel(found_inf)[0]) > 0)
             gs, ls = float(np.ravel(grad_scale)[0]), float(np.ravel(loss_scale)[0])
             return self._read_sharded(optimizer, layers, gs, ls, skipped)
+        if (
+            not skipped
+            and found_inf is None
+            and type(grad_scale) is float
+            and grad_scale == 1.0
+            and type(loss_scale) is float
+        ):
+            fast = self._read_fast(optimizer, layers, loss_scale)
+            if fast is not None:
+                return fast
         found = [p.grad for _, _, p in self.params]
         have = tuple(i for i, g in enumerate(found) if g is not None)
         if not have:
@@ -495,6 +519,8 @@ class Recorder:
         ps = self._sets.get(have)
         if ps is None or ps.version != self.order.version:
             ps = self._sets[have] = ParamSet.build([self.params[i] for i in have], self.order)
+            if self._fast_ok and have == self._all:
+                ps.fast = ParamPass(ps.weights)
         grads = found if len(have) == len(found) else [found[i] for i in have]
         g = None if skipped else self.reducer.moments(grads)  # type: ignore[arg-type]
         plan = self._plan_for(optimizer, ps) if optimizer is not None else None
@@ -503,6 +529,25 @@ class Recorder:
         else:
             w = self.reducer.sq_norms(ps.weights)
         return Reading(ps, g, w, plan, layers, grad_scale, loss_scale, skipped, found_inf)
+
+    def _read_fast(
+        self,
+        optimizer: torch.optim.Optimizer | None,
+        layers: dict[str, LayerAcc],
+        loss_scale: float,
+    ) -> Reading | None:
+        """:meth:`read` when every parameter has a plain CPU gradient, all finite: the numbers
+        go straight into the step's slab row (:meth:`PendingRows.slot`); None otherwise."""
+        ps = self._sets.get(self._all)
+        if ps is None or ps.fast is None or ps.version != self.order.version:
+            return None
+        row, at = self.rows.slot(ps.meta)
+        if not ps.fast.read([p.grad for p in ps.params], at) or not math.isfinite(row.sum()):
+            return None  # (a NaN or inf: the general path counts them and takes the max again)
+        plan = self._plan_for(optimizer, ps) if optimizer is not None else None
+        if optimizer is not None and plan is None:
+            self._updates.snapshot(ps.weights)
+        return Reading(ps, None, None, plan, layers, 1.0, loss_scale, row=row)
 
     def _read_sharded(
         self,
@@ -573,6 +618,8 @@ class Recorder:
     def finish(self, step: int, reading: Reading, optimizer: torch.optim.Optimizer | None) -> bool:
         """Measure the update (after the optimizer's step) and emit the step's rows. Returns
         whether an output was found changed in place (then outputs are reduced eagerly)."""
+        if reading.row is not None:
+            return self._finish_fast(step, reading, optimizer)
         u: Any = None
         plan = reading.plan
         if reading.ps is not None and optimizer is not None:
@@ -609,6 +656,34 @@ class Recorder:
             )
         self._emit_layers(step, reading, numbers)
         return changed
+
+    def _finish_fast(
+        self, step: int, reading: Reading, optimizer: torch.optim.Optimizer | None
+    ) -> bool:
+        """:meth:`finish` of a step read in place: the update norms go into its row too."""
+        ps, row, plan = reading.ps, reading.row, reading.plan
+        assert ps is not None and row is not None and ps.fast is not None
+        n = ps.fast.n
+        u = row[5 * n :]
+        if optimizer is None:
+            u.fill(np.nan)
+        elif plan is None:
+            after = self._updates.after()
+            u[:] = np.nan if after is None else fetch([after])[0]
+        elif plan.kind == "grad":  # SGD: ||update|| = lr * ||g||
+            np.multiply(plan.lr_sq, row[1 : 4 * n : 4], out=u)
+        else:  # the step was -lr * momentum buffer
+            bufs = [optimizer.state.get(p, {}).get("momentum_buffer") for p in ps.params]
+            if any(b is None for b in bufs):
+                u.fill(np.nan)
+            else:
+                np.multiply(plan.lr_sq, fetch([self.reducer.sq_norms(bufs)])[0], out=u)
+        self.rows.commit(step, ps.meta, row)
+        if not reading.layers:
+            return False
+        red = gather_layers(reading.layers, self.reducer)
+        self._emit_layers(step, reading, red.numbers(fetch(red.values)))
+        return red.changed
 
     def _emit_params(
         self,
