@@ -10,6 +10,7 @@ the inputs' second moment a^0. Plain MLPs are predicted; normalised or residual 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from gradprobe.errors import GradprobeError
@@ -42,12 +43,21 @@ def predict_variant(config: Mapping[str, Any], variant: str) -> MLPPrediction | 
         return None
     widths = [data["n_features"]] + [spec["width"]] * spec["depth"] + [spec.get("outputs", 1)]
     try:
-        return predict_mlp(
-            widths,
+        return _predict(
+            tuple(widths),
             spec["activation"],
             spec["init"],
-            input_second_moment=data.get("input_second_moment", 1.0),
-            loss=(config.get("train") or {}).get("loss"),
+            float(data.get("input_second_moment", 1.0)),
+            (config.get("train") or {}).get("loss"),
         )
-    except (GradprobeError, ValueError, KeyError):
+    except (GradprobeError, ValueError, KeyError, TypeError):
         return None
+
+
+@lru_cache(maxsize=256)
+def _predict(
+    widths: tuple[int, ...], activation: str, init: str, second_moment: float, loss: str | None
+) -> MLPPrediction:
+    """One prediction per net (diagnosis and report ask for the same net many times); the
+    prediction is frozen, so callers share it."""
+    return predict_mlp(list(widths), activation, init, input_second_moment=second_moment, loss=loss)

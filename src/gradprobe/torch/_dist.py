@@ -28,6 +28,7 @@ calls it, in the same order, with the same ``ops``.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -383,6 +384,8 @@ def _trivial(
 
 
 def _is_dtensor(t: torch.Tensor) -> bool:
+    if "torch.distributed.tensor" not in sys.modules:  # no DTensor without it (and its import
+        return False  # costs 0.3 s: sympy)
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # pragma: no cover - torch without distributed
@@ -392,6 +395,8 @@ def _is_dtensor(t: torch.Tensor) -> bool:
 
 def _fsdp1_handles(model: nn.Module) -> list[Any]:
     """The flat-parameter handles of every FSDP1 module in ``model``."""
+    if "torch.distributed.fsdp" not in sys.modules:  # no FSDP module without it
+        return []
     try:
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
     except ImportError:  # pragma: no cover - torch without distributed
