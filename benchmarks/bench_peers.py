@@ -284,9 +284,10 @@ class Column:
     model: Model
     timings: Timings | None = None
     notes: dict[str, str] = field(default_factory=dict)  # label -> why skipped / what it chose
+    rounds: str = ""  # "R rounds of B steps"
 
 
-def measure(model: Model, chosen: list[Setting], quick: bool) -> Column:
+def measure(model: Model, chosen: list[Setting], quick: bool, rounds: float = 1.0) -> Column:
     net, x, y = model.build()
     col = Column(model)
     runners: dict[str, Step] = {"bare": bare(copy.deepcopy(net), x, y).step}
@@ -298,7 +299,8 @@ def measure(model: Model, chosen: list[Setting], quick: bool) -> Column:
             col.notes[s.label] = f"skipped: {e}"
             continue
         runners[s.label] = runs[s.label].step
-    block, repeats = (2, 3) if quick else (model.block, model.repeats)
+    block, repeats = (2, 3) if quick else (model.block, max(3, round(model.repeats * rounds)))
+    col.rounds = f"{repeats} rounds of {block} steps"
     col.timings = interleave(
         runners,
         reference="bare",
@@ -348,14 +350,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--models", choices=["small", "all"], default="all", help="small: skip the 50x512 model"
     )
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
+    )
+    ap.add_argument(
+        "--rounds", type=float, default=1.0, help="scale the number of rounds (default 1.0)"
+    )
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     models = MODELS["small"] + (MODELS["large"] if args.models == "all" else [])
     chosen = settings(args.quick)
     load0, busy0 = os.getloadavg()[0], busy_seconds()
     started = datetime.datetime.now(datetime.UTC)
     columns = []
     for m in models:
-        columns.append(measure(m, chosen, args.quick))
+        columns.append(measure(m, chosen, args.quick, args.rounds))
         print(f"measured {m.name}", file=sys.stderr, flush=True)
     load1, busy1 = os.getloadavg()[0], busy_seconds()
     wall = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
@@ -374,8 +384,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"Command: `{cmd.strip()}`; peers: `{INSTALL}`")
     print(
-        "Ratios: per-step time / bare copy's, median over rounds of interleaved blocks"
-        + (" (--quick: 3 rounds of 2 steps, not a measurement)" if args.quick else "")
+        "Ratios: per-step time / bare copy's, median over rounds of interleaved blocks ("
+        + "; ".join(f"{c.model.name}: {c.rounds}" for c in columns)
+        + ("; --quick: not a measurement)" if args.quick else ")")
     )
     print()
     for line in table(columns, chosen):
