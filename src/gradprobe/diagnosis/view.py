@@ -33,6 +33,7 @@ class VariantRecords:
     prediction: Any = None  # gradprobe.theory's MLPPrediction when the run's config allows one
     skipped_steps: tuple[int, ...] = ()  # steps the optimizer skipped (left out of both tables)
     optimizer: str = ""  # the optimizer's class name when known (a live monitor), else ''
+    losses: pd.DataFrame | None = None  # a run's training loss on every step (step, loss)
 
     @property
     def multi_iteration_steps(self) -> bool:
@@ -151,15 +152,28 @@ def split(obj: Any) -> list[VariantRecords]:
         return [_records("", params, layers, None, _optimizer_name(obj))]
     params = params if "variant" in params.columns else params.assign(variant="")
     layers = layers if "variant" in layers.columns else layers.assign(variant="")
+    losses = _losses(obj)
     return [
         _records(
             v,
             params[params["variant"] == v],
             layers[layers["variant"] == v],
             _prediction(obj, v),
+            losses=None if losses is None else losses[losses["variant"] == v],
         )
         for v in _ordered_variants(obj, params, layers)
     ]
+
+
+def _losses(obj: Any) -> pd.DataFrame | None:
+    """A loaded run's per-step training loss (``gradprobe run`` records every step's), if any."""
+    tables = getattr(obj, "tables", None)
+    if not isinstance(tables, dict) or not isinstance(getattr(obj, "config", None), dict):
+        return None
+    steps = tables.get("steps")
+    if not isinstance(steps, pd.DataFrame) or not {"variant", "step", "loss"} <= set(steps):
+        return None
+    return steps[["variant", "step", "loss"]]
 
 
 def _skipped(frame: pd.DataFrame) -> set[int]:
@@ -170,14 +184,21 @@ def _skipped(frame: pd.DataFrame) -> set[int]:
 
 
 def _records(
-    variant: str, params: pd.DataFrame, layers: pd.DataFrame, prediction: Any, optimizer: str = ""
+    variant: str,
+    params: pd.DataFrame,
+    layers: pd.DataFrame,
+    prediction: Any,
+    optimizer: str = "",
+    losses: pd.DataFrame | None = None,
 ) -> VariantRecords:
     """The variant's records with every row of a skipped step set apart."""
     skipped = _skipped(params) | _skipped(layers)
     if skipped:
         params = params[~params["step"].isin(skipped)]
         layers = layers[~layers["step"].isin(skipped)]
-    return VariantRecords(variant, params, layers, prediction, tuple(sorted(skipped)), optimizer)
+    return VariantRecords(
+        variant, params, layers, prediction, tuple(sorted(skipped)), optimizer, losses
+    )
 
 
 def _prediction(obj: Any, variant: str) -> Any:

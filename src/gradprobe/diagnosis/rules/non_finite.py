@@ -28,10 +28,11 @@ def _bad_layers(lay: pd.DataFrame) -> pd.DataFrame:
 
 
 def non_finite(rec: VariantRecords, th: Thresholds) -> list[Finding]:
-    """Any NaN/inf in the gradients or the signals; points at the first step and layer."""
+    """Any NaN/inf in the gradients or the signals; points at the first step and layer. A run
+    whose loss turned NaN/inf between recorded steps gets the finding from its loss."""
     bad_p, bad_l = _bad_params(rec.params), _bad_layers(rec.layers)
     if bad_p.empty and bad_l.empty:
-        return []
+        return _from_loss(rec)
     steps = sorted(set(bad_p["step"]) | set(bad_l["step"]))
     first = steps[0]
     at = pd.concat([bad_p[bad_p["step"] == first], bad_l[bad_l["step"] == first]])
@@ -65,6 +66,47 @@ def non_finite(rec: VariantRecords, th: Thresholds) -> list[Finding]:
                 "it and, after the update, to the weights: the run cannot recover by itself. "
                 "Usual causes: a learning rate so large that weights overflow, log/sqrt/division "
                 "of 0 in the loss, or bad values in the data."
+            ),
+            remedies=R.for_non_finite(),
+        )
+    ]
+
+
+def _from_loss(rec: VariantRecords) -> list[Finding]:
+    """The loss went NaN/inf on a step whose gradients were not recorded (``every > 1``, the
+    budget): the run diverged all the same."""
+    if rec.losses is None or rec.losses.empty:
+        return []
+    loss = rec.losses["loss"].to_numpy(dtype=float)
+    bad = ~np.isfinite(loss)
+    if not bad.any():
+        return []
+    steps = rec.losses["step"].to_numpy()[bad]
+    first = int(steps.min())
+    return [
+        Finding(
+            code="non_finite",
+            severity=ERROR,
+            variant=rec.variant,
+            layers=(),
+            depths=(),
+            steps=(first,),
+            evidence={
+                "first_step": first,
+                "first_nonfinite_loss_step": first,
+                "nonfinite_loss_steps": int(bad.sum()),
+                "steps_trained": len(loss),
+                "steps_recorded": len(rec.steps),
+            },
+            summary=(
+                f"the training loss is NaN/inf from step {first} on ({int(bad.sum())} of "
+                f"{len(loss)} steps): the run diverged between recorded steps"
+            ),
+            explanation=(
+                "The recorded gradients were finite, but the loss itself overflowed later: the "
+                "weights grew until the forward pass produced inf or NaN, and from then on "
+                "nothing trains. Usual causes: a learning rate too large for this net and data "
+                "(outlying inputs make it worse), or bad values in the data."
             ),
             remedies=R.for_non_finite(),
         )
