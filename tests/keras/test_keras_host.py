@@ -231,3 +231,37 @@ def test_budget_run_with_mixed_tiers_is_diagnosed(tmp_path):
     )
     assert out.returncode in (0, 1), out.stderr  # 1: findings at error severity
     assert "Traceback" not in out.stderr
+
+
+def test_reducer_thread_gives_the_rows_of_inline_reduction(data, monkeypatch):
+    monkeypatch.setattr(monitor_module, "THREAD", True)
+    _, p1, l1 = _records(lambda: keras.optimizers.SGD(0.1), data, True, monkeypatch)
+    monkeypatch.setattr(monitor_module, "THREAD", False)
+    _, p0, l0 = _records(lambda: keras.optimizers.SGD(0.1), data, True, monkeypatch)
+    for a, b in ((p1, p0), (l1, l0)):
+        pd.testing.assert_frame_equal(a.drop(columns="layer"), b.drop(columns="layer"))
+
+
+def test_reducer_error_is_raised_on_the_fit_thread():
+    from gradprobe.keras import _host as H
+
+    reducer = H.Reducer()
+    reducer.put(0, 2, None, {"g": np.zeros(3)})  # no extras, no layout: the worker fails
+    with pytest.raises(KeyError):
+        reducer.take(wait=True)
+    reducer.close()
+    assert reducer.take(wait=True) == []
+
+
+def test_loss_scale_optimizer_keeps_its_reductions_on_the_device(data):
+    # its update runs inside a condition (skipped on inf/NaN): the numbers stay in that branch
+    x, y = data
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = mlp(acts=("tanh", None))
+        mon = GradientMonitor(every=1)
+        model.fit(x, y, batch_size=32, epochs=1, shuffle=False, callbacks=[mon], verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert not mon._host and not mon._layouts
+    assert sorted(mon.to_pandas()["step"].unique()) == [0, 1]
