@@ -216,32 +216,59 @@ class ParamPass:
         self.sizes = array("q", map(_NUMEL, self.weights))
         self._sizes_at = self.sizes.buffer_info()[0]
 
-    def read(self, grads: Sequence[Any], out: int) -> bool:
-        """Write ``n`` gradient moment rows (sum, sum of squares, max |g|, zeros; the max skips
-        NaN) and then ``n`` squared weight norms, float64, at address ``out`` (room for
-        ``5 n`` numbers). False, with nothing read, when a gradient is missing or not such a
-        tensor, or a tensor has no memory: the caller takes the general path."""
-        if not (self.ok and available()):
-            return False
+    def _check(self, tensors: Sequence[Any]) -> bool:
+        """Whether C may read ``tensors`` as it reads the weights: plain, dense, contiguous, on
+        the CPU, of the weights' dtype and sizes (None fails)."""
         dtype = self.dtype
-        if not all(
+        return len(tensors) == self.n and all(
             type(t) in _PLAIN_TYPES
             and t.layout is _STRIDED
             and t.is_cpu
             and not t.is_nested
             and t.dtype is dtype
             and t.is_contiguous()
-            for t in grads
-        ):
-            return False  # (None fails the first test)
-        if array("q", map(_NUMEL, grads)) != self.sizes:
+            and t.numel() == size
+            for t, size in zip(tensors, self.sizes, strict=True)
+        )
+
+    def read(self, grads: Sequence[Any], out: int) -> bool:
+        """Write ``n`` gradient moment rows (sum, sum of squares, max |g|, zeros) and then ``n``
+        squared weight norms, float64, at address ``out`` (room for ``5 n`` numbers). False
+        when a gradient is missing or not such a tensor, a tensor has no memory (nothing is
+        written then), or a number is not finite (a NaN or inf: the caller takes the general
+        path, which counts them and takes the max with NaN)."""
+        if not (self.ok and available() and self._check(grads)):
             return False
         addrs = array("q", map(_DATA_PTR, chain(grads, self.weights)))
         if 0 in addrs:
             return False  # storage freed (FSDP), or an empty tensor: the general path
-        at, n, threads = addrs.buffer_info()[0], self.n, _threads()
-        _fused.moments(at, self._sizes_at, n, self.code, out, threads)
-        _fused.sumsq(at + 8 * n, self._sizes_at, n, self.code, out + 32 * n, threads)
+        at, n, code, threads = addrs.buffer_info()[0], self.n, self.code, _threads()
+        _fused.moments(at, self._sizes_at, n, code, out, threads)
+        _fused.sumsq(at + 8 * n, self._sizes_at, n, code, out + 32 * n, threads)
+        return math.isfinite(_fused.sumsq1(out, 5 * n, 1))  # NaN/inf anywhere: not finite
+
+    def sq_norms(self, tensors: Sequence[Any], out: int) -> bool:
+        """||x||^2 of each of ``tensors`` (shaped as the weights) at address ``out``; False,
+        with nothing written, when C may not read them."""
+        if not (self.ok and available() and self._check(tensors)):
+            return False
+        addrs = array("q", map(_DATA_PTR, tensors))
+        if 0 in addrs:
+            return False
+        at = addrs.buffer_info()[0]
+        _fused.sumsq(at, self._sizes_at, self.n, self.code, out, _threads())
+        return True
+
+    def sq_dists(self, before: Sequence[Any], out: int) -> bool:
+        """||w - b||^2 of each weight and tensor of ``before`` at address ``out``; False,
+        with nothing written, when C may not read them."""
+        if not (self.ok and available() and self._check(before)):
+            return False
+        addrs = array("q", map(_DATA_PTR, chain(before, self.weights)))
+        if 0 in addrs:
+            return False
+        at, n = addrs.buffer_info()[0], self.n
+        _fused.sqdist(at, at + 8 * n, self._sizes_at, n, self.code, out, _threads())
         return True
 
 

@@ -319,6 +319,12 @@ class UpdateMeter:
             self._bufs = bufs = [torch.empty_like(t) for t in tensors]
         torch._foreach_copy_(bufs, tensors)
 
+    def taken(self) -> list[torch.Tensor] | None:
+        """The snapshot buffers of the weights :meth:`snapshot` took (None: none taken); the
+        snapshot is used up."""
+        tensors, self._tensors = self._tensors, None
+        return None if tensors is None else self._bufs
+
     def after(self) -> Num | None:
         """Squared norms of the change since :meth:`before` (None if nothing was snapshot)."""
         tensors, self._tensors = self._tensors, None

@@ -14,7 +14,7 @@ This module never imports torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -46,11 +46,12 @@ class LayerMeta:
 
 
 class Slab:
-    """Rows of numbers of up to ``size`` steps of one :class:`ParamMeta`'s ``n`` parameters, one
-    float64 row of ``6 n`` per step, written in place (the C pass writes at :meth:`address`):
-    ``n`` gradient moments (sum, sum of squares, max |g|, zeros: ``4 n`` values), then ``n``
-    squared weight norms, then ``n`` squared update norms. Never reused once its rows are made
-    (the rows may be views of it)."""
+    """Numbers of up to ``size`` steps of one :class:`ParamMeta`'s ``n`` parameters, one float64
+    row of ``6 n`` per step, written in place (the C pass writes at :meth:`address`): ``n``
+    gradient moments (sum, sum of squares, max |g|, zeros: ``4 n`` values), then ``n`` squared
+    weight norms, then ``n`` numbers the squared update norms come from (see
+    :meth:`PendingRows.commit`). Never reused once its rows are made (rows may be views of it).
+    """
 
     def __init__(self, meta: ParamMeta, size: int) -> None:
         self.meta, self.n = meta, len(meta.numel)
@@ -62,13 +63,36 @@ class Slab:
         return self._base + i * self._stride
 
     def columns(self, i0: int, i1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows ``i0:i1`` as (moments (k n, 4), squared weight norms (k n,), updates (k n,))."""
+        """Rows ``i0:i1`` as (moments (k, n, 4), squared weight norms (k, n), last part (k, n))."""
         n, block = self.n, self.data[i0:i1]
-        return (
-            block[:, : 4 * n].reshape(-1, 4),
-            block[:, 4 * n : 5 * n].reshape(-1),
-            block[:, 5 * n :].reshape(-1),
-        )
+        return block[:, : 4 * n].reshape(-1, n, 4), block[:, 4 * n : 5 * n], block[:, 5 * n :]
+
+
+class Slot(NamedTuple):
+    """Where one step writes its numbers: row ``i`` of ``slab``, at ``address``."""
+
+    slab: Slab
+    i: int
+    address: int
+
+
+# how a step's squared update norms come from its slab row: u = scale * (the gradients' sums
+# of squares | the row's last part as written); scale None: the last part as it is; NaN: unknown
+FROM_GRAD, FROM_ROW = "grad", "row"
+Update = tuple[str, np.ndarray | float | None]
+
+
+def _updates(g: np.ndarray, last: np.ndarray, how: list[Update]) -> np.ndarray:
+    """Squared update norms (k, n) of a run's steps (see :data:`Update`)."""
+    if len({(src, id(scale)) for src, scale in how}) == 1:  # the same rule on every step
+        src, scale = how[0]
+        base = g[:, :, 1] if src == FROM_GRAD else last
+        return base.copy() if scale is None else scale * base
+    out = np.empty_like(last)
+    for i, (src, scale) in enumerate(how):
+        base = g[i, :, 1] if src == FROM_GRAD else last[i]
+        out[i] = base if scale is None else scale * base
+    return out
 
 
 @dataclass
@@ -78,6 +102,7 @@ class _SlabRun:
     slab: Slab
     start: int
     steps: list[int]
+    how: list[Update]
 
 
 @dataclass
@@ -96,7 +121,6 @@ class PendingRows:
     _runs: list[_SlabRun] = field(default_factory=list)  # fast steps, in order among _p
     _order: list[int] = field(default_factory=list)  # per param step: -1 (in _p) or its run
     _slab: Slab | None = None
-    _slot: np.ndarray | None = None  # the row handed out by the latest slot()
 
     def __len__(self) -> int:
         """Rows waiting (both tables)."""
@@ -107,32 +131,32 @@ class PendingRows:
             r.slab.n * len(r.steps) for r in self._runs
         )
 
-    def slot(self, meta: ParamMeta) -> tuple[np.ndarray, int]:
-        """The row (``6 n`` float64, see :class:`Slab`) the next step of ``meta`` writes its
-        numbers in, and its address; the step counts once :meth:`commit` is called (a slot
-        not committed is handed out again)."""
+    def slot(self, meta: ParamMeta) -> Slot:
+        """Where the next step of ``meta`` writes its numbers (``6 n`` float64, see
+        :class:`Slab`); the step counts once :meth:`commit` is called (a slot not committed
+        is handed out again)."""
         slab = self._slab
         if slab is None or slab.meta is not meta or slab.used >= len(slab.data):
             slab = self._slab = Slab(meta, self.limit)
-        self._slot = row = slab.data[slab.used]
-        return row, slab.address(slab.used)
+        return Slot(slab, slab.used, slab.address(slab.used))
 
-    def commit(self, step: int, meta: ParamMeta, row: np.ndarray) -> None:
-        """``row``, from the latest :meth:`slot` for ``meta``, holds ``step``'s numbers (a step
-        not skipped, every gradient finite)."""
-        slab = self._slab
-        if slab is None or row is not self._slot or slab.meta is not meta:  # rows made since
-            n = len(meta.numel)
-            g, w, u = row[: 4 * n].reshape(n, 4), row[4 * n : 5 * n], row[5 * n :]
+    def commit(self, step: int, slot: Slot, how: Update) -> None:
+        """``slot`` holds ``step``'s numbers (a step not skipped, every gradient finite); its
+        squared update norms come as ``how`` says (:data:`Update`)."""
+        slab = slot.slab
+        if slab is not self._slab or slot.i != slab.used:  # rows were made since the slot
+            g, w, last = slab.columns(slot.i, slot.i + 1)
+            u = _updates(g, last, [how])[0]
+            n = slab.n
             nans, zeros = np.full(n, np.nan), np.zeros(n, dtype=np.int64)
-            self.add_params(step, meta, g.copy(), w.copy(), u.copy(), nans, zeros)
+            self.add_params(step, slab.meta, g[0].copy(), w[0].copy(), u, nans, zeros)
             return
-        self._slot = None
         run = self._runs[-1] if self._runs and self._order and self._order[-1] >= 0 else None
         if run is None or run.slab is not slab or run.start + len(run.steps) != slab.used:
-            run = _SlabRun(slab, slab.used, [])
+            run = _SlabRun(slab, slab.used, [], [])
             self._runs.append(run)
         run.steps.append(step)
+        run.how.append(how)
         self._order.append(len(self._runs) - 1)
         slab.used += 1
         if len(self._order) >= self.limit:
@@ -179,7 +203,6 @@ class PendingRows:
         """Turn every pending step into rows (in step order)."""
         p, runs, order = iter(self._p), self._runs, self._order
         self._p, self._runs, self._order, self._slab = [], [], [], None
-        self._slot = None
         items: list[Any] = []  # steps added as arrays, waiting for the next slab run
         last = -1
         for where in order:
@@ -227,7 +250,9 @@ class PendingRows:
     def _slab_rows(self, run: _SlabRun) -> None:
         slab, k = run.slab, len(run.steps)
         meta, n = slab.meta, slab.n
-        g, w, u = slab.columns(run.start, run.start + k)
+        g3, w2, last = slab.columns(run.start, run.start + k)
+        u = _updates(g3, last, run.how).reshape(-1)
+        g, w = g3.reshape(-1, 4), w2.reshape(-1)
         nn = np.tile(meta.numel, k)
         stats = S.param_columns(
             g[:, SUM], g[:, SUMSQ], g[:, MAX_ABS], g[:, ZEROS], np.zeros(k * n), w, u, nn

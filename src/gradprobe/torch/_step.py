@@ -32,7 +32,7 @@ from gradprobe.torch._reduce import (
     UpdateMeter,
     nonfinite_counts,
 )
-from gradprobe.torch._rows import LayerMeta, ParamMeta, PendingRows
+from gradprobe.torch._rows import FROM_GRAD, FROM_ROW, LayerMeta, ParamMeta, PendingRows, Slot
 
 
 def fetch(values: list[Any]) -> list[Any]:
@@ -432,7 +432,7 @@ class Reading:
     loss_scale: Num | float = 1.0  # the backward signal dL/dh is scaled by this
     skipped: bool = False
     found_inf: Num | None = None  # > 0: the scaler skips this step (read with the step's numbers)
-    row: np.ndarray | None = None  # read in place: the step's slab row (g and w are in it)
+    row: Slot | None = None  # read in place: where the step's numbers are (g and w in it)
 
 
 def _scales_on_host(reading: Reading, grad_scale: Any, loss_scale: Any, found_inf: Any) -> None:
@@ -541,13 +541,13 @@ class Recorder:
         ps = self._sets.get(self._all)
         if ps is None or ps.fast is None or ps.version != self.order.version:
             return None
-        row, at = self.rows.slot(ps.meta)
-        if not ps.fast.read([p.grad for p in ps.params], at) or not math.isfinite(row.sum()):
+        slot = self.rows.slot(ps.meta)
+        if not ps.fast.read([p.grad for p in ps.params], slot.address):
             return None  # (a NaN or inf: the general path counts them and takes the max again)
         plan = self._plan_for(optimizer, ps) if optimizer is not None else None
         if optimizer is not None and plan is None:
             self._updates.snapshot(ps.weights)
-        return Reading(ps, None, None, plan, layers, 1.0, loss_scale, row=row)
+        return Reading(ps, None, None, plan, layers, 1.0, loss_scale, row=slot)
 
     def _read_sharded(
         self,
@@ -661,24 +661,30 @@ class Recorder:
         self, step: int, reading: Reading, optimizer: torch.optim.Optimizer | None
     ) -> bool:
         """:meth:`finish` of a step read in place: the update norms go into its row too."""
-        ps, row, plan = reading.ps, reading.row, reading.plan
-        assert ps is not None and row is not None and ps.fast is not None
-        n = ps.fast.n
-        u = row[5 * n :]
+        ps, slot, plan = reading.ps, reading.row, reading.plan
+        assert ps is not None and slot is not None and ps.fast is not None
+        last = slot.address + 40 * ps.fast.n  # the row's last part: see Slab
+        how: Any = (FROM_ROW, None)
         if optimizer is None:
-            u.fill(np.nan)
-        elif plan is None:
-            after = self._updates.after()
-            u[:] = np.nan if after is None else fetch([after])[0]
+            how = (FROM_ROW, math.nan)
+        elif plan is None:  # measured: ||W_after - W_before||^2 against the snapshot
+            bufs = self._updates.taken()
+            if bufs is None:
+                how = (FROM_ROW, math.nan)
+            elif not ps.fast.sq_dists(bufs, last):
+                _fill(slot, fetch([self.reducer.sq_dists(bufs, ps.weights)])[0])
         elif plan.kind == "grad":  # SGD: ||update|| = lr * ||g||
-            np.multiply(plan.lr_sq, row[1 : 4 * n : 4], out=u)
+            how = (FROM_GRAD, plan.lr_sq)
         else:  # the step was -lr * momentum buffer
             bufs = [optimizer.state.get(p, {}).get("momentum_buffer") for p in ps.params]
             if any(b is None for b in bufs):
-                u.fill(np.nan)
+                how = (FROM_ROW, math.nan)
+            elif ps.fast.sq_norms(bufs, last):
+                how = (FROM_ROW, plan.lr_sq)
             else:
-                np.multiply(plan.lr_sq, fetch([self.reducer.sq_norms(bufs)])[0], out=u)
-        self.rows.commit(step, ps.meta, row)
+                _fill(slot, np.asarray(fetch([self.reducer.sq_norms(bufs)])[0]))
+                how = (FROM_ROW, plan.lr_sq)
+        self.rows.commit(step, slot, how)
         if not reading.layers:
             return False
         red = gather_layers(reading.layers, self.reducer)
@@ -757,6 +763,11 @@ class Recorder:
 
     def clear(self) -> None:
         self._updates.clear()
+
+
+def _fill(slot: Slot, values: Any) -> None:
+    """Write ``values`` (n,) into the last part of ``slot``'s row (see :class:`Slab`)."""
+    slot.slab.data[slot.i, 5 * slot.slab.n :] = values
 
 
 def _pe(n: LayerNumbers | None) -> float:

@@ -429,10 +429,15 @@ class GradientSteps:
         """The ``tier`` column of params rows of ``steps`` (rows come in step order)."""
         if not self.steps or not len(steps):
             return np.full(len(steps), "all", dtype=object)
-        out = np.where(np.isin(steps, list(self.steps)), "gradients", "all").astype(object)
-        last = int(np.max(steps))
-        self.steps = {s for s in self.steps if s > last}
-        return out
+        steps = np.asarray(steps, dtype=np.int64)
+        lo, hi = int(steps.min()), int(steps.max())
+        table = np.zeros(hi - lo + 1, dtype=np.intp)  # by step: 1 when it carried gradients only
+        table[[s - lo for s in self.steps if lo <= s <= hi]] = 1
+        self.steps = {s for s in self.steps if s > hi}
+        return _TIERS[table[steps - lo]]
+
+
+_TIERS = np.array(["all", "gradients"], dtype=object)
 
 
 def _check(model: Any, optimizer: Any) -> None:
