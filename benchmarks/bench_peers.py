@@ -348,7 +348,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few short blocks (a smoke run)")
     ap.add_argument(
-        "--models", choices=["small", "all"], default="all", help="small: skip the 50x512 model"
+        "--models",
+        choices=["small", "large", "all"],
+        default="all",
+        help="small: the two small models; large: the 50x512 one",
     )
     ap.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
@@ -359,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = MODELS["small"] + (MODELS["large"] if args.models == "all" else [])
+    models = [m for key in ("small", "large") if args.models in (key, "all") for m in MODELS[key]]
     chosen = settings(args.quick)
     load0, busy0 = os.getloadavg()[0], busy_seconds()
     started = datetime.datetime.now(datetime.UTC)
