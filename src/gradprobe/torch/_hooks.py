@@ -24,6 +24,7 @@ that :meth:`Capture.take_compiled` folds at the step.
 from __future__ import annotations
 
 import math
+import sys
 import types
 from collections.abc import Callable
 from functools import partial
@@ -362,6 +363,11 @@ class Capture:
         """Add what compiled forwards and backwards gathered since the last step to ``layers``
         (the step's per-layer accumulators): output moments, units alive and ``||dL/dh||``, left
         on the device: they cross to the host with the step's other numbers."""
+        if (
+            not (self._ran or self._names or self._found or self._spilled or self._sink is not None)
+            and not _dynamo_compiled()
+        ):
+            return  # no compiled forward ever ran here: nothing to take
         self._c_fold_forward()  # a forward that did not reach its end hook
         for name in self._ran:
             self.order.see(name)
@@ -393,6 +399,11 @@ class Capture:
 
     def drop(self) -> None:
         """Forget what compiled forwards and backwards gathered (no step recorded them)."""
+        if (
+            not (self._names or self._found or self._spilled or self._sink is not None)
+            and not _dynamo_compiled()
+        ):
+            return  # no compiled forward ever ran: no probe has a gradient
         self._found.clear()
         self._names.clear()
         self._spilled.clear()
@@ -418,6 +429,13 @@ class Capture:
 def _device(module: nn.Module) -> torch.device:
     p = next(module.parameters(recurse=False), None)
     return p.device if p is not None else torch.device("cpu")
+
+
+def _dynamo_compiled() -> bool:
+    """Whether dynamo has compiled code in this process (since its last reset): until it has,
+    no compiled forward ran and no signal probe has a gradient."""
+    frames = sys.modules.get("torch._dynamo.convert_frame")
+    return frames is not None and len(frames.input_codes.seen) > 0
 
 
 class StepSink(Protocol):
