@@ -71,6 +71,9 @@ class EpochClock(keras.callbacks.Callback):
         self.cpu.append(time.process_time() - self._c0)
         self.model.train_function = self._fn
         gaps = np.diff(np.array([*self._calls, end]))
+        if len(gaps) < 20:  # too few steps to tell a pause: the epoch's wall time
+            self.steady.append(self.times[-1])
+            return
         kept = gaps[gaps <= PAUSE * np.median(gaps)]
         self.steady.append(float(kept.mean()) * len(gaps))
 

@@ -299,7 +299,7 @@ class GradientMonitor(keras.callbacks.Callback):
         finally:
             self._tracer.armed, self._level = False, Tier.NONE
         key = next((k for k in out if k.startswith(H.KEY)), None) if type(out) is dict else None
-        if key is not None:  # reduced on the host, on the reducer's thread
+        if key is not None:  # reduced on the host (inline, or on the reducer's thread)
             self._reducer.put(step, tier, self._layouts[int(key[len(H.KEY) :])], out.pop(key))
             if self._reducer.ready() >= PENDING_STEPS:
                 self._collect()
