@@ -109,3 +109,37 @@ def test_param_pass_declines_gradients_it_cannot_read(bad):
     out = np.zeros(10)
     assert not ParamPass(ws).read(gs, out.ctypes.data)
     assert not out.any()  # nothing written
+
+
+def test_param_pass_update_norms_match_sq_norms_and_sq_dists():
+    torch.manual_seed(0)
+    ws = [torch.randn(3, 4), torch.randn(5)]
+    before = [w + 0.1 * torch.randn_like(w) for w in ws]
+    ps = ParamPass(ws)
+    out = np.zeros(2)
+    assert ps.sq_norms(before, out.ctypes.data)
+    np.testing.assert_array_equal(out, _native.sq_norms(before))
+    assert ps.sq_dists(before, out.ctypes.data)
+    np.testing.assert_array_equal(out, _native.sq_dists(before, ws))
+    assert not ps.sq_norms([before[0]], out.ctypes.data)  # one tensor short
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_rows_read_between_reading_and_update_keep_the_step(fast, monkeypatch):
+    """Records read inside the optimizer's step (after gradprobe read the gradients, before
+    the update is measured): the step's numbers still land in one row per parameter."""
+    if not fast:
+        monkeypatch.setattr(ParamPass, "read", lambda self, grads, out: False)
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    with gradprobe.watch(model, opt, every=1, activations=False) as mon:
+        opt.register_step_pre_hook(lambda *a: [mon.to_pandas()] and None)  # after gradprobe
+        for _ in range(3):
+            opt.zero_grad()
+            model(torch.randn(16, 5)).pow(2).mean().backward()
+            opt.step()
+        rows = mon.to_pandas()
+    n = sum(1 for p in model.parameters())
+    assert sorted(rows["step"].unique()) == [0, 1, 2]
+    assert len(rows) == 3 * n
+    assert rows["update_norm"].iloc[n:].notna().all()  # momentum buffers exist from step 1
