@@ -157,6 +157,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self._layouts: list[H.Layout] = []
         self._layout_ids: dict[tuple, int] = {}
         self._cond_apply = False  # on the host path, an update that ran inside a condition
+        self._epoch_start = 0  # the first step of the current epoch
         self._reducer = H.Reducer(threaded=THREAD)
         self._unwatched: Any = None  # what model.train_function is given back on close
         self._root = ""
@@ -244,6 +245,9 @@ class GradientMonitor(keras.callbacks.Callback):
             self._unwatched = model.train_function
         model.train_function = self._train_function
 
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_start = self._step
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._drain()
 
@@ -257,6 +261,9 @@ class GradientMonitor(keras.callbacks.Callback):
         (the schedule decides), then the schedule hears that the step ended."""
         step = self._step
         tier = self._tier(step)
+        # a step that traces its train function, or that starts an epoch (the time since the
+        # last step holds the epoch's end), is no measure of what watching costs
+        timed = tier in self._fns and step != self._epoch_start
         if self.probe is not None:
             if tier != Tier.NONE:
                 self._run_probe(step)
@@ -266,7 +273,8 @@ class GradientMonitor(keras.callbacks.Callback):
         else:
             out = self._function(Tier.NONE)(*args, **kwargs)
         self._step += 1
-        self.schedule.done(step)
+        if timed:
+            self.schedule.done(step)
         return out
 
     def _tier(self, step: int) -> Tier:
