@@ -747,22 +747,30 @@ class Recorder:
                 acts=np.array([a.name if a else "" for a in acts], dtype=object),
                 saturating=np.array([a is not None and a.family == "saturating" for a in acts]),
             )
-        m = np.full((len(names), 4), np.nan)
-        dead = np.full(len(names), np.nan)
-        bsq = np.full(len(names), np.nan)
-        for i, name in enumerate(names):
-            d = numbers[name]
-            if d.m is not None:
-                m[i] = d.m
-            if d.alive is not None and d.alive.size:
-                dead[i] = 1.0 - float(np.mean(d.alive))
-            if d.bsq is not None and not reading.skipped:
-                bsq[i] = d.bsq / reading.loss_scale**2
+        ds = [numbers[name] for name in names]
+        m = np.array([_NAN4 if d.m is None else d.m for d in ds], dtype=np.float64)
+        dead = np.array(  # the fraction of units no example made positive
+            [
+                1.0 - np.count_nonzero(d.alive) / d.alive.size
+                if d.alive is not None and d.alive.size
+                else math.nan
+                for d in ds
+            ],
+            dtype=np.float64,
+        )
+        scale = reading.loss_scale**2
+        bsq = np.array(
+            [math.nan if d.bsq is None or reading.skipped else d.bsq / scale for d in ds],
+            dtype=np.float64,
+        )
         extra = {"skipped": True} if reading.skipped else {}
         self.rows.add_layers(step, meta, m, dead, bsq, **extra)
 
     def clear(self) -> None:
         self._updates.clear()
+
+
+_NAN4 = (math.nan,) * 4  # an output not measured
 
 
 def _fill(slot: Slot, values: Any) -> None:
