@@ -3,8 +3,10 @@
 Run: python benchmarks/bench_budget.py [--quick] [--only small|large] [--threads N]
 
 Identical copies of each model train side by side in one process: bare, a second bare copy
-(its ratio to the first is the noise floor), watched at the default budget (5%), and watched
-with ``every=1`` (every statistic on every step: what the budget saves). The watched copies
+(its ratio to the first is the noise floor), watched at the default budget (5%), watched with
+``every=1`` (every statistic on every step: what the budget saves), watched for the gradients
+only on every step, and the per-parameter norm dict a Lightning user logs instead
+(``grad_norm``, one norm per parameter; when lightning is installed). The watched copies
 first train long enough for the budget to measure its tiers and settle; then blocks of steps
 alternate between the copies in a shuffled order, and the median time per step of each is
 compared with the bare copy's, in wall time and in the thread's CPU time (on a machine shared
@@ -75,12 +77,16 @@ def compare(
         ("bare again (noise floor)", None),
         ("default watch (budget 5%)", {}),
         ("every=1, every statistic", {"every": 1}),
+        ("every=1, gradients only", {"every": 1, "activations": False, "backward": False}),
     ):
         m = copy.deepcopy(model)
         opt = optimizer(m, "sgd")
         if kw is not None:
             monitors[label] = gradprobe.watch(m, opt, **kw)
         runners[label] = train_step(m, opt, x, y)
+    norm_dict = _norm_dict(copy.deepcopy(model), x, y)
+    if norm_dict is not None:
+        runners["per-parameter norm dict"] = norm_dict
     got = interleave(
         runners, block=block, repeats=repeats, settle={label: settle for label in monitors}
     )
@@ -119,6 +125,27 @@ def compare(
     for m in monitors.values():
         m.detach()
     return lines
+
+
+def _norm_dict(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Any:
+    """Lightning's pattern: ``grad_norm(model, 2)`` (one norm per parameter, a dict of tensors)
+    after backward, before the step; the dicts are kept as a logger would (the latest 64).
+    None when lightning is not installed."""
+    try:
+        from lightning.pytorch.utilities import grad_norm
+    except ImportError:
+        return None
+    opt = optimizer(model, "sgd")
+    logged: list[dict[str, torch.Tensor]] = []
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        logged.append(grad_norm(model, norm_type=2))
+        del logged[:-64]
+        opt.step()
+
+    return step
 
 
 def main() -> None:
