@@ -133,7 +133,11 @@ def test_rows_read_between_reading_and_update_keep_the_step(fast, monkeypatch):
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     with gradprobe.watch(model, opt, every=1, activations=False) as mon:
-        opt.register_step_pre_hook(lambda *a: [mon.to_pandas()] and None)  # after gradprobe
+
+        def read_rows(*args: object) -> None:  # an optimizer pre-hook, run after gradprobe's
+            mon.to_pandas()
+
+        opt.register_step_pre_hook(read_rows)
         for _ in range(3):
             opt.zero_grad()
             model(torch.randn(16, 5)).pow(2).mean().backward()
