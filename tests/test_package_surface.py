@@ -64,6 +64,7 @@ def test_all_is_complete_and_every_name_resolves():
         "lab",
         "storage",
         "stats",
+        "budget",
         "tensorboard",
         "integrations",
         "Any",

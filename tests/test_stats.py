@@ -45,7 +45,7 @@ def test_param_columns_match_numpy_on_raw_values_from_1e_30_to_1e30(scale):
         "update_norm": np.linalg.norm(w_after - w),
         "update_ratio": np.linalg.norm(w_after - w) / np.linalg.norm(w),
     }
-    assert set(cols) == set(TABLES["params"][5:]) - {"pe_grad_rms", "rank", "skipped"}
+    assert set(cols) == set(TABLES["params"][5:]) - {"pe_grad_rms", "rank", "skipped", "tier"}
     for c, v in ref.items():
         assert cols[c] == pytest.approx(v, rel=1e-12, abs=0.0), c
 
