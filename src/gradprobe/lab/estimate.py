@@ -26,12 +26,13 @@ BATCHED_RECORD_OVERHEAD_S = 3.0e-3  # extra for a recorded step of a batched sta
 EPOCH_OVERHEAD_S = 1.5e-3  # the evaluation at the end of each epoch, besides its arithmetic
 DIAGNOSE_S = 0.1  # the diagnosis of one seed's records
 PLOT_S = 0.2  # one cell's loss-curve PNG, drawn when the sweep finishes
-STARTUP_S = 5.0  # import torch and gradprobe, load the data, write the report
+STARTUP_S = 2.5  # import torch and gradprobe, load the data, write the report (1.6-2 s idle)
 WORKER_START_S = 3.0  # a worker process starting (they start together)
 BATCHED_MAX_FLOP = 2e6  # batch only where one model's step is below this much arithmetic
-LOAD_FACTOR = 3.0  # the training constants were measured on an idle machine; shared CI and dev
-# machines train 1.5-5x slower (2 cores, other jobs, torch's two threads contending): the
-# estimate aims at the middle, so it is within 2x of both (benchmarks/bench_lab.py --estimate)
+LOAD_FACTOR = 2.0  # the training constants were measured on an idle machine; shared CI and dev
+# machines train 1-4x slower (2 cores, other jobs, torch's two threads contending): the
+# estimate aims at the middle, so it is within 2x of both (benchmarks/bench_lab.py --estimate;
+# 2026-12-05, idle: a 4-training classification sweep took 3.3-3.8 s, estimated 5.8 s)
 
 
 def supports(model: ModelSpec) -> bool:
