@@ -57,6 +57,15 @@ def test_ratio_vs_depth_puts_fifteen_lines_in_distinct_styles_beside_the_axes():
     assert hi / lo >= 99  # a flat line looks flat: at least two decades
 
 
+def test_ratio_vs_depth_ticks_whole_depths_only():
+    rows = [dict(depth=d, seed=s, status="complete", first_last_ratio=0.5**d)
+            for d in (2, 4) for s in (0, 1)]  # fmt: skip
+    fig = plots.ratio_vs_depth(pd.DataFrame(rows))
+    fig.canvas.draw()
+    ticks = [t for t in fig.axes[0].get_xticks() if 2 <= t <= 4]
+    assert ticks == [2, 4]  # was 2.00, 2.25, ..., 4.00: depths that cannot exist
+
+
 def test_sweep_report_tables_scroll_in_their_box_and_labels_wrap_per_setting():
     from gradprobe.lab import report
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 CONFIG: tuple[str, ...] = ("activation", "init", "norm", "residual", "residual_scale")
 CONFIG += ("optimizer", "lr", "epochs", "batch_size", "rows", "clip", "width", "remedy")
@@ -72,6 +73,11 @@ def ratio_vs_depth(results: pd.DataFrame) -> Figure:
         min_log_span(ax, float(r["first_last_ratio"].min()), float(r["first_last_ratio"].max()))
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("hidden layers (depth)")
+    depths = sorted(r["depth"].unique()) if len(r) else []
+    if 0 < len(depths) <= 12:
+        ax.set_xticks(depths)  # depths are whole numbers: tick each one swept, nothing between
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("first / last layer ||dL/dW|| (step 0)")
     ax.grid(True, which="both", alpha=0.3)
     if len(groups) > 1:
