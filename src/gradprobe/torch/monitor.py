@@ -103,15 +103,9 @@ class Monitor:
     ) -> None:
         _check(model, optimizer)
         self._top = Tier.ALL if activations or backward or per_example else Tier.GRADIENTS
-        self.schedule = schedule(
-            every,
-            budget,
-            top=self._top,
-            agree=agree_min if distributed() else None,
-            clock=_step_clock(model),
-        )
+        self.schedule = schedule(every, budget, top=self._top, clock=_step_clock(model))
         if isinstance(self.schedule, Budget) and self.schedule.agree is None and distributed():
-            self.schedule.agree = agree_min  # a Budget given as budget=: ranks must agree too
+            self.schedule.agree = agree_min  # ranks must record the same steps
         self.model, self.optimizer, self.every = model, optimizer, every
         self.budget = budget if every is None else None
         self.activations, self.backward, self.per_example = activations, backward, per_example
