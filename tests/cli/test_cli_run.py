@@ -139,8 +139,14 @@ def test_plot_of_a_missing_or_corrupt_run_dir_is_one_line(tmp_path):
     assert res.exit_code == 2 and part.name in res.output and len(res.output.splitlines()) == 1
 
 
-def _no_download(monkeypatch):  # type: ignore[no-untyped-def]
+def _no_download(monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
+    """No California anywhere: an empty data home (a cache in ~/scikit_learn_data, as
+    scripts/demo.sh writes, must not count) and no download."""
     import sklearn.datasets
+
+    empty = tmp_path / "empty_data_home"
+    empty.mkdir()
+    monkeypatch.setenv("SCIKIT_LEARN_DATA", str(empty))
 
     def offline(*a, **k):  # type: ignore[no-untyped-def]
         raise OSError("Data not found and `download_if_missing` is False")
@@ -149,7 +155,7 @@ def _no_download(monkeypatch):  # type: ignore[no-untyped-def]
 
 
 def test_missing_california_data_is_a_clear_line(monkeypatch, tmp_path):
-    _no_download(monkeypatch)
+    _no_download(monkeypatch, tmp_path)
     res = CliRunner().invoke(main, ["run", "california", "--out", str(tmp_path / "r")])
     assert res.exit_code == 1
     assert "--data-home" in res.output and "SCIKIT_LEARN_DATA" in res.output
@@ -157,7 +163,7 @@ def test_missing_california_data_is_a_clear_line(monkeypatch, tmp_path):
 
 
 def test_demo_without_california_still_runs_classification(monkeypatch, tmp_path):
-    _no_download(monkeypatch)
+    _no_download(monkeypatch, tmp_path)
     res = invoke("demo", "-q", "--out", str(tmp_path), "--epochs", "1", "--seeds", "1")
     assert res.exit_code == 0
     assert "California experiment skipped" in res.output and "--data-home" in res.output
