@@ -623,7 +623,7 @@ import json, os, sys, torch, torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-def run(rank, port):
+def run(rank, port, out):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
     from gradprobe.torch._structure import trainable
@@ -632,11 +632,12 @@ def run(rank, port):
     f = FSDP(model, use_orig_params=True, device_id=torch.device("cpu"))
     params, _ = trainable(f)
     rows = [[a, b, p.numel()] for a, b, p in params]
-    print("ROWS", rank, json.dumps(rows), flush=True)
+    with open(os.path.join(out, f"rows{rank}.json"), "w") as fh:  # one file per rank: the
+        json.dump(rows, fh)  # ranks' prints to one pipe can interleave mid-line
     dist.destroy_process_group()
 
 if __name__ == "__main__":
-    mp.spawn(run, args=(int(sys.argv[1]),), nprocs=2)
+    mp.spawn(run, args=(int(sys.argv[1]), sys.argv[2]), nprocs=2)
 """
 
 
@@ -653,14 +654,13 @@ def test_fsdp1_ranks_list_the_same_parameters_even_when_their_shard_is_empty(tmp
     script = tmp_path / "fsdp1_ranks.py"
     script.write_text(_FSDP1_RANKS)
     done = subprocess.run(
-        [sys.executable, str(script), str(port)], capture_output=True, text=True, timeout=120
+        [sys.executable, str(script), str(port), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = {}
-    for line in done.stdout.splitlines():
-        if line.startswith("ROWS "):
-            _, rank, payload = line.split(" ", 2)
-            rows[int(rank)] = json.loads(payload)
+    rows = {r: json.loads((tmp_path / f"rows{r}.json").read_text()) for r in (0, 1)}
     names = {r: [(a, b) for a, b, _ in v] for r, v in rows.items()}
     assert names[0] == names[1] == [("0", "weight"), ("0", "bias"), ("2", "weight"), ("2", "bias")]
     assert any(n == 0 for _, _, n in rows[0] + rows[1])  # some rank does hold an empty shard
