@@ -7,29 +7,44 @@ records (a :class:`Tier`), and tell it when each step ends. Two schedules:
 - :class:`Budget` (the default, 5%): keeps the measured cost of watching within a fraction of
   the step time. It times the steps themselves (from the end of one step to the end of the
   next, so the user's whole loop counts; ``clock`` says with what: the PyTorch monitor passes
-  the training thread's CPU time on the CPU) and compares the steps of each tier with the steps
-  of the tier below taken just before (the median of its latest 9), so that a machine whose
-  speed drifts does not bias a tier sampled rarely; costs chain down to the steps that record
-  nothing::
+  the training thread's CPU time on the CPU), and a monitor may also say how long its own code
+  ran in the step (``spent``, given to :meth:`Budget.done`). A tier whose whole cost is the
+  monitor's own code (``timed``: for the PyTorch monitor, nothing and the gradients, read in
+  the optimizer's hooks) costs ``spent / (step time - spent)``: per step, with little noise,
+  and without reference steps. A tier above it (module hooks on every layer: their dispatch
+  runs in torch, untimed) is compared with an estimate of the bare step taken just before (the
+  median of the latest 9 steps of the tiers below, each less its own cost), so that a machine
+  whose speed drifts does not bias a tier sampled rarely::
 
-      cost(tier) = median(step time / recent time of the tier below) * (1 + cost(below)) - 1
+      cost(tier) = mean(step time / recent bare-step estimate) - 1
+
+  Measured that way (as differences of step times) a 4% cost of the gradients was read as
+  anything from 0 to 6%: the reference, a median of 9 steps whose times scatter by 5%, moved
+  as much as the cost. All costs are fractions of a bare step; the cost of a step recording
+  nothing (the fixed cost of being attached: clocks, hooks that return at once) is paid on
+  every step and comes off the budget first.
 
   Gradient statistics (cheap: one pass over the gradients) are recorded on every step when
-  their cost fits in the budget; activation and backward-signal statistics (module hooks on
-  every layer) on a share of the steps chosen so that the average cost stays inside it::
+  their cost fits in the budget; activation and backward-signal statistics on a share of the
+  steps chosen so that the average cost stays inside it::
 
-      f_all * cost(ALL) + f_grad * cost(GRADIENTS) <= budget
+      f_all * cost(ALL) + (f_grad - f_all) * cost(GRADIENTS) + (1 - f_grad) * cost(NONE)
+          <= budget
 
   A recorded step leaves some of its cost to the steps after it (freeing its tensors, garbage
-  collection), which no step's own time shows: so the last ``quiet_len`` (12) of every
-  ``quiet_every`` (512) steps record nothing, and the realised cost of the steps before them,
-  measured against these, corrects the plans (:attr:`Budget.factor` = realised / expected,
-  1.25 until measured). At least a quarter of the budget goes to the full statistics, so
-  they are sampled on any model. Step 0 records everything (the view before training has
-  changed anything). The first steps rotate through the tiers to measure them; the periods
-  are then revised every ``decide_every`` steps from the latest ``window`` step times of each
-  tier. At least one step in 32 (``probe``) records nothing, to keep the reference fresh: with
-  fewer (one in 512 was tried) the reference went stale and a 10% cost of the gradients was
+  collection), which no step's own time shows. When the monitor times its own code, the top
+  tier's share is measured on the timed step after it (that step's time less the monitor's,
+  against a bare step's). Otherwise the last ``quiet_len`` (12) of every ``quiet_every`` (512)
+  steps record nothing, and the realised cost of the steps before them, measured against
+  these, corrects the plans (:attr:`Budget.factor` = realised / expected, 1.25 until
+  measured); such stretches, 9 steps long, scattered by as much as the costs they measured on
+  a 2 ms step (a factor of 1.0 to 2.0 between runs). At least a quarter of the budget goes to
+  the full statistics, so they are sampled on any model. Step 0 records everything (the view
+  before training has changed anything). The first steps rotate through the tiers to
+  measure them; the periods are then revised every ``decide_every`` steps from the latest
+  ``window`` step times of each tier. When the gradients are not timed by the monitor, at
+  least one step in 32 (``probe``) records nothing, to keep their reference fresh: with fewer
+  (one in 512 was tried) the reference went stale and a 10% cost of the gradients was
   measured as 0%.
 
 Decisions happen at step numbers fixed in advance and go through ``agree`` (under
@@ -42,7 +57,7 @@ import math
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
@@ -65,7 +80,8 @@ class Schedule(Protocol):
         """What ``step`` records (asked before it starts; the same answer every time)."""
 
     def done(self, step: int) -> None:
-        """``step`` has just ended."""
+        """``step`` has just ended (a :class:`Budget` also takes ``spent``: the seconds the
+        monitor's own code ran in the step)."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +94,7 @@ class Every:
     def tier(self, step: int) -> Tier:
         return self.top if step % self.n == 0 else Tier.NONE
 
-    def done(self, step: int) -> None:
+    def done(self, step: int, spent: float = 0.0) -> None:
         pass
 
 
@@ -137,6 +153,7 @@ class Budget:
         quiet_len: int = 12,
         max_period: int = 1000,
         clock: Callable[[], float] = time.perf_counter,
+        timed: Tier = Tier.NONE,
     ) -> None:
         if isinstance(fraction, bool) or not isinstance(fraction, int | float):
             raise UsageError(
@@ -149,15 +166,28 @@ class Budget:
                 f"got {fraction!r}; for everything on every step pass every=1"
             )
         self.fraction, self.top = float(fraction), Tier(top)
+        # the highest tier whose whole cost is the monitor's own code, timed by it (``spent``)
+        self.timed = min(Tier(timed), self.top)
         self.agree = agree  # how the ranks agree on a plan (None: one process)
         self._decide_every, self._probe = decide_every, probe
-        self._min_share, self._clock = 1 / max_period, clock
-        # each tier's latest step times, and each step's time as a ratio to the steps of a
-        # lower tier just before it (its reference, measured in the same stretch of the run)
+        self._min_share = 1 / max_period
+        self.clock = clock  # what steps are timed with (a monitor times its own code with it)
+        # each tier's latest step times; each step's time as a ratio to a bare step's
+        # (1 + its cost); and the latest estimates of a bare step, with the tier they came from
         self._times: dict[Tier, deque[float]] = {t: deque(maxlen=_LOCAL) for t in Tier}
-        self._ratios: dict[Tier, deque[tuple[Tier, float]]] = {
-            t: deque(maxlen=window) for t in Tier
+        self._ratios: dict[Tier, deque[float]] = {t: deque(maxlen=window) for t in Tier}
+        # a timed tier: its latest steps' times less the monitor's, and the monitor's time
+        # (its cost: the mean of the monitor's times, since work done once in many steps,
+        # such as writing out a block of rows, is a cost too; over the median of the others,
+        # since a pause in the loop, an evaluation, is none)
+        self._timed: dict[Tier, deque[tuple[float, float]]] = {
+            t: deque(maxlen=_TIMED_WINDOW) for t in Tier
         }
+        self._bases: deque[tuple[Tier, float]] = deque(maxlen=4 * _LOCAL)
+        # what a step of the top tier leaves to the timed step after it (freeing its tensors,
+        # collections): that step's time less the monitor's, over a bare step's, less 1
+        self._spill: deque[float] = deque(maxlen=window)
+        self._last = Tier.NONE  # the tier of the step recorded last
         self._tiers = [t for t in Tier if t <= self.top]
         # warm-up: steps 1..2 settle (allocations, compilation), then the tiers rotate
         self._settle = 3
@@ -194,16 +224,20 @@ class Budget:
         return self.plan.tier(step - self._warmup_end, self.top)
 
     def _in_quiet(self, step: int) -> bool:
-        """The last ``quiet_len`` steps of every ``quiet_every`` after the warm-up."""
+        """The last ``quiet_len`` steps of every ``quiet_every`` after the warm-up, when the
+        monitor does not time its own code (a monitor that does: the costs it times are
+        exact, and the top tier's spill is measured on the step after it)."""
+        if self.timed != Tier.NONE:
+            return False
         off = step - self._warmup_end
         return off >= 0 and off % self._quiet_every >= self._quiet_every - self._quiet_len
 
-    def done(self, step: int) -> None:
-        now = self._clock()
+    def done(self, step: int, spent: float = 0.0) -> None:
+        now = self.clock()
         prev, self._prev = self._prev, (step, now)
         if prev is not None and prev[0] == step - 1 and step >= self._settle:
             tier, seconds = self.tier(step), now - prev[1]
-            self._record(tier, seconds)
+            self._record(tier, seconds, spent)
             if self._in_quiet(step):
                 self._quiet.append(seconds)
                 if not self._in_quiet(step + 1):
@@ -218,8 +252,9 @@ class Budget:
     # ------------------------------------------------------------- measurement
     @property
     def costs(self) -> dict[str, float]:
-        """The measured cost of each tier, as a fraction of a step that records nothing
-        (``{"gradients": 0.04, "all": 0.4}``; empty until measured)."""
+        """The measured cost of a step of each tier, as a fraction of a bare step's time
+        (``{"none": 0.004, "gradients": 0.04, "all": 0.4}``; ``none``: the fixed cost of being
+        attached; empty until measured)."""
         return {t.name.lower(): c for t, c in self._costs.items()}
 
     @property
@@ -228,11 +263,13 @@ class Budget:
         if self.top not in self._costs:
             return math.nan
         p, c_top = self.plan, self._costs[self.top]
-        return p.top * c_top + (p.grad - p.top) * self._costs.get(Tier.GRADIENTS, c_top)
+        c_none = self._costs.get(Tier.NONE, 0.0)
+        c_grad = self._costs.get(Tier.GRADIENTS, c_top)
+        return p.top * c_top + (p.grad - p.top) * c_grad + (1 - p.grad) * c_none
 
     def _decide(self, step: int) -> None:
         plan = self._measure() or self.plan
-        if plan.grad > 1 - self._probe:
+        if self.timed < Tier.GRADIENTS and plan.grad > 1 - self._probe:
             # leave a share of the steps recording nothing: the reference every cost is
             # measured against must be as fresh as the steps it is compared with
             grad = 1 - self._probe
@@ -242,7 +279,9 @@ class Budget:
             plan = Plan(top=float(top), grad=float(grad))
         self.plan = plan
         self._asked = (-1, self.top)  # a step asked about before this decision: ask again
-        self._expected = self.expected
+        # what the steps under this plan should cost beyond the steps recording nothing (the
+        # quiet stretches that measure the realised cost record nothing)
+        self._expected = self.expected - self._costs.get(Tier.NONE, 0.0)
 
     def _realised(self) -> None:
         """End of a quiet stretch: the steps just before it, under the plan, against the
@@ -266,46 +305,80 @@ class Budget:
         self._factors.append(min(max(realised / expected, 1.0), _MAX_FACTOR))
         self.factor = statistics.median(self._factors)
 
-    def _record(self, tier: Tier, seconds: float) -> None:
-        """A step's time, and its ratio to the latest steps of the highest lower tier that has
-        some: machines drift (other processes, clocks, data), and a tier recorded on a few
-        steps in a hundred is compared with steps taken at the same time, not long before."""
-        for ref in reversed(self._tiers[: self._tiers.index(tier)]):
-            if len(self._times[ref]) >= 3:
-                base = _median(self._times[ref])
-                if base > 0:
-                    self._ratios[tier].append((ref, seconds / base))
-                break
+    def _record(self, tier: Tier, seconds: float, spent: float) -> None:
+        """A step's time as a ratio to a bare step's: for a tier the monitor times, its time
+        over the time less the monitor's; above, its time over the latest estimates of a bare
+        step from the tiers below (machines drift: other processes, clocks, data; a tier
+        recorded on a few steps in a hundred is compared with steps taken at the same time,
+        not long before)."""
         self._times[tier].append(seconds)
+        last, self._last = self._last, tier
+        if tier <= self.timed:
+            base = seconds - spent
+            if base <= 0:
+                return
+            self._timed[tier].append((base, spent))
+            if last == self.top and Tier.NONE < self.timed < self.top:
+                ref = [b for _, b in self._bases][-_LOCAL:]
+                if len(ref) >= 3:
+                    self._spill.append(base / _median(ref) - 1)
+                return  # not a bare step: the top tier left it some of its cost
+            self._bases.append((tier, base))
+            return
+        ref = [b for t, b in self._bases if t < tier][-_LOCAL:]
+        if len(ref) < 3:
+            return
+        bare = _median(ref)
+        if bare > 0:
+            self._ratios[tier].append(seconds / bare)
+        if tier < self.top and tier in self._costs:  # this step, less its cost: a bare step
+            self._bases.append((tier, seconds / (1 + self._costs[tier])))
 
     def _measure(self) -> Plan | None:
-        """The costs of the tiers from the ratios measured (each chained down to NONE), and the
-        plan they give; None until the top tier's cost is known."""
-        for t in self._tiers[1:]:
-            chained = [
-                r if ref == Tier.NONE else r * (1 + self._costs[ref])
-                for ref, r in self._ratios[t]
-                if ref == Tier.NONE or ref in self._costs
-            ]
-            if chained:
-                self._costs[t] = max(_trimmed_mean(chained) - 1, 0.0)
+        """The costs of the tiers from the ratios measured, and the plan they give; None until
+        the top tier's cost is known."""
+        for t in self._tiers:
+            if t <= self.timed:
+                if self._timed[t]:
+                    bases, spent = zip(*self._timed[t], strict=True)
+                    bare = statistics.median(bases)
+                    self._costs[t] = max(statistics.fmean(spent) / bare, 0.0) if bare > 0 else 0.0
+            elif self._ratios[t]:
+                cut = _CUT if t > self.timed > Tier.NONE else 0.1
+                self._costs[t] = max(_trimmed_mean(list(self._ratios[t]), cut) - 1, 0.0)
+                if t == self.top and self._spill:  # and what it leaves to the step after it
+                    spill = _trimmed_mean(list(self._spill), _CUT)
+                    self._costs[t] = max(self._costs[t] + spill, 0.0)
         if Tier.GRADIENTS in self._costs and Tier.ALL in self._costs:
             self._costs[Tier.ALL] = max(self._costs[Tier.ALL], self._costs[Tier.GRADIENTS])
         if self.top not in self._costs:
             return None
-        c_grad = self._costs.get(Tier.GRADIENTS) if self.top == Tier.ALL else None
-        aim = self.fraction / self.factor
-        return allocate(aim, self._costs[self.top], c_grad, self._min_share)
+        c_none = self._costs.get(Tier.NONE, 0.0)
+        c_top = max(self._costs[self.top] - c_none, 0.0)
+        c_grad = None
+        if self.top == Tier.ALL:
+            c_grad = max(self._costs.get(Tier.GRADIENTS, c_top + c_none) - c_none, 0.0)
+        # the fixed cost is paid on every step: what is left is shared by the recorded ones
+        if self.timed != Tier.NONE:
+            self.factor = 1.0  # no quiet stretches: see _in_quiet
+        aim = max(self.fraction - c_none, 0.0) / self.factor
+        return allocate(aim, c_top, c_grad, self._min_share)
 
 
-_LOCAL = 9  # steps of a tier whose median is the reference of the next steps above it
+_LOCAL = 9  # estimates of a bare step whose median is the reference of the steps above them
+_TIMED_WINDOW = 512  # latest steps of a timed tier whose mean cost is taken
+# the share cut from each end of the ratios of the top tier's steps, and of its spills, when
+# the tiers below are timed: a pause in the loop (an evaluation; in an interleaved benchmark
+# the other models' blocks) that falls on one of these few steps is no cost (with a tenth cut,
+# one pause made everything look 6x dearer than it was)
+_CUT = 0.25
 _SPILL = 3  # first steps of a quiet stretch left out (costs the recorded steps left)
 # realised / expected cost before a quiet stretch measured it (on the California model the
 # realised cost was 1.2-1.7x what the steps' own times predicted), and the most it may be
 _FIRST_FACTOR, _MAX_FACTOR = 1.25, 3.0
 
 
-def _median(values: deque[float]) -> float:
+def _median(values: Iterable[float]) -> float:
     """statistics.median of a few values, in a third of its time (it runs every step)."""
     xs = sorted(values)
     n = len(xs)

@@ -104,8 +104,16 @@ class Monitor:
         _check(model, optimizer)
         self._top = Tier.ALL if activations or backward or per_example else Tier.GRADIENTS
         self.schedule = schedule(every, budget, top=self._top, clock=_step_clock(model))
-        if isinstance(self.schedule, Budget) and self.schedule.agree is None and distributed():
-            self.schedule.agree = agree_min  # ranks must record the same steps
+        # a budget is told the time of the monitor's own code in each step
+        self._timed = self.schedule if isinstance(self.schedule, Budget) else None
+        self._clock: Callable[[], float] = time.perf_counter
+        if isinstance(self.schedule, Budget):
+            self._clock = self.schedule.clock  # the monitor's own code, timed as the steps
+            # the gradients are read in the optimizer's hooks, whose time the monitor takes
+            # (see _advance): the budget need not measure them against unrecorded steps
+            self.schedule.timed = min(Tier.GRADIENTS, self.schedule.top)
+            if self.schedule.agree is None and distributed():
+                self.schedule.agree = agree_min  # ranks must record the same steps
         self.model, self.optimizer, self.every = model, optimizer, every
         self.budget = budget if every is None else None
         self.activations, self.backward, self.per_example = activations, backward, per_example
@@ -169,6 +177,7 @@ class Monitor:
         self._codes = 0  # how many code objects dynamo had compiled when the hooks went off
         self._set_params(params, owners)
         self._step = 0
+        self._spent = 0.0  # seconds of the monitor's own code in the current step
         self._tier = min(self.schedule.tier(0), self._top)
         self._reading: Reading | None = None
         self._attached = True
@@ -198,9 +207,9 @@ class Monitor:
 
         ``share_gradients`` / ``share_all``: the fraction of steps that record the gradients
         (and updates) / everything. Under a budget also ``budget`` (the fraction given),
-        ``gradients`` and ``all`` (the measured cost of a step recording the gradients /
-        everything, as a fraction of a step recording nothing; absent until measured) and
-        ``expected`` (the cost of the current shares, from those measurements).
+        ``none``, ``gradients`` and ``all`` (the measured cost of a step recording nothing /
+        the gradients / everything, as a fraction of a bare step's time; absent until
+        measured) and ``expected`` (the cost of the current shares, from those measurements).
         """
         sched = self.schedule
         if isinstance(sched, Budget):
@@ -219,11 +228,12 @@ class Monitor:
                 "this monitor reads gradients in the optimizer's step hooks; "
                 "do not call monitor.step() as well (or watch without the optimizer)"
             )
+        t0 = self._clock()
         if self._recording():
             self._rescan_if_changed(None)
             reading = self._read(None)
             self._finish(reading, None)
-        self._advance()
+        self._advance(t0)
 
     def to_pandas(self, table: str = "params") -> pd.DataFrame:
         """The records as one tidy long table: ``params`` (default) or ``layers``.
@@ -292,21 +302,25 @@ class Monitor:
     def before_update(self, optimizer: torch.optim.Optimizer) -> None:
         """Read the gradients (the optimizer's pre-hook, or a closure's first call)."""
         if self._recording():  # (a reading left by a step that raised is replaced)
+            t0 = self._clock()
             self._rescan_if_changed(optimizer)
             self._reading = self._read(optimizer)
+            self._spent += self._clock() - t0
 
     def after_update(self, optimizer: torch.optim.Optimizer) -> None:
         """Measure the update and record the step (the optimizer's post-hook)."""
+        t0 = self._clock()
         reading = self._reading
         if reading is not None:
             self._reading = None
             self._layers.clear()  # captures after the read (later closure calls) do not count
             self._capture.drop()
             self._finish(reading, optimizer)
-        self._advance()
+        self._advance(t0)
 
     def _skipped(self, optimizer: torch.optim.Optimizer) -> None:
         """GradScaler found inf/NaN and did not call ``optimizer.step``: a skipped step."""
+        t0 = self._clock()
         if self._recording():
             self._rescan_if_changed(optimizer)
             reading = self._read(None, skipped=True)
@@ -314,7 +328,7 @@ class Monitor:
         self._layers.clear()
         self._capture.drop()
         self._reading = None
-        self._advance()
+        self._advance(t0)
 
     def _grads_gone(self) -> bool:
         return all(p.grad is None for _, _, p in self._recorder.params)
@@ -364,11 +378,18 @@ class Monitor:
             return 1.0, now.detach().clone(), None
         return 1.0, float(sc.get_scale()), None
 
-    def _advance(self) -> None:
-        """The step has ended: tell the schedule, and arm the hooks for the next step's tier
-        (module hooks only when it records everything)."""
+    def _advance(self, t0: float) -> None:
+        """The step has ended (the monitor's code in this hook began at ``t0``): tell the
+        schedule, with the time the monitor's own code took in the step, and arm the hooks
+        for the next step's tier (module hooks only when it records everything). Arming and
+        disarming are left out of that time: they belong to the tier that needs the hooks
+        (whose cost the budget measures from step times, and from the step after it)."""
         if self._attached:
-            self.schedule.done(self._step)
+            if self._timed is not None:
+                self._timed.done(self._step, self._spent + (self._clock() - t0))
+            else:  # a schedule of the user's: done(step)
+                self.schedule.done(self._step)
+        self._spent = 0.0
         self._step += 1
         self._tier = min(self.schedule.tier(self._step), self._top)
         if self._attached and self._tier == self._top:
@@ -515,13 +536,15 @@ def watch(
     Without an optimizer, call ``monitor.step()`` after ``backward()``.
 
     By default watching costs at most ``budget`` (5%) of the step time, measured as the run
-    goes: the monitor times the steps that record gradients, everything, or nothing, and
-    records the gradients (and updates) on every step when they fit in the budget, and the
-    activations and backward signal (hooks on every layer) on an evenly spread share of the
-    steps that keeps the average cost inside it. Step 0 records everything; the first ~15
-    steps measure; the shares are then revised every 64 steps. ``monitor.cost`` says what was
-    measured and which shares were chosen; the ``tier`` column of the records says what each
-    step carries (``"gradients"``: no ``layers`` rows that step, ``"all"``).
+    goes: the monitor times its own code in the optimizer's hooks (the fixed cost of a step
+    recording nothing, and the reading of the gradients and updates) and the steps that
+    record everything (against the steps around them, and the step after them), and records
+    the gradients on every step when they fit in the budget, and the activations and
+    backward signal (hooks on every layer) on an evenly spread share of the steps that keeps
+    the average cost inside it. Step 0 records everything; the first ~15 steps measure; the
+    shares are then revised every 64 steps. ``monitor.cost`` says what was measured and which
+    shares were chosen; the ``tier`` column of the records says what each step carries
+    (``"gradients"``: no ``layers`` rows that step, ``"all"``).
 
     ``every=N`` overrides the budget with a fixed schedule: everything on steps 0, N, 2N, ...
     and nothing in between (``every=1``: everything on every step, whatever it costs, as does
