@@ -81,6 +81,37 @@ def test_every_n_records_only_those_steps_and_leaves_other_steps_untouched():
     mon.detach()
 
 
+def test_hooks_parked_between_recorded_steps_come_back_after_the_users_and_go_on_detach():
+    """Unrecorded steps take the hooks out of the modules' dicts (the modules' fast path) and
+    the next recorded step puts the same ones back, after a hook the user added meanwhile;
+    detach leaves nothing behind, also in the always-called dicts."""
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon = gradprobe.watch(model, opt, every=2)
+    train(model, opt, 1)  # step 0 recorded; step 1 is not: parked
+    assert sum(len(m._forward_hooks) for m in model.modules()) == 0
+    seen: list[str] = []
+    model[0].register_forward_hook(lambda m, i, o: seen.append("user"))
+    user = dict(model[0]._forward_hooks)
+    train(model, opt, 1)  # step 1: nothing of ours runs; at its end ours come back for step 2
+    assert seen == ["user"]
+    hooks = list(model[0]._forward_hooks)
+    assert len(hooks) == 2 and hooks[0] in user  # after the user's
+    ours = model[0]._forward_hooks[hooks[1]]
+    train(model, opt, 2)  # step 2, recorded; step 3 not; at its end armed for step 4
+    assert list(model[0]._forward_hooks) == hooks
+    assert model[0]._forward_hooks[hooks[1]] is ours  # the same hook, not made again
+    layers = mon.to_pandas("layers")
+    assert sorted(layers["step"].unique()) == [0, 2]
+    assert not layers[layers["step"] == 2][["act_rms", "backward_norm"]].isna().any().any()
+    mon.detach()
+    assert dict(model[0]._forward_hooks) == user  # only the user's hook is left
+    for m in model.modules():
+        if m is not model[0]:
+            assert not m._forward_hooks and not m._forward_pre_hooks
+        assert set(m._forward_hooks_always_called) <= set(m._forward_hooks)
+
+
 def test_memory_stays_bounded_over_thousands_of_steps(tmp_path):
     model = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
