@@ -292,3 +292,24 @@ def test_pauses_are_no_cost_when_the_monitor_times_itself() -> None:
     assert b.costs["gradients"] == pytest.approx(0.025, rel=0.02)
     assert b.costs["all"] == pytest.approx(0.30, rel=0.05)
     assert 0.05 * 0.8 <= realised(TIMED, tiers[2000:]) <= 0.05 * 1.01
+
+
+@pytest.mark.parametrize("when", range(10))
+def test_a_large_model_keeps_everything_on_every_step_through_pauses(when: int) -> None:
+    """50x512: everything costs 3%, so it goes on every step; the few timed steps then all
+    follow a step recording everything, and a pause on one of them (every 10th step pauses
+    for 50 steps' time, as the interleaved benchmark does) is no spill: with no cut of three
+    samples, everything looked 8x dearer than a bare step and went to 0.5% of the steps."""
+    costs = {Tier.NONE: 0.0, Tier.GRADIENTS: 0.01, Tier.ALL: 0.03}
+    t = [0.0]
+    b = Budget(clock=lambda: t[0], timed=Tier.GRADIENTS)
+    tiers = []
+    for step in range(400):
+        tier = b.tier(step)
+        tiers.append(tier)
+        spent = costs[min(tier, Tier.GRADIENTS)]
+        t[0] += 1 + costs[tier] + (50.0 if step % 10 == when else 0.0)
+        b.done(step, spent)
+    assert b.plan.top == 1.0
+    assert b.costs["all"] == pytest.approx(0.03, abs=0.01)
+    assert tiers[100:].count(Tier.ALL) >= 290

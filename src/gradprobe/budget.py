@@ -343,12 +343,13 @@ class Budget:
                     bases, spent = zip(*self._timed[t], strict=True)
                     bare = statistics.median(bases)
                     self._costs[t] = max(statistics.fmean(spent) / bare, 0.0) if bare > 0 else 0.0
+            elif self.timed > Tier.NONE:
+                if self._ratios[t]:
+                    self._costs[t] = max(_robust_mean(self._ratios[t]) - 1, 0.0)
+                if t == self.top and len(self._spill) >= 3:  # and what it leaves to the next step
+                    self._costs[t] = max(self._costs[t] + _robust_mean(self._spill), 0.0)
             elif self._ratios[t]:
-                cut = _CUT if t > self.timed > Tier.NONE else 0.1
-                self._costs[t] = max(_trimmed_mean(list(self._ratios[t]), cut) - 1, 0.0)
-                if t == self.top and self._spill:  # and what it leaves to the step after it
-                    spill = _trimmed_mean(list(self._spill), _CUT)
-                    self._costs[t] = max(self._costs[t] + spill, 0.0)
+                self._costs[t] = max(_trimmed_mean(list(self._ratios[t])) - 1, 0.0)
         if Tier.GRADIENTS in self._costs and Tier.ALL in self._costs:
             self._costs[Tier.ALL] = max(self._costs[Tier.ALL], self._costs[Tier.GRADIENTS])
         if self.top not in self._costs:
@@ -368,9 +369,9 @@ class Budget:
 _LOCAL = 9  # estimates of a bare step whose median is the reference of the steps above them
 _TIMED_WINDOW = 512  # latest steps of a timed tier whose mean cost is taken
 # the share cut from each end of the ratios of the top tier's steps, and of its spills, when
-# the tiers below are timed: a pause in the loop (an evaluation; in an interleaved benchmark
-# the other models' blocks) that falls on one of these few steps is no cost (with a tenth cut,
-# one pause made everything look 6x dearer than it was)
+# the tiers below are timed (see _robust_mean): a pause in the loop (an evaluation; in an
+# interleaved benchmark the other models' blocks) that falls on one of these few steps is no
+# cost (with a tenth cut, one pause made everything look 6x dearer than it was)
 _CUT = 0.25
 _SPILL = 3  # first steps of a quiet stretch left out (costs the recorded steps left)
 # realised / expected cost before a quiet stretch measured it (on the California model the
@@ -383,6 +384,14 @@ def _median(values: Iterable[float]) -> float:
     xs = sorted(values)
     n = len(xs)
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def _robust_mean(values: Iterable[float]) -> float:
+    """The mean of the middle half of the values (the median of fewer than 8): a pause in the
+    loop that falls on a few of them is no cost (with a tenth cut from each end, or none of
+    three, one pause on the 50x512 MLP made everything look 8x dearer than a bare step)."""
+    xs = list(values)
+    return _median(xs) if len(xs) < 8 else _trimmed_mean(xs, _CUT)
 
 
 def _trimmed_mean(values: list[float], cut: float = 0.1) -> float:
