@@ -238,7 +238,9 @@ class Budget:
         if prev is not None and prev[0] == step - 1 and step >= self._settle:
             tier, seconds = self.tier(step), now - prev[1]
             self._record(tier, seconds, spent)
-            if self._in_quiet(step):
+            if self.timed != Tier.NONE:
+                pass  # no quiet stretches, no realised cost (see _in_quiet)
+            elif self._in_quiet(step):
                 self._quiet.append(seconds)
                 if not self._in_quiet(step + 1):
                     self._realised()
@@ -311,8 +313,9 @@ class Budget:
         step from the tiers below (machines drift: other processes, clocks, data; a tier
         recorded on a few steps in a hundred is compared with steps taken at the same time,
         not long before)."""
-        self._times[tier].append(seconds)
         last, self._last = self._last, tier
+        if self.timed == Tier.NONE:
+            self._times[tier].append(seconds)  # for the realised cost (see _realised)
         if tier <= self.timed:
             base = seconds - spent
             if base <= 0:
