@@ -158,12 +158,11 @@ class Capture:
         """Take the hooks out of the modules' hook dicts (the modules then run their fast
         path, as with no hook at all), keeping them for the next :meth:`arm`."""
         self._reset()
-        parked = []
+        parked: list[tuple[dict, int, Any]] = []
         for h in self._armed:
             hooks = h.hooks_dict_ref()
-            fn = None if hooks is None else hooks.pop(h.id, None)
-            if fn is not None:
-                parked.append((hooks, h.id, fn))
+            if hooks is not None and h.id in hooks:
+                parked.append((hooks, h.id, hooks.pop(h.id)))
         self._unpark()
         self._parked, self._parked_handles, self._armed = parked, self._armed, []
 
