@@ -204,9 +204,20 @@ class Budget:
         self.factor = _FIRST_FACTOR  # realised / expected cost, measured (see _realised)
         self._asked = (-1, self.top)  # the last step asked about, and its tier
         self._expected = math.nan  # the current plan's expected cost (set when it changes)
+        # the tiers of the steps up to the next decision, worked out at a decision (asked
+        # every step: a list lookup), and the next decision's step
+        self._table: list[Tier] = []
+        self._table_start = 0
+        self._next = self._warmup_end
+        # steps ended since the last decision (tier, time, monitor's time), measured there:
+        # a step then costs a clock reading and an append (a monitor that times itself)
+        self._log: list[tuple[Tier, float, float]] = []
 
     # ----------------------------------------------------------------- schedule
     def tier(self, step: int) -> Tier:
+        i = step - self._table_start
+        if 0 <= i < len(self._table):
+            return self._table[i]
         asked, tier = self._asked
         if step == asked:  # asked before the step and again when it ends: once is enough
             return tier
@@ -235,6 +246,12 @@ class Budget:
     def done(self, step: int, spent: float = 0.0) -> None:
         now = self.clock()
         prev, self._prev = self._prev, (step, now)
+        if self.timed != Tier.NONE:  # measured at the next decision (no quiet stretches)
+            if prev is not None and prev[0] == step - 1 and step >= self._settle:
+                self._log.append((self.tier(step), now - prev[1], spent))
+            if step + 1 >= self._next:
+                self._decide(step + 1)
+            return
         if prev is not None and prev[0] == step - 1 and step >= self._settle:
             tier, seconds = self.tier(step), now - prev[1]
             self._record(tier, seconds, spent)
@@ -270,6 +287,9 @@ class Budget:
         return p.top * c_top + (p.grad - p.top) * c_grad + (1 - p.grad) * c_none
 
     def _decide(self, step: int) -> None:
+        log, self._log = self._log, []
+        for tier, seconds, spent in log:
+            self._record(tier, seconds, spent)
         plan = self._measure() or self.plan
         if self.timed < Tier.GRADIENTS and plan.grad > 1 - self._probe:
             # leave a share of the steps recording nothing: the reference every cost is
@@ -281,6 +301,9 @@ class Budget:
             plan = Plan(top=float(top), grad=float(grad))
         self.plan = plan
         self._asked = (-1, self.top)  # a step asked about before this decision: ask again
+        self._table_start, self._table = step, []
+        self._table = [self._tier(s) for s in range(step, step + self._decide_every)]
+        self._next = step + self._decide_every
         # what the steps under this plan should cost beyond the steps recording nothing (the
         # quiet stretches that measure the realised cost record nothing)
         self._expected = self.expected - self._costs.get(Tier.NONE, 0.0)
