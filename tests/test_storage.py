@@ -256,11 +256,12 @@ def test_old_records_without_a_tier_column_load_as_recording_everything():
     assert both["tier"].tolist() == ["all"] * 44 + ["gradients"] * 44
 
 
-def test_extend_fills_the_tier_from_tier_of_when_set(tmp_path):
+def test_extend_fills_the_tier_when_absent_and_keeps_a_given_one(tmp_path):
     buf = RecordBuffer("params", tmp_path)
     buf.extend(param_chunk(np.arange(2)))
-    buf.tier_of = lambda steps: np.where(steps % 2 == 1, "gradients", "all")
-    buf.extend(param_chunk(np.arange(2, 4)))
+    later = param_chunk(np.arange(2, 4))
+    later["tier"] = np.repeat(np.array(["all", "gradients"], dtype=object), P_ROWS)
+    buf.extend(later)
     buf.flush()
     t = buf.to_pandas()
     assert t.groupby("step")["tier"].first().tolist() == ["all", "all", "all", "gradients"]

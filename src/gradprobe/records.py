@@ -158,10 +158,9 @@ class RecordBuffer:
     ``r<rank>-<run id>``) lets several processes and several runs share one folder; without a
     stem, ``<table>-NNNNN.parquet`` with numbers after the parts already in the folder.
 
-    ``rank`` fills the ``rank`` column of rows that come without one (``skipped`` is False when
-    absent). ``tier`` is ``"all"`` when absent, or ``tier_of(step column)`` when that is set (a
-    monitor that knows which of its steps recorded gradients only). Each listener is called as
-    ``listener(table, chunk)`` with every chunk appended.
+    ``rank`` fills the ``rank`` column of rows that come without one (``skipped`` is False and
+    ``tier`` is ``"all"`` when absent). Each listener is called as ``listener(table, chunk)``
+    with every chunk appended.
     """
 
     table: str
@@ -169,7 +168,6 @@ class RecordBuffer:
     max_rows: int = 100_000
     rank: int = 0
     stem: str = ""
-    tier_of: Callable[[np.ndarray], np.ndarray] | None = None
     listeners: list[Callable[[str, dict[str, np.ndarray]], None]] = field(default_factory=list)
     _chunks: list[dict[str, np.ndarray]] = field(default_factory=list)
     _n: int = 0
@@ -204,12 +202,7 @@ class RecordBuffer:
             elif c == "skipped":
                 chunk[c] = np.zeros(n, dtype=bool)
             elif c == "tier":
-                steps = np.asarray(columns["step"])
-                chunk[c] = (
-                    np.full(n, "all", dtype=object)
-                    if self.tier_of is None
-                    else (np.asarray(self.tier_of(steps), dtype=object))
-                )
+                chunk[c] = np.full(n, "all", dtype=object)
             else:
                 raise ValueError(f"{self.table} rows lack column {c!r}; got {sorted(columns)}")
             if len(chunk[c]) != n:

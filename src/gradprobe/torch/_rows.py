@@ -103,6 +103,7 @@ class _SlabRun:
     start: int
     steps: list[int]
     how: list[Update]
+    tiers: list[str]  # the ``tier`` column of each step
 
 
 @dataclass
@@ -113,7 +114,7 @@ class PendingRows:
     layers: RecordBuffer
     limit: int = 64
     _p: list[
-        tuple[int, ParamMeta, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]
+        tuple[int, ParamMeta, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool, str]
     ] = field(default_factory=list)
     _l: list[tuple[int, LayerMeta, np.ndarray, np.ndarray, np.ndarray, bool]] = field(
         default_factory=list
@@ -140,23 +141,25 @@ class PendingRows:
             slab = self._slab = Slab(meta, self.limit)
         return Slot(slab, slab.used, slab.address(slab.used))
 
-    def commit(self, step: int, slot: Slot, how: Update) -> None:
+    def commit(self, step: int, slot: Slot, how: Update, tier: str = "all") -> None:
         """``slot`` holds ``step``'s numbers (a step not skipped, every gradient finite); its
-        squared update norms come as ``how`` says (:data:`Update`)."""
+        squared update norms come as ``how`` says (:data:`Update`); ``tier`` as for
+        :meth:`add_params`."""
         slab = slot.slab
         if slab is not self._slab or slot.i != slab.used:  # rows were made since the slot
             g, w, last = slab.columns(slot.i, slot.i + 1)
             u = _updates(g, last, [how])[0]
             n = slab.n
             nans, zeros = np.full(n, np.nan), np.zeros(n, dtype=np.int64)
-            self.add_params(step, slab.meta, g[0].copy(), w[0].copy(), u, nans, zeros)
+            self.add_params(step, slab.meta, g[0].copy(), w[0].copy(), u, nans, zeros, tier=tier)
             return
         run = self._runs[-1] if self._runs and self._order and self._order[-1] >= 0 else None
         if run is None or run.slab is not slab or run.start + len(run.steps) != slab.used:
-            run = _SlabRun(slab, slab.used, [], [])
+            run = _SlabRun(slab, slab.used, [], [], [])
             self._runs.append(run)
         run.steps.append(step)
         run.how.append(how)
+        run.tiers.append(tier)
         self._order.append(len(self._runs) - 1)
         slab.used += 1
         if len(self._order) >= self.limit:
@@ -173,11 +176,13 @@ class PendingRows:
         nonfinite: np.ndarray,
         *,
         skipped: bool = False,
+        tier: str = "all",
     ) -> None:
         """``g`` (n, 4) gradient moments; ``w``, ``u`` squared weight and update norms (NaN when
         unknown); ``pe`` per-example gradient RMS (NaN when not measured); ``nonfinite`` counts;
-        ``skipped``: the optimizer did not apply this step (a loss scaler found inf/NaN)."""
-        self._p.append((step, meta, g, w, u, pe, nonfinite, bool(skipped)))
+        ``skipped``: the optimizer did not apply this step (a loss scaler found inf/NaN);
+        ``tier``: what the step recorded (``"gradients"``: no layer rows; ``"all"``)."""
+        self._p.append((step, meta, g, w, u, pe, nonfinite, bool(skipped), tier))
         self._order.append(-1)
         if len(self._order) >= self.limit:
             self.materialize()
@@ -244,6 +249,7 @@ class PendingRows:
                 **stats,
                 "pe_grad_rms": np.concatenate([r[5] for r in run]),
                 "skipped": np.repeat(np.array([r[7] for r in run], dtype=bool), len(n)),
+                "tier": np.repeat(np.array([r[8] for r in run], dtype=object), len(n)),
             }
         )
 
@@ -267,6 +273,7 @@ class PendingRows:
                 **stats,
                 "pe_grad_rms": np.full(k * n, np.nan),
                 "skipped": np.zeros(k * n, dtype=bool),
+                "tier": np.repeat(np.array(run.tiers, dtype=object), n),
             }
         )
 

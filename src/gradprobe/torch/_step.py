@@ -615,11 +615,18 @@ class Recorder:
         return self._plan
 
     # ---------------------------------------------------------------- finishing
-    def finish(self, step: int, reading: Reading, optimizer: torch.optim.Optimizer | None) -> bool:
-        """Measure the update (after the optimizer's step) and emit the step's rows. Returns
-        whether an output was found changed in place (then outputs are reduced eagerly)."""
+    def finish(
+        self,
+        step: int,
+        reading: Reading,
+        optimizer: torch.optim.Optimizer | None,
+        tier: str = "all",
+    ) -> bool:
+        """Measure the update (after the optimizer's step) and emit the step's rows (their
+        ``tier`` column: what the step recorded). Returns whether an output was found changed
+        in place (then outputs are reduced eagerly)."""
         if reading.row is not None:
-            return self._finish_fast(step, reading, optimizer)
+            return self._finish_fast(step, reading, optimizer, tier)
         u: Any = None
         plan = reading.plan
         if reading.ps is not None and optimizer is not None:
@@ -645,7 +652,7 @@ class Recorder:
             base = g[:, SUMSQ] if plan.kind == "grad" and g is not None else u
             u = None if base is None else plan.lr_sq * np.asarray(base)
         if reading.ps is not None:
-            self._emit_params(step, reading, g, w, u, numbers)
+            self._emit_params(step, reading, g, w, u, numbers, tier)
         elif not self.warned_empty:
             self.warned_empty = True
             warnings.warn(
@@ -658,7 +665,7 @@ class Recorder:
         return changed
 
     def _finish_fast(
-        self, step: int, reading: Reading, optimizer: torch.optim.Optimizer | None
+        self, step: int, reading: Reading, optimizer: torch.optim.Optimizer | None, tier: str
     ) -> bool:
         """:meth:`finish` of a step read in place: the update norms go into its row too."""
         ps, slot, plan = reading.ps, reading.row, reading.plan
@@ -684,7 +691,7 @@ class Recorder:
             else:
                 _fill(slot, np.asarray(fetch([self.reducer.sq_norms(bufs)])[0]))
                 how = (FROM_ROW, plan.lr_sq)
-        self.rows.commit(step, slot, how)
+        self.rows.commit(step, slot, how, tier)
         if not reading.layers:
             return False
         red = gather_layers(reading.layers, self.reducer)
@@ -699,6 +706,7 @@ class Recorder:
         w: np.ndarray,
         u: np.ndarray | None,
         numbers: dict[str, LayerNumbers],
+        tier: str,
     ) -> None:
         ps = reading.ps
         assert ps is not None
@@ -729,7 +737,7 @@ class Recorder:
         u_arr = ps.nans if u is None or reading.skipped else np.asarray(u, dtype=np.float64)
         w_arr = np.asarray(w, dtype=np.float64)
         extra = {"skipped": True} if reading.skipped else {}
-        self.rows.add_params(step, ps.meta, g, w_arr, u_arr, pe, nonfinite, **extra)
+        self.rows.add_params(step, ps.meta, g, w_arr, u_arr, pe, nonfinite, tier=tier, **extra)
 
     def _emit_layers(self, step: int, reading: Reading, numbers: dict[str, LayerNumbers]) -> None:
         numbers = {k: v for k, v in numbers.items() if v.m is not None or v.bsq is not None}

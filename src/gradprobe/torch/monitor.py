@@ -35,7 +35,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -151,8 +150,6 @@ class Monitor:
             before_flush=before_flush,
         )
         self._buffers = self._storage.buffers
-        self._grad_steps = GradientSteps()  # (it must not hold the monitor: see pending)
-        self._buffers["params"].tier_of = self._grad_steps.tier_of
         self._rows = PendingRows(self._buffers["params"], self._buffers["layers"])
         pending.append(self._rows)
         self._layers = StepLayers()
@@ -351,9 +348,8 @@ class Monitor:
         )
 
     def _finish(self, reading: Reading, optimizer: torch.optim.Optimizer | None) -> None:
-        if self._tier == Tier.GRADIENTS:
-            self._grad_steps.steps.add(self._step)
-        if self._recorder.finish(self._step, reading, optimizer):
+        tier = "gradients" if self._tier == Tier.GRADIENTS else "all"
+        if self._recorder.finish(self._step, reading, optimizer, tier):
             self._capture.eager = True  # an output changed in place: reduce outputs at once
 
     def _scales(
@@ -435,27 +431,6 @@ class Monitor:
         if armed:
             self._capture.arm()
             self._capture.on = on
-
-
-class GradientSteps:
-    """The recorded steps that carried gradients only, until their rows are made."""
-
-    def __init__(self) -> None:
-        self.steps: set[int] = set()
-
-    def tier_of(self, steps: np.ndarray) -> np.ndarray:
-        """The ``tier`` column of params rows of ``steps`` (rows come in step order)."""
-        if not self.steps or not len(steps):
-            return np.full(len(steps), "all", dtype=object)
-        steps = np.asarray(steps, dtype=np.int64)
-        lo, hi = int(steps.min()), int(steps.max())
-        table = np.zeros(hi - lo + 1, dtype=np.intp)  # by step: 1 when it carried gradients only
-        table[[s - lo for s in self.steps if lo <= s <= hi]] = 1
-        self.steps = {s for s in self.steps if s > hi}
-        return _TIERS[table[steps - lo]]
-
-
-_TIERS = np.array(["all", "gradients"], dtype=object)
 
 
 def _check(model: Any, optimizer: Any) -> None:
