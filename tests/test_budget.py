@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from collections.abc import Callable
 
 import pytest
 
@@ -229,10 +230,17 @@ def test_pauses_in_the_loop_are_no_cost_of_watching() -> None:
     assert realised(CALIFORNIA, tiers[2000:]) >= 0.05 * 0.8
 
 
-def simulate_timed(costs: dict[Tier, float], steps: int, noise: float, seed: int = 0, **kw):
-    """Steps whose bare part (1 + noise) is followed by the monitor's own code: all of a step's
-    cost for NONE and GRADIENTS (timed by the monitor and given as ``spent``); for ALL the
-    gradients' part is timed and the rest (module hooks) is not."""
+def simulate_timed(
+    costs: dict[Tier, float],
+    steps: int,
+    noise: float = 0.0,
+    seed: int = 0,
+    pause: Callable[[int], float] = lambda step: 0.0,
+    **kw,
+):
+    """Steps whose bare part (1 + noise, + ``pause(step)``) is followed by the monitor's own
+    code: all of a step's cost for NONE and GRADIENTS (timed by the monitor and given as
+    ``spent``); for ALL the gradients' part is timed and the rest (module hooks) is not."""
     rng = random.Random(seed)
     t = [0.0]
     b = Budget(clock=lambda: t[0], timed=Tier.GRADIENTS, **kw)
@@ -240,7 +248,7 @@ def simulate_timed(costs: dict[Tier, float], steps: int, noise: float, seed: int
     for step in range(steps):
         tier = b.tier(step)
         tiers.append(tier)
-        bare = 1 + noise * rng.gauss(0, 1)
+        bare = 1 + noise * rng.gauss(0, 1) + pause(step)
         spent = costs[min(tier, Tier.GRADIENTS)]
         t[0] += bare + spent + (costs[Tier.ALL] - spent if tier == Tier.ALL else 0.0)
         b.done(step, spent)
@@ -280,15 +288,7 @@ def test_pauses_are_no_cost_when_the_monitor_times_itself() -> None:
     """Every 50th step the loop pauses for 8 steps' time (in an interleaved benchmark: the other
     copies' blocks). A pause on a step recording everything, or on the step after it, made
     everything look 6x dearer; one on a gradients step made the gradients look cheaper."""
-    t = [0.0]
-    b = Budget(clock=lambda: t[0], timed=Tier.GRADIENTS)
-    tiers = []
-    for step in range(6000):
-        tier = b.tier(step)
-        tiers.append(tier)
-        spent = TIMED[min(tier, Tier.GRADIENTS)]
-        t[0] += 1 + TIMED[tier] + (8.0 if step % 50 == 0 else 0.0)
-        b.done(step, spent)
+    b, tiers = simulate_timed(TIMED, 6000, pause=lambda step: 8.0 if step % 50 == 0 else 0.0)
     assert b.costs["gradients"] == pytest.approx(0.025, rel=0.02)
     assert b.costs["all"] == pytest.approx(0.30, rel=0.05)
     assert 0.05 * 0.8 <= realised(TIMED, tiers[2000:]) <= 0.05 * 1.01
@@ -301,15 +301,7 @@ def test_a_large_model_keeps_everything_on_every_step_through_pauses(when: int) 
     for 50 steps' time, as the interleaved benchmark does) is no spill: with no cut of three
     samples, everything looked 8x dearer than a bare step and went to 0.5% of the steps."""
     costs = {Tier.NONE: 0.0, Tier.GRADIENTS: 0.01, Tier.ALL: 0.03}
-    t = [0.0]
-    b = Budget(clock=lambda: t[0], timed=Tier.GRADIENTS)
-    tiers = []
-    for step in range(400):
-        tier = b.tier(step)
-        tiers.append(tier)
-        spent = costs[min(tier, Tier.GRADIENTS)]
-        t[0] += 1 + costs[tier] + (50.0 if step % 10 == when else 0.0)
-        b.done(step, spent)
+    b, tiers = simulate_timed(costs, 400, pause=lambda step: 50.0 if step % 10 == when else 0.0)
     assert b.plan.top == 1.0
     assert b.costs["all"] == pytest.approx(0.03, abs=0.01)
     assert tiers[100:].count(Tier.ALL) >= 290

@@ -94,7 +94,7 @@ class Every:
     def tier(self, step: int) -> Tier:
         return self.top if step % self.n == 0 else Tier.NONE
 
-    def done(self, step: int, spent: float = 0.0) -> None:
+    def done(self, step: int) -> None:
         pass
 
 
@@ -255,18 +255,15 @@ class Budget:
         if prev is not None and prev[0] == step - 1 and step >= self._settle:
             tier, seconds = self.tier(step), now - prev[1]
             self._record(tier, seconds, spent)
-            if self.timed != Tier.NONE:
-                pass  # no quiet stretches, no realised cost (see _in_quiet)
-            elif self._in_quiet(step):
+            if self._in_quiet(step):
                 self._quiet.append(seconds)
                 if not self._in_quiet(step + 1):
                     self._realised()
             elif step >= self._warmup_end:
                 self._recent.append(seconds)
                 self._planned.append(self._expected)
-        nxt = step + 1
-        if nxt >= self._warmup_end and (nxt - self._warmup_end) % self._decide_every == 0:
-            self._decide(nxt)
+        if step + 1 >= self._next:
+            self._decide(step + 1)
 
     # ------------------------------------------------------------- measurement
     @property
