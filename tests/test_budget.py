@@ -101,7 +101,7 @@ def test_ranks_agree_on_every_step() -> None:
     def collective(plan: tuple[float, float]) -> tuple[float, float]:
         calls.append(plan)
         if len(calls) % 2:  # the first rank to arrive: both ranks' proposals, reduced
-            mine = [b._measure() or b.plan for b in ranks]
+            mine = [(b._measure(), b._plan())[1] or b.plan for b in ranks]
             results.append((min(p.top for p in mine), min(p.grad for p in mine)))
         return results[-1]
 
@@ -258,12 +258,13 @@ def simulate_timed(
 TIMED = {Tier.NONE: 0.005, Tier.GRADIENTS: 0.025, Tier.ALL: 0.30}
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", range(6))
 def test_costs_the_monitor_times_itself_are_exact_under_noisy_steps(seed: int) -> None:
     """Step times that scatter by 5% hid a 4% cost of the gradients measured as a difference of
     step times (read as 0-6% on the California model); timed by the monitor it is exact, the
     fixed cost comes off the budget, and no step is kept unrecorded as a reference: the
-    gradients go on every step but the quiet stretches."""
+    gradients go on every step, the quiet stretches' included (they leave out only the full
+    statistics, and a realised cost above the expected one takes steps from those)."""
     b, tiers = simulate_timed(TIMED, 4000, noise=0.05, seed=seed)
     assert b.costs["none"] == pytest.approx(0.005, rel=0.05)
     assert b.costs["gradients"] == pytest.approx(0.025, rel=0.05)
@@ -271,8 +272,9 @@ def test_costs_the_monitor_times_itself_are_exact_under_noisy_steps(seed: int) -
     later = tiers[1000:]
     assert realised(TIMED, later) <= 0.05 * 1.05
     assert realised(TIMED, later) >= 0.05 * 0.75
-    quiet = sum(b._in_quiet(s) for s in range(1000, 4000))
-    assert later.count(Tier.NONE) == quiet  # the quiet stretches only: no reference probes
+    quiet = [tiers[s] for s in range(1000, 4000) if b._in_quiet(s)]
+    assert len(quiet) >= 60 and set(quiet) == {Tier.GRADIENTS}
+    assert later.count(Tier.NONE) == 0  # no reference probes
     assert Tier.ALL in later
 
 
@@ -305,3 +307,51 @@ def test_a_large_model_keeps_everything_on_every_step_through_pauses(when: int) 
     assert b.plan.top == 1.0
     assert b.costs["all"] == pytest.approx(0.03, abs=0.01)
     assert tiers[100:].count(Tier.ALL) >= 290
+
+
+def test_costs_no_clock_of_the_monitor_sees_are_found_by_the_quiet_stretches() -> None:
+    """On a 0.4 ms step the gradients' reading left about a third of its cost outside the
+    monitor's own timing (allocator and cache effects on the steps after it): with the timed
+    costs alone the default realised 1.12x instead of 1.05x. The quiet stretches measure the
+    realised cost against steps recording nothing, and the plans take it into account."""
+    timed = {Tier.NONE: 0.002, Tier.GRADIENTS: 0.12, Tier.ALL: 0.5}
+    hidden = {Tier.NONE: 0.0, Tier.GRADIENTS: 0.05, Tier.ALL: 0.1}
+    t = [0.0]
+    b = Budget(clock=lambda: t[0], timed=Tier.GRADIENTS)
+    tiers, extra = [], 0.0
+    for step in range(8000):
+        tier = b.tier(step)
+        tiers.append(tier)
+        spent = timed[min(tier, Tier.GRADIENTS)]
+        t[0] += 1 + extra + spent + (timed[Tier.ALL] - spent if tier == Tier.ALL else 0.0)
+        extra = hidden[tier]  # paid by the next step, whatever it records
+        b.done(step, spent)
+    later = tiers[3000:]
+    true = {x: timed[x] + hidden[x] for x in Tier}
+    assert realised(true, later) <= 0.05 * 1.05
+    assert realised(true, later) >= 0.05 * 0.7
+    assert b.factor > 1.2
+    assert Tier.ALL in later
+
+
+def test_the_budgets_own_bookkeeping_is_a_fixed_cost() -> None:
+    """The budget's decisions take time (64 steps' bookkeeping: 2% of a 0.4 ms step): that is
+    paid on every step, so it comes off the budget with the monitor's fixed cost."""
+    t = [0.0]
+    b = Budget(clock=lambda: t[0], timed=Tier.GRADIENTS)
+    decide = b._decide
+
+    def slow_decide(step: int) -> None:
+        t[0] += 64 * 0.02
+        decide(step)
+
+    b._decide = slow_decide  # type: ignore[method-assign]
+    tiers = []
+    for step in range(6000):
+        tier = b.tier(step)
+        tiers.append(tier)
+        spent = TIMED[min(tier, Tier.GRADIENTS)]
+        t[0] += 1 + spent + (TIMED[Tier.ALL] - spent if tier == Tier.ALL else 0.0)
+        b.done(step, spent)
+    assert b.costs["none"] == pytest.approx(0.005 + 0.02, abs=0.003)
+    assert realised(TIMED, tiers[2000:]) + 0.02 <= 0.05 * 1.05

@@ -135,7 +135,7 @@ class Budget:
         ...     b.done(step)
         >>> later = tiers[1000:]
         >>> round(sum(cost[x] for x in later) / len(later) - 1, 3)
-        0.048
+        0.049
         >>> round(b.plan.top, 4), round(b.plan.grad, 4)
         (0.0312, 0.9688)
     """
@@ -197,10 +197,14 @@ class Budget:
         self._costs: dict[Tier, float] = {}
         # quiet stretches: the realised cost of a plan against steps that record nothing
         self._quiet_every, self._quiet_len = quiet_every, quiet_len
-        self._recent: deque[float] = deque(maxlen=window)  # latest steps under a plan
+        # the latest steps under a plan: each one's time and what the plan expected of it
+        self._recent: deque[tuple[float, float]] = deque(maxlen=4 * window)
         self._quiet: list[float] = []  # this stretch's step times
-        self._planned: deque[float] = deque(maxlen=window)  # what the plan expected of each
-        self._factors: deque[float] = deque(maxlen=3)
+        # the stretches' realised and expected costs, pooled (older ones weigh less)
+        self._pooled = (0.0, 0.0)
+        # whether there are quiet stretches, and what they record (the highest tier the plan
+        # records on every step: the gradients when they fit, so that they stay on every step)
+        self._quiet_on, self._quiet_tier = True, Tier.NONE
         self.factor = _FIRST_FACTOR  # realised / expected cost, measured (see _realised)
         self._asked = (-1, self.top)  # the last step asked about, and its tier
         self._expected = math.nan  # the current plan's expected cost (set when it changes)
@@ -211,7 +215,11 @@ class Budget:
         self._next = self._warmup_end
         # steps ended since the last decision (tier, time, monitor's time), measured there:
         # a step then costs a clock reading and an append (a monitor that times itself)
-        self._log: list[tuple[Tier, float, float]] = []
+        self._log: list[tuple[int, Tier, float, float]] = []
+        # seconds of this budget's own bookkeeping since the last decision: paid on every step
+        self._own, self._own_cost = 0.0, 0.0
+        self._decisions = 0
+        self._own_clock = time.perf_counter if clock in _REAL_CLOCKS else clock
 
     # ----------------------------------------------------------------- schedule
     def tier(self, step: int) -> Tier:
@@ -231,39 +239,41 @@ class Budget:
         if step < self._warmup_end:
             return self._tiers[step % len(self._tiers)] if step >= self._settle else self.top
         if self._in_quiet(step):
-            return Tier.NONE
+            return self._quiet_tier
         return self.plan.tier(step - self._warmup_end, self.top)
 
     def _in_quiet(self, step: int) -> bool:
-        """The last ``quiet_len`` steps of every ``quiet_every`` after the warm-up, when the
-        monitor does not time its own code (a monitor that does: the costs it times are
-        exact, and the top tier's spill is measured on the step after it)."""
-        if self.timed != Tier.NONE:
-            return False
+        """The last ``quiet_len`` steps of every ``quiet_every`` after the warm-up, while the
+        plan leaves the top tier off some steps (when it records everything on every step,
+        there is no plan to correct)."""
         off = step - self._warmup_end
-        return off >= 0 and off % self._quiet_every >= self._quiet_every - self._quiet_len
+        return (
+            off >= 0
+            and self._quiet_on
+            and off % self._quiet_every >= self._quiet_every - self._quiet_len
+        )
 
     def done(self, step: int, spent: float = 0.0) -> None:
+        t0 = self._own_clock()
         now = self.clock()
         prev, self._prev = self._prev, (step, now)
-        if self.timed != Tier.NONE:  # measured at the next decision (no quiet stretches)
-            if prev is not None and prev[0] == step - 1 and step >= self._settle:
-                self._log.append((self.tier(step), now - prev[1], spent))
-            if step + 1 >= self._next:
-                self._decide(step + 1)
-            return
         if prev is not None and prev[0] == step - 1 and step >= self._settle:
-            tier, seconds = self.tier(step), now - prev[1]
-            self._record(tier, seconds, spent)
-            if self._in_quiet(step):
-                self._quiet.append(seconds)
-                if not self._in_quiet(step + 1):
-                    self._realised()
-            elif step >= self._warmup_end:
-                self._recent.append(seconds)
-                self._planned.append(self._expected)
+            # measured at the next decision: until then a step costs a clock reading and an
+            # append
+            self._log.append((step, self.tier(step), now - prev[1], spent))
         if step + 1 >= self._next:
             self._decide(step + 1)
+        self._own += self._own_clock() - t0
+
+    def _observe(self, step: int, tier: Tier, seconds: float, spent: float) -> None:
+        """One step's time (``spent`` of it in the monitor's own code), at a decision."""
+        self._record(tier, seconds, spent)
+        if self._in_quiet(step):
+            self._quiet.append(seconds)
+            if not self._in_quiet(step + 1):
+                self._realised()
+        elif step >= self._warmup_end:
+            self._recent.append((seconds, self._expected))
 
     # ------------------------------------------------------------- measurement
     @property
@@ -271,7 +281,7 @@ class Budget:
         """The measured cost of a step of each tier, as a fraction of a bare step's time
         (``{"none": 0.004, "gradients": 0.04, "all": 0.4}``; ``none``: the fixed cost of being
         attached; empty until measured)."""
-        return {t.name.lower(): c for t, c in self._costs.items()}
+        return {t.name.lower(): c + self._own_cost for t, c in self._costs.items()}
 
     @property
     def expected(self) -> float:
@@ -281,13 +291,24 @@ class Budget:
         p, c_top = self.plan, self._costs[self.top]
         c_none = self._costs.get(Tier.NONE, 0.0)
         c_grad = self._costs.get(Tier.GRADIENTS, c_top)
-        return p.top * c_top + (p.grad - p.top) * c_grad + (1 - p.grad) * c_none
+        spent = p.top * c_top + (p.grad - p.top) * c_grad + (1 - p.grad) * c_none
+        return spent + self._own_cost  # and the bookkeeping, on every step
 
     def _decide(self, step: int) -> None:
         log, self._log = self._log, []
-        for tier, seconds, spent in log:
-            self._record(tier, seconds, spent)
-        plan = self._measure() or self.plan
+        for entry in log:
+            self._observe(*entry)
+        bare = [b for _, b in self._bases]
+        if log and bare:  # the bookkeeping's cost, per step, as a fraction of a bare step
+            own = self._own / len(log) / _median(bare)
+            self._own_cost = own if not self._own_cost else 0.9 * self._own_cost + 0.1 * own
+        self._own = 0.0
+        # the costs, every ``_MEASURE`` decisions once known (a measurement takes as long as
+        # the bookkeeping of the steps in between)
+        self._decisions += 1
+        if self.top not in self._costs or self._decisions % _MEASURE == 0:
+            self._measure()
+        plan = self._plan() or self.plan
         if self.timed < Tier.GRADIENTS and plan.grad > 1 - self._probe:
             # leave a share of the steps recording nothing: the reference every cost is
             # measured against must be as fresh as the steps it is compared with
@@ -297,35 +318,46 @@ class Budget:
             top, grad = self.agree((plan.top, plan.grad))
             plan = Plan(top=float(top), grad=float(grad))
         self.plan = plan
+        # quiet stretches while the top tier is off some steps; they record what the plan
+        # records on every step (a monitor that times the gradients: they stay on every step)
+        self._quiet_on = self.timed == Tier.NONE or plan.top < 1
+        every_step = self.timed >= Tier.GRADIENTS and self.top == Tier.ALL and plan.grad >= 1
+        self._quiet_tier = Tier.GRADIENTS if every_step else Tier.NONE
         self._asked = (-1, self.top)  # a step asked about before this decision: ask again
         self._table_start, self._table = step, []
         self._table = [self._tier(s) for s in range(step, step + self._decide_every)]
         self._next = step + self._decide_every
-        # what the steps under this plan should cost beyond the steps recording nothing (the
-        # quiet stretches that measure the realised cost record nothing)
-        self._expected = self.expected - self._costs.get(Tier.NONE, 0.0)
+        # what the steps under this plan should cost beyond the quiet stretches' steps, which
+        # measure the realised cost
+        quiet = self._costs.get(self._quiet_tier, self._costs.get(Tier.NONE, 0.0))
+        self._expected = self.expected - quiet
 
     def _realised(self) -> None:
         """End of a quiet stretch: the steps just before it, under the plan, against the
         stretch's (its first steps left out: a recorded step leaves some of its cost to the
         steps after it, which no single step's time shows: freeing tensors, collections).
-        ``factor`` = realised / expected cost, the median of the latest three, at least 1:
+        ``factor`` = realised / expected cost, at least 1, pooled over the stretches (each
+        weighs ``_KEEP`` times the next: about the latest ten count; one stretch scatters by a
+        third of the cost on a 2 ms step, and the costs measured early in a run may be off):
         the plans aim at ``fraction / factor``."""
         quiet, self._quiet = self._quiet[_SPILL:], []
-        planned = [p for p in self._planned if p == p]  # NaN: costs not measured yet
-        if len(quiet) < 3 or len(self._recent) < 16 or not planned:
-            return
-        base, expected = _trimmed_mean(quiet), statistics.fmean(planned)
-        if base <= 0 or expected < 0.25 * self.fraction:
-            return  # too little spent to tell a factor from noise
         # a mean (a trimmed one would cut out the few steps recording everything) of the steps
         # no longer than twice the slowest tier's typical step: a pause in the loop (an
-        # evaluation, a checkpoint; another model's steps) is no cost of watching
+        # evaluation, a checkpoint; another model's steps) is no cost of watching; and of the
+        # steps whose plan had an expected cost (NaN: costs not measured yet)
         longest = 2 * max(statistics.median(v) for v in self._times.values() if v)
-        kept = [x for x in self._recent if x <= longest]
-        realised = statistics.fmean(kept) / base - 1
-        self._factors.append(min(max(realised / expected, 1.0), _MAX_FACTOR))
-        self.factor = statistics.median(self._factors)
+        kept = [(x, e) for x, e in self._recent if x <= longest and e == e]
+        quiet = [x for x in quiet if x <= longest]
+        if len(quiet) < 3 or len(kept) < 16:
+            return
+        base = _trimmed_mean(quiet)
+        expected = statistics.fmean(e for _, e in kept)
+        if base <= 0 or expected < 0.1 * self.fraction:
+            return  # too little spent to tell a factor from noise
+        realised = statistics.fmean(x for x, _ in kept) / base - 1
+        r, e = self._pooled
+        self._pooled = r = (_KEEP * r + realised, _KEEP * e + expected)
+        self.factor = min(max(r[0] / r[1], 1.0), _MAX_FACTOR)
 
     def _record(self, tier: Tier, seconds: float, spent: float) -> None:
         """A step's time as a ratio to a bare step's: for a tier the monitor times, its time
@@ -334,8 +366,7 @@ class Budget:
         recorded on a few steps in a hundred is compared with steps taken at the same time,
         not long before)."""
         last, self._last = self._last, tier
-        if self.timed == Tier.NONE:
-            self._times[tier].append(seconds)  # for the realised cost (see _realised)
+        self._times[tier].append(seconds)  # for the realised cost (see _realised)
         if tier <= self.timed:
             base = seconds - spent
             if base <= 0:
@@ -357,9 +388,8 @@ class Budget:
         if tier < self.top and tier in self._costs:  # this step, less its cost: a bare step
             self._bases.append((tier, seconds / (1 + self._costs[tier])))
 
-    def _measure(self) -> Plan | None:
-        """The costs of the tiers from the ratios measured, and the plan they give; None until
-        the top tier's cost is known."""
+    def _measure(self) -> None:
+        """The costs of the tiers from the steps' times."""
         for t in self._tiers:
             if t <= self.timed:
                 if self._timed[t]:
@@ -375,6 +405,9 @@ class Budget:
                 self._costs[t] = max(_trimmed_mean(list(self._ratios[t])) - 1, 0.0)
         if Tier.GRADIENTS in self._costs and Tier.ALL in self._costs:
             self._costs[Tier.ALL] = max(self._costs[Tier.ALL], self._costs[Tier.GRADIENTS])
+
+    def _plan(self) -> Plan | None:
+        """The plan the measured costs give; None until the top tier's cost is known."""
         if self.top not in self._costs:
             return None
         c_none = self._costs.get(Tier.NONE, 0.0)
@@ -382,13 +415,20 @@ class Budget:
         c_grad = None
         if self.top == Tier.ALL:
             c_grad = max(self._costs.get(Tier.GRADIENTS, c_top + c_none) - c_none, 0.0)
-        # the fixed cost is paid on every step: what is left is shared by the recorded ones
-        if self.timed != Tier.NONE:
-            self.factor = 1.0  # no quiet stretches: see _in_quiet
-        aim = max(self.fraction - c_none, 0.0) / self.factor
-        return allocate(aim, c_top, c_grad, self._min_share)
+        # the fixed cost is paid on every step: what is left is shared by the recorded ones;
+        # ``factor`` (realised / expected) scales the costs above the quiet stretches' tier,
+        # against which it was measured (the gradients, when they go on every step: then a
+        # cost found higher than expected takes steps from the top tier, not from them)
+        aim = max(self.fraction - c_none - self._own_cost, 0.0)
+        f = self.factor
+        if c_grad is not None and self._quiet_tier == Tier.GRADIENTS:
+            return allocate(aim, c_grad + f * (c_top - c_grad), c_grad, self._min_share)
+        return allocate(aim, f * c_top, None if c_grad is None else f * c_grad, self._min_share)
 
 
+# clocks of real time: the budget times its own bookkeeping with perf_counter (a fake clock
+# times it with itself: it does not move while the budget works)
+_REAL_CLOCKS = (time.perf_counter, time.thread_time, time.process_time, time.monotonic)
 _LOCAL = 9  # estimates of a bare step whose median is the reference of the steps above them
 _TIMED_WINDOW = 512  # latest steps of a timed tier whose mean cost is taken
 # the share cut from each end of the ratios of the top tier's steps, and of its spills, when
@@ -396,6 +436,8 @@ _TIMED_WINDOW = 512  # latest steps of a timed tier whose mean cost is taken
 # interleaved benchmark the other models' blocks) that falls on one of these few steps is no
 # cost (with a tenth cut, one pause made everything look 6x dearer than it was)
 _CUT = 0.25
+_MEASURE = 4  # decisions between two measurements of the costs, once they are known
+_KEEP = 0.8  # weight of the stretches before the latest one in the realised cost (see _realised)
 _SPILL = 3  # first steps of a quiet stretch left out (costs the recorded steps left)
 # realised / expected cost before a quiet stretch measured it (on the California model the
 # realised cost was 1.2-1.7x what the steps' own times predicted), and the most it may be
