@@ -31,18 +31,24 @@ records (a :class:`Tier`), and tell it when each step ends. Two schedules:
       f_all * cost(ALL) + (f_grad - f_all) * cost(GRADIENTS) + (1 - f_grad) * cost(NONE)
           <= budget
 
-  A recorded step leaves some of its cost to the steps after it (freeing its tensors, garbage
-  collection), which no step's own time shows. When the monitor times its own code, the top
-  tier's share is measured on the timed step after it (that step's time less the monitor's,
-  against a bare step's). Otherwise the last ``quiet_len`` (12) of every ``quiet_every`` (512)
-  steps record nothing, and the realised cost of the steps before them, measured against
-  these, corrects the plans (:attr:`Budget.factor` = realised / expected, 1.25 until
-  measured); such stretches, 9 steps long, scattered by as much as the costs they measured on
-  a 2 ms step (a factor of 1.0 to 2.0 between runs). At least a quarter of the budget goes to
-  the full statistics, so they are sampled on any model. Step 0 records everything (the view
-  before training has changed anything). The first steps rotate through the tiers to
-  measure them; the periods are then revised every ``decide_every`` steps from the latest
-  ``window`` step times of each tier. When the gradients are not timed by the monitor, at
+  A recorded step leaves some of its cost to the steps after it (freeing its tensors, cache
+  and allocator effects, collections), which no clock of the monitor's shows: on a 0.4 ms
+  step the gradients' reading left a third of its cost outside it. When the monitor times its
+  own code, the top tier's share is measured on the timed step after it. And while the plan
+  leaves the top tier off some steps, the last ``quiet_len`` (12) of every ``quiet_every``
+  (512) steps record only what the plan records on every step (nothing; or the gradients,
+  when they go on every step and the monitor times them): the realised cost of the steps
+  before them, measured against these, corrects the plans (:attr:`Budget.factor` = realised
+  / expected cost above the stretches' tier, 1.25 until measured, pooled over the stretches
+  with older ones weighing less: one stretch of 9 steps scatters by a third of the cost on a
+  2 ms step). The budget's own bookkeeping (timed with ``perf_counter``; most of it once
+  every 64 steps) is paid on every step, and counts as a fixed cost.
+
+  At least a quarter of the budget goes to the full statistics, so they are sampled on any
+  model. Step 0 records everything (the view before training has changed anything). The
+  first steps rotate through the tiers to measure them; the periods are then revised every
+  ``decide_every`` steps (the costs every fourth time) from the latest step times of each
+  tier. When the gradients are not timed by the monitor, at
   least one step in 32 (``probe``) records nothing, to keep their reference fresh: with fewer
   (one in 512 was tried) the reference went stale and a 10% cost of the gradients was
   measured as 0%.
@@ -356,8 +362,8 @@ class Budget:
             return  # too little spent to tell a factor from noise
         realised = statistics.fmean(x for x, _ in kept) / base - 1
         r, e = self._pooled
-        self._pooled = r = (_KEEP * r + realised, _KEEP * e + expected)
-        self.factor = min(max(r[0] / r[1], 1.0), _MAX_FACTOR)
+        r, e = self._pooled = (_KEEP * r + realised, _KEEP * e + expected)
+        self.factor = min(max(r / e, 1.0), _MAX_FACTOR)
 
     def _record(self, tier: Tier, seconds: float, spent: float) -> None:
         """A step's time as a ratio to a bare step's: for a tier the monitor times, its time
