@@ -107,17 +107,25 @@ class Every:
 @dataclass(frozen=True)
 class Plan:
     """Shares of the steps a budget records: ``grad`` of them record gradients, and ``top`` of
-    them (a subset of those) record the top tier. Steps are spread evenly (a Bresenham
-    pattern over the step number), so any window of steps holds its share, and the tier of a
-    step is a pure function of the step and the plan (the same on every rank)."""
+    them (a subset of those) record the top tier. Steps go in runs of ``RUN`` (4) spread
+    evenly (a Bresenham pattern over the runs), so any window of steps holds its share, and
+    the tier of a step is a pure function of the step and the plan (the same on every rank).
+
+    Runs, because a recorded step among unrecorded ones costs more than one among recorded
+    ones (colder caches and allocator; measured on a 0.4 ms step: recording everything on one
+    step in 4 cost 24.9% against 22.8% in runs of 4 in 16, and 20.2% if each step cost what
+    it costs in a row; the gradients 5.9% against 5.4% and 4.8%)."""
 
     top: float
     grad: float
 
+    RUN = 4
+
     def tier(self, off: int, top: Tier) -> Tier:
-        if math.floor((off + 1) * self.grad) == math.floor(off * self.grad):
+        run = off // self.RUN
+        if math.floor((run + 1) * self.grad) == math.floor(run * self.grad):
             return Tier.NONE
-        k = math.floor((off + 1) * self.grad)  # gradient steps so far, this one included
+        k = math.floor((run + 1) * self.grad)  # gradient runs so far, this one included
         r = self.top / self.grad
         return top if math.floor(k * r) > math.floor((k - 1) * r) else Tier.GRADIENTS
 
@@ -143,7 +151,7 @@ class Budget:
         >>> round(sum(cost[x] for x in later) / len(later) - 1, 3)
         0.049
         >>> round(b.plan.top, 4), round(b.plan.grad, 4)
-        (0.0312, 0.9688)
+        (0.0309, 0.9576)
     """
 
     def __init__(
@@ -405,8 +413,10 @@ class Budget:
             elif self.timed > Tier.NONE:
                 if self._ratios[t]:
                     self._costs[t] = max(_robust_mean(self._ratios[t]) - 1, 0.0)
-                if t == self.top and len(self._spill) >= 3:  # and what it leaves to the next step
-                    self._costs[t] = max(self._costs[t] + _robust_mean(self._spill), 0.0)
+                if t == self.top and len(self._spill) >= 3:  # and what a run of it leaves to
+                    # the step after it, shared by the run's steps
+                    spill = _robust_mean(self._spill) / Plan.RUN
+                    self._costs[t] = max(self._costs[t] + spill, 0.0)
             elif self._ratios[t]:
                 self._costs[t] = max(_trimmed_mean(list(self._ratios[t])) - 1, 0.0)
         if Tier.GRADIENTS in self._costs and Tier.ALL in self._costs:
