@@ -227,9 +227,9 @@ class Budget:
         self._table: list[Tier] = []
         self._table_start = 0
         self._next = self._warmup_end
-        # steps ended since the last decision (tier, time, monitor's time), measured there:
-        # a step then costs a clock reading and an append (a monitor that times itself)
-        self._log: list[tuple[int, Tier, float, float]] = []
+        # steps ended since the last decision (step, clock when it ended, monitor's time),
+        # measured there
+        self._log: list[tuple[int, float, float]] = []
         # seconds of this budget's own bookkeeping since the last decision: paid on every step
         self._own, self._own_cost = 0.0, 0.0
         self._decisions = 0
@@ -256,6 +256,22 @@ class Budget:
             return self._quiet_tier
         return self.plan.tier(step - self._warmup_end, self.top)
 
+    def _tiers_from(self, step: int, n: int) -> list[Tier]:
+        """``_tier`` of ``n`` steps from ``step`` (the plan's asked once per run)."""
+        w, plan, top = self._warmup_end, self.plan, self.top
+        runs: dict[int, Tier] = {}
+        out = []
+        for s in range(step, step + n):
+            if s < w or self._in_quiet(s):
+                out.append(self._tier(s))
+                continue
+            run = (s - w) // Plan.RUN
+            tier = runs.get(run)
+            if tier is None:
+                tier = runs[run] = plan.tier(s - w, top)
+            out.append(tier)
+        return out
+
     def _in_quiet(self, step: int) -> bool:
         """The last ``quiet_len`` steps of every ``quiet_every`` after the warm-up, while the
         plan leaves the top tier off some steps (when it records everything on every step,
@@ -269,12 +285,8 @@ class Budget:
 
     def done(self, step: int, spent: float = 0.0) -> None:
         t0 = self._own_clock()
-        now = self.clock()
-        prev, self._prev = self._prev, (step, now)
-        if prev is not None and prev[0] == step - 1 and step >= self._settle:
-            # measured at the next decision: until then a step costs a clock reading and an
-            # append
-            self._log.append((step, self.tier(step), now - prev[1], spent))
+        # measured at the next decision: until then a step costs a clock reading and an append
+        self._log.append((step, self.clock(), spent))
         if step + 1 >= self._next:
             self._decide(step + 1)
         self._own += self._own_clock() - t0
@@ -310,8 +322,12 @@ class Budget:
 
     def _decide(self, step: int) -> None:
         log, self._log = self._log, []
-        for entry in log:
-            self._observe(*entry)
+        prev = self._prev
+        for s, now, spent in log:  # (their tiers: the table of the last decision still)
+            if prev is not None and prev[0] == s - 1 and s >= self._settle:
+                self._observe(s, self.tier(s), now - prev[1], spent)
+            prev = (s, now)
+        self._prev = prev
         bare = [b for _, b in self._bases]
         if log and bare:  # the bookkeeping's cost, per step, as a fraction of a bare step
             own = self._own / len(log) / _median(bare)
@@ -339,7 +355,7 @@ class Budget:
         self._quiet_tier = Tier.GRADIENTS if every_step else Tier.NONE
         self._asked = (-1, self.top)  # a step asked about before this decision: ask again
         self._table_start, self._table = step, []
-        self._table = [self._tier(s) for s in range(step, step + self._decide_every)]
+        self._table = self._tiers_from(step, self._decide_every)
         self._next = step + self._decide_every
         # what the steps under this plan should cost beyond the quiet stretches' steps, which
         # measure the realised cost
