@@ -361,3 +361,27 @@ def test_the_budgets_own_bookkeeping_is_a_fixed_cost() -> None:
         b.done(step, spent)
     assert b.costs["none"] == pytest.approx(0.005 + 0.02, abs=0.003)
     assert realised(TIMED, tiers[2000:]) + 0.02 <= 0.05 * 1.05
+
+
+def test_a_plan_recording_everything_everywhere_is_measured_again() -> None:
+    """Everything costs 3% of a step and goes on every step; then the steps get faster (2.5x:
+    first touches and warm-up over, another process gone) while the statistics take as long
+    as before: 7.5% of a step. With no step recording less, the steps recording everything
+    were compared with bare-step estimates from before the change, looked free, and stayed
+    on every step: the realised cost stayed at 7.5%. Quiet stretches recording the gradients
+    keep the estimates fresh."""
+    t = [0.0]
+    b = Budget(clock=lambda: t[0], timed=Tier.GRADIENTS)
+    tiers = []
+    extra = {Tier.NONE: 0.0, Tier.GRADIENTS: 0.01, Tier.ALL: 0.03}  # seconds, whatever the step
+    for step in range(10000):
+        bare = 1.0 if step < 1500 else 0.4
+        tier = b.tier(step)
+        tiers.append(tier)
+        t[0] += bare + extra[tier]
+        b.done(step, extra[min(tier, Tier.GRADIENTS)])
+    assert tiers[500:1500].count(Tier.ALL) >= 0.95 * 1000  # everything, while it fits
+    late = {x: c / 0.4 for x, c in extra.items()}  # as fractions of the faster step
+    assert realised(late, tiers[5000:]) <= 0.05 * 1.05
+    assert Tier.NONE not in tiers[5000:]  # the gradients stay on every step
+    assert b.costs["all"] == pytest.approx(0.075, abs=0.015)

@@ -273,9 +273,8 @@ class Budget:
         return out
 
     def _in_quiet(self, step: int) -> bool:
-        """The last ``quiet_len`` steps of every ``quiet_every`` after the warm-up, while the
-        plan leaves the top tier off some steps (when it records everything on every step,
-        there is no plan to correct)."""
+        """The last ``quiet_len`` steps of every ``quiet_every`` after the warm-up (see
+        :meth:`_decide` for when there are none)."""
         off = step - self._warmup_end
         return (
             off >= 0
@@ -348,11 +347,14 @@ class Budget:
             top, grad = self.agree((plan.top, plan.grad))
             plan = Plan(top=float(top), grad=float(grad))
         self.plan = plan
-        # quiet stretches while the top tier is off some steps; they record what the plan
-        # records on every step (a monitor that times the gradients: they stay on every step)
-        self._quiet_on = self.timed == Tier.NONE or plan.top < 1
-        every_step = self.timed >= Tier.GRADIENTS and self.top == Tier.ALL and plan.grad >= 1
-        self._quiet_tier = Tier.GRADIENTS if every_step else Tier.NONE
+        # quiet stretches record what the plan records on every step (a monitor that times
+        # the gradients: they stay on every step); also under a plan that records everything
+        # everywhere, whose cost would otherwise be measured against bare-step estimates from
+        # the warm-up only (its first steps are slower: everything then looked cheaper than
+        # it was). None when the gradients are the top tier, timed, and on every step
+        every_step = self.timed >= Tier.GRADIENTS and plan.grad >= 1
+        self._quiet_on = not (every_step and self.top == Tier.GRADIENTS)
+        self._quiet_tier = Tier.GRADIENTS if every_step and self.top == Tier.ALL else Tier.NONE
         self._asked = (-1, self.top)  # a step asked about before this decision: ask again
         self._table_start, self._table = step, []
         self._table = self._tiers_from(step, self._decide_every)
