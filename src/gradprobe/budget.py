@@ -34,10 +34,10 @@ records (a :class:`Tier`), and tell it when each step ends. Two schedules:
   A recorded step leaves some of its cost to the steps after it (freeing its tensors, cache
   and allocator effects, collections), which no clock of the monitor's shows: on a 0.4 ms
   step the gradients' reading left a third of its cost outside it. When the monitor times its
-  own code, the top tier's share is measured on the timed step after it. And while the plan
-  leaves the top tier off some steps, the last ``quiet_len`` (12) of every ``quiet_every``
-  (512) steps record only what the plan records on every step (nothing; or the gradients,
-  when they go on every step and the monitor times them): the realised cost of the steps
+  own code, the top tier's share is measured on the timed step after it. And the last
+  ``quiet_len`` (12) of every ``quiet_every`` (512) steps record only what the plan records
+  on every step (nothing; or the gradients, when they go on every step and the monitor times
+  them; no stretches when those are all it records): the realised cost of the steps
   before them, measured against these, corrects the plans (:attr:`Budget.factor` = realised
   / expected cost above the stretches' tier, 1.25 until measured, pooled over the stretches
   with older ones weighing less: one stretch of 9 steps scatters by a third of the cost on a
