@@ -258,7 +258,9 @@ class Setting:
 
 
 def settings(quick: bool) -> list[Setting]:
-    settle = 20 if quick else 200  # an adaptive default revises its plan every 64 steps
+    # an adaptive default revises its plan every 64 steps, and corrects it by what the first
+    # quiet stretch (steps ~515-527) measures
+    settle = 20 if quick else 600
     return [
         Setting("second bare copy (noise floor)", bare),
         Setting("capture floor (no-op hooks, no statistics)", capture_floor),
