@@ -209,15 +209,15 @@ class Budget:
         self.plan = Plan(top=1.0, grad=1.0)
         self._prev: tuple[int, float] | None = None
         self._costs: dict[Tier, float] = {}
-        # quiet stretches: the realised cost of a plan against steps that record nothing
+        # quiet stretches: the realised cost of a plan against steps that record only what
+        # the plan records on every step
         self._quiet_every, self._quiet_len = quiet_every, quiet_len
         # the latest steps under a plan: each one's time and what the plan expected of it
         self._recent: deque[tuple[float, float]] = deque(maxlen=4 * window)
         self._quiet: list[float] = []  # this stretch's step times
         # the stretches' realised and expected costs, pooled (older ones weigh less)
         self._pooled = (0.0, 0.0)
-        # whether there are quiet stretches, and what they record (the highest tier the plan
-        # records on every step: the gradients when they fit, so that they stay on every step)
+        # whether there are quiet stretches, and what they record (see _decide)
         self._quiet_on, self._quiet_tier = True, Tier.NONE
         self.factor = _FIRST_FACTOR  # realised / expected cost, measured (see _realised)
         self._asked = (-1, self.top)  # the last step asked about, and its tier
@@ -371,7 +371,7 @@ class Budget:
         ``factor`` = realised / expected cost, at least 1, pooled over the stretches (each
         weighs ``_KEEP`` times the next: about the latest ten count; one stretch scatters by a
         third of the cost on a 2 ms step, and the costs measured early in a run may be off):
-        the plans aim at ``fraction / factor``."""
+        the plans take the costs above the stretches' tier as ``factor`` times measured."""
         quiet, self._quiet = self._quiet[_SPILL:], []
         # a mean (a trimmed one would cut out the few steps recording everything) of the steps
         # no longer than twice the slowest tier's typical step: a pause in the loop (an
