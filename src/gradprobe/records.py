@@ -79,6 +79,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gradprobe._interrupts import held_interrupts
+
 PARAM_KEYS = ("step", "layer", "param", "depth", "numel")
 PARAM_STATS = (
     "grad_norm",
@@ -220,6 +222,10 @@ class RecordBuffer:
             self._write(self.folder)
 
     def _write(self, folder: Path) -> None:
+        with held_interrupts():  # the part is listed exactly when its rows leave memory
+            self._write_part(folder)
+
+    def _write_part(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         path = self._free_name(folder)
         _write_chunks(self._chunks, self.table, path)

@@ -189,3 +189,32 @@ def test_update_norm_is_the_change_of_the_weights(data, make_opt):
             for param in ("kernel", "bias")  # the order of get_weights()
         ]
         np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def test_a_ctrl_c_while_kept_steps_become_rows_loses_none(data, monkeypatch):
+    import os
+    import signal
+
+    import gradprobe.keras.monitor as monitor_mod
+
+    monkeypatch.setattr(monitor_mod, "PENDING_STEPS", 4)
+    original = GradientMonitor._param_rows
+    hits = []
+
+    def interrupted(self, *args):
+        if not hits:
+            hits.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args)
+
+    monkeypatch.setattr(GradientMonitor, "_param_rows", interrupted)
+    x, y = data
+    model = mlp()
+    mon = GradientMonitor(every=1)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, batch_size=8, epochs=3, shuffle=False, callbacks=[mon], verbose=0)
+    mon.close()  # keeps what was recorded (see GradientMonitor.close)
+    assert hits
+    steps = sorted(mon.to_pandas()["step"].unique())
+    assert len(steps) >= 4 and steps == list(range(len(steps)))
+    assert sorted(mon.to_pandas("layers")["step"].unique()) == steps

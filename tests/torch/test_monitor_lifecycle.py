@@ -199,3 +199,39 @@ def test_a_scaler_that_is_not_a_grad_scaler_is_a_clear_usage_error():
     with pytest.raises(UsageError, match="scaler must be a torch.amp.GradScaler.*got int"):
         gradprobe.watch(model, opt, scaler=3)
     assert hook_count(model, opt) == 0
+
+
+@pytest.mark.parametrize("where", ["_slab_rows", "_param_rows", "_layer_rows"])
+def test_a_ctrl_c_while_pending_rows_become_rows_loses_no_recorded_step(monkeypatch, where):
+    """The CLI's Ctrl-C test once lost 62 recorded steps: the interrupt landed after the
+    monitor's pending steps were taken out, before they were rows."""
+    import os
+    import signal
+
+    from gradprobe.torch._rows import PendingRows
+
+    original = getattr(PendingRows, where)
+    hits = []
+
+    def interrupted(self, *args):
+        if not hits:
+            hits.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args)
+
+    monkeypatch.setattr(PendingRows, where, interrupted)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon = gradprobe.watch(model, opt, every=1, per_example=where != "_slab_rows")
+    last = -1
+    with pytest.raises(KeyboardInterrupt):
+        for step in range(200):
+            train(model, opt, 1, seed=step)
+            last = step
+    mon.detach()
+    assert hits, f"PendingRows.{where} never ran"
+    params = mon.to_pandas("params")
+    # the interrupted step itself was recorded before its rows were made
+    assert sorted(set(params["step"])) == list(range(last + 2))
+    if where == "_layer_rows":
+        assert sorted(set(mon.to_pandas("layers")["step"])) == list(range(last + 2))

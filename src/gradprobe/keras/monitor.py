@@ -41,6 +41,7 @@ import pandas as pd
 from keras import ops
 
 from gradprobe import stats as S
+from gradprobe._interrupts import held_interrupts
 from gradprobe.budget import Budget, Every, Schedule, Tier
 from gradprobe.errors import CaptureError, UsageError
 from gradprobe.keras import _host as H
@@ -578,7 +579,12 @@ class GradientMonitor(keras.callbacks.Callback):
             self._materialize()
 
     def _materialize(self) -> None:
-        """Turn the kept step vectors into rows of both tables, all steps at once."""
+        """Turn the kept step vectors into rows of both tables, all steps at once. A Ctrl-C
+        waits until the rows are in the buffers (:func:`gradprobe._interrupts.held_interrupts`)."""
+        with held_interrupts():
+            self._rows_now()
+
+    def _rows_now(self) -> None:
         self._drain()
         self._collect(wait=True)
         if not self._pending:

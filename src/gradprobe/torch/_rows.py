@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gradprobe import stats as S
+from gradprobe._interrupts import held_interrupts
 from gradprobe.records import RecordBuffer
 
 SUM, SUMSQ, MAX_ABS, ZEROS = range(4)  # columns of the gradient moments (see _reduce.moments)
@@ -108,7 +109,8 @@ class _SlabRun:
 
 @dataclass
 class PendingRows:
-    """Per-step arrays waiting to become rows of the ``params`` and ``layers`` tables."""
+    """Per-step arrays waiting to become rows of the ``params`` and ``layers`` tables: the
+    recorder adds a step's, then calls :meth:`materialize_if_full`."""
 
     params: RecordBuffer
     layers: RecordBuffer
@@ -162,8 +164,6 @@ class PendingRows:
         run.tiers.append(tier)
         self._order.append(len(self._runs) - 1)
         slab.used += 1
-        if len(self._order) >= self.limit:
-            self.materialize()
 
     def add_params(
         self,
@@ -184,8 +184,6 @@ class PendingRows:
         ``tier``: what the step recorded (``"gradients"``: no layer rows; ``"all"``)."""
         self._p.append((step, meta, g, w, u, pe, nonfinite, bool(skipped), tier))
         self._order.append(-1)
-        if len(self._order) >= self.limit:
-            self.materialize()
 
     def add_layers(
         self,
@@ -201,11 +199,20 @@ class PendingRows:
         rows when not measured); ``dead`` fractions; ``bsq`` squared backward norms (NaN: none);
         ``skipped`` as for :meth:`add_params`."""
         self._l.append((step, meta, m, dead, bsq, bool(skipped)))
-        if len(self._l) >= self.limit:
+
+    def materialize_if_full(self) -> None:
+        """:meth:`materialize` once ``limit`` steps are pending (call it after a step's rows
+        of both tables are added: a step is then never half turned into rows)."""
+        if len(self._order) >= self.limit or len(self._l) >= self.limit:
             self.materialize()
 
     def materialize(self) -> None:
-        """Turn every pending step into rows (in step order)."""
+        """Turn every pending step into rows (in step order). A Ctrl-C waits until the rows
+        are in the buffers (:func:`gradprobe._interrupts.held_interrupts`)."""
+        with held_interrupts():
+            self._materialize()
+
+    def _materialize(self) -> None:
         p, runs, order = iter(self._p), self._runs, self._order
         self._p, self._runs, self._order, self._slab = [], [], [], None
         items: list[Any] = []  # steps added as arrays, waiting for the next slab run

@@ -626,7 +626,16 @@ class Recorder:
         ``tier`` column: what the step recorded). Returns whether an output was found changed
         in place (then outputs are reduced eagerly)."""
         if reading.row is not None:
-            return self._finish_fast(step, reading, optimizer, tier)
+            changed = self._finish_fast(step, reading, optimizer, tier)
+        else:
+            changed = self._finish_slow(step, reading, optimizer, tier)
+        # rows are made between steps, so a Ctrl-C then leaves no step half recorded
+        self.rows.materialize_if_full()
+        return changed
+
+    def _finish_slow(
+        self, step: int, reading: Reading, optimizer: torch.optim.Optimizer | None, tier: str
+    ) -> bool:
         u: Any = None
         plan = reading.plan
         if reading.ps is not None and optimizer is not None:
