@@ -424,3 +424,24 @@ def test_parameters_and_flat_parameter_like_subclasses_are_read():
         assert all(v is not None for v in got.values()), got
         assert got["sq_norm_one"] == 24.0
         assert got["moments"][0].tolist() == [12.0, 24.0, 2.0, 0.0]
+
+
+def test_output_stats_one_gives_each_call_its_own_units_alive():
+    """The per-unit scratch array is shared by calls on one shape: a result handed out must not
+    change when the next output of that shape is read (two forwards of a step, or two threads)."""
+    a = torch.zeros(8, 5)
+    a[:, 1] = 1.0
+    b = torch.zeros(8, 5)
+    b[:, 3] = 1.0
+    _, alive_a = _native.output_stats_one(a, -math.inf, math.inf, -1)
+    _, alive_b = _native.output_stats_one(b, -math.inf, math.inf, -1)
+    assert alive_a.tolist() == [False, True, False, False, False]
+    assert alive_b.tolist() == [False, False, False, True, False]
+    # the same from another thread, while this thread's scratch holds b's maxima
+    import threading
+
+    got = []
+    t = threading.Thread(target=lambda: got.append(_native.output_stats_one(a, 0, 1, -1)[1]))
+    t.start()
+    t.join()
+    assert got[0].tolist() == alive_a.tolist() and alive_b[3]

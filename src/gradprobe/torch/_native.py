@@ -21,6 +21,7 @@ import math
 from array import array
 from collections.abc import Sequence
 from itertools import chain
+from threading import get_ident as _thread
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -293,20 +294,53 @@ def output_stats_one(
     t: torch.Tensor, low: float, high: float, unit_dim: int | None
 ) -> tuple[tuple[float, float, float, float], np.ndarray | None] | None:
     """:func:`output_stats` of one tensor: (sum, sum of squares, count, count outside
-    ``[low, high]``) and, with ``unit_dim``, per unit whether any element is positive."""
-    code = _one(t)
-    if code is None:
-        return None
-    outer, units, inner = _layout(t.shape, unit_dim)
-    umax = None if unit_dim is None else np.empty(units, dtype=_NP[code])
-    row = _fused.output1(
-        t.data_ptr(), outer, units, inner, code, low, high, 0 if umax is None else umax.ctypes.data
-    )
-    return row, (None if umax is None else umax > 0)
+    ``[low, high]``) and, with ``unit_dim``, per unit whether any element is positive.
+
+    Called in a forward hook for each layer of a recorded step, so it is kept short: the shape
+    checks of :func:`_one` in line for a plain ``torch.Tensor``, the layout and the per-unit
+    scratch array (and its address) cached."""
+    if type(t) is _TENSOR and ENABLED and _fused is not None:
+        if t.layout is not _STRIDED or not t.is_cpu or t.is_nested or not t.is_contiguous():
+            return None
+        code = _CODES.get(t.dtype)
+        addr = _DATA_PTR(t)
+        if code is None or (addr == 0 and _NUMEL(t) > 0):
+            return None
+    else:
+        code = _one(t)
+        if code is None:
+            return None
+        addr = _DATA_PTR(t)
+    key = (t.shape, unit_dim, code, _thread())  # a scratch array per thread
+    lay = _LAYOUTS.get(key)
+    if lay is None:
+        lay = _LAYOUTS[key] = _Layout(*_layout(t.shape, unit_dim), unit_dim, code)
+    row = _fused.output1(addr, lay.outer, lay.units, lay.inner, code, low, high, lay.scratch_at)
+    return row, (None if lay.scratch is None else lay.scratch > 0)
+
+
+class _Layout:
+    """How :func:`output_stats_one` reads one shape: (outer, units, inner) sizes and, with a unit
+    dimension, a per-unit scratch array the C pass writes each unit's max into (one per shape,
+    reused: each call turns it into a new boolean array before the next call writes it)."""
+
+    __slots__ = ("outer", "units", "inner", "scratch", "scratch_at")
+
+    def __init__(self, outer: int, units: int, inner: int, unit_dim: int | None, code: int):
+        self.outer, self.units, self.inner = outer, units, inner
+        self.scratch = None if unit_dim is None else np.empty(units, dtype=_NP[code])
+        self.scratch_at = 0 if self.scratch is None else self.scratch.ctypes.data
+
+
+_TENSOR = torch.Tensor
+_LAYOUTS: dict[tuple[torch.Size, int | None, int, int], _Layout] = {}  # bounded: shapes seen
+_LAYOUTS_MAX = 4096
 
 
 def _layout(shape: torch.Size, unit_dim: int | None) -> tuple[int, int, int]:
     """(outer, units, inner) sizes of an array seen as units along ``unit_dim``."""
+    if len(_LAYOUTS) >= _LAYOUTS_MAX:  # shapes that change with every batch: start again
+        _LAYOUTS.clear()
     if unit_dim is None or len(shape) == 0:
         return 1, int(shape.numel()), 1
     ud = unit_dim % len(shape)

@@ -69,13 +69,14 @@ class LayerAcc:
     x_rows: list[Num] = field(default_factory=list)  # per example ||x_b||^2 (per_example)
     d_rows: list[Num] = field(default_factory=list)  # per example ||delta_b||^2
     pending: torch.Tensor | None = None  # output waiting to see whether an activation follows
-    m: np.ndarray | None = None  # output moments already on the host: sum, sumsq, count, saturated
+    # output moments already on the host: sum, sum of squares, count, saturated count
+    m: tuple[float, ...] | None = None
     alive: np.ndarray | None = None  # units positive for some example
     bsq: float | None = None  # ||dL/dh||^2 already on the host
 
-    def add_output(self, row: tuple[float, float, float, float], alive: np.ndarray | None) -> None:
+    def add_output(self, row: tuple[float, ...], alive: np.ndarray | None) -> None:
         m = self.m
-        self.m = np.array(row, dtype=np.float64) if m is None else m + row
+        self.m = row if m is None else tuple(a + b for a, b in zip(m, row, strict=True))
         if alive is not None:
             self.alive = alive if self.alive is None else (self.alive | alive)
 
@@ -93,7 +94,7 @@ class LayerAcc:
         self.x_rows += other.x_rows
         self.d_rows += other.d_rows
         if other.m is not None:
-            self.add_output(tuple(other.m), other.alive)
+            self.add_output(other.m, other.alive)
         elif other.alive is not None:
             self.alive = other.alive if self.alive is None else (self.alive | other.alive)
         if other.bsq is not None:
@@ -159,7 +160,8 @@ class StepLayers:
 class LayerNumbers:
     """One layer's numbers for one step, on the host."""
 
-    m: np.ndarray | None = None  # sum, sum of squares, count, saturated count of its output
+    # sum, sum of squares, count, saturated count of its output (a tuple, or an array row)
+    m: tuple[float, ...] | np.ndarray | None = None
     alive: np.ndarray | None = None
     bsq: float | None = None
     pe: float | None = None  # mean over examples of ||x_b||^2 * ||delta_b||^2 (per_example)
@@ -210,7 +212,7 @@ class LayerReduction:
             stats = np.atleast_2d(stats)
             for r, name in enumerate(grp.names):
                 n = res.setdefault(name, LayerNumbers())
-                n.m = stats[r] if n.m is None else n.m + stats[r]
+                n.m = stats[r] if n.m is None else stats[r] + n.m  # (a tuple + array adds)
                 if alive is not None:
                     a = np.atleast_2d(alive)[r].astype(bool)
                     n.alive = a if n.alive is None else (n.alive | a)
