@@ -25,6 +25,8 @@ thread.
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#include <structmember.h>
+#include <time.h>
 
 #define F32 0
 #define F64 1
@@ -441,6 +443,169 @@ static PyObject *fused_output1(PyObject *self, PyObject *args)
     return Py_BuildValue("(dddd)", o[0], o[1], o[2], o[3]);
 }
 
+/* Ticker: the optimizer step hooks of a monitor, for steps that record nothing.
+
+A monitor knows ahead which steps record nothing (its schedule is a pure function of the step).
+For those, and while the next step also records nothing, nothing needs Python: the pre-hook
+returns at once, and the post-hook counts the step, reads the clock the budget times steps with
+and logs (step, clock) for the budget's next decision. Any other step goes to the Python hooks
+(``pre``, ``post``), which take the log (``take()``) and set ``quiet_until`` again. On a 0.4 ms
+step the Python hooks and bookkeeping of a step recording nothing cost about 4% of it. */
+typedef struct {
+    PyObject_HEAD
+    long long step;        /* steps ended: the index of the step under way */
+    long long completed;   /* post-hook calls: steps the optimizer ran */
+    long long quiet_until; /* steps below it record nothing (a step s ends here if s + 1 < it) */
+    int clock; /* 0: the thread's CPU time, 1: monotonic, 2: no clock (0.0); -1: always Python */
+    Py_ssize_t n;
+    double log[2 * 256];   /* (step, clock) of the steps ended here since the last take() */
+    PyObject *pre, *post;  /* the Python hooks: f(optimizer, args, kwargs) */
+} Ticker;
+
+static int ticker_init(Ticker *self, PyObject *args, PyObject *kw)
+{
+    PyObject *pre, *post;
+    int clock = -1;
+    if (!PyArg_ParseTuple(args, "OO|i", &pre, &post, &clock)) return -1;
+    if (!PyCallable_Check(pre) || !PyCallable_Check(post)) {
+        PyErr_SetString(PyExc_TypeError, "Ticker(pre, post[, clock]): pre and post must be callable");
+        return -1;
+    }
+    Py_INCREF(pre);
+    Py_INCREF(post);
+    Py_XSETREF(self->pre, pre);
+    Py_XSETREF(self->post, post);
+    self->clock = clock;
+    self->step = self->completed = self->quiet_until = 0;
+    self->n = 0;
+    return 0;
+}
+
+static int ticker_traverse(Ticker *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->pre);
+    Py_VISIT(self->post);
+    return 0;
+}
+
+static int ticker_clear(Ticker *self)
+{
+    Py_CLEAR(self->pre);
+    Py_CLEAR(self->post);
+    return 0;
+}
+
+static void ticker_dealloc(Ticker *self)
+{
+    PyObject_GC_UnTrack(self);
+    ticker_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *ticker_forward(PyObject *fn, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames)
+{
+    return PyObject_Vectorcall(fn, args, nargs, kwnames);
+}
+
+static PyObject *ticker_pre_hook(Ticker *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames)
+{
+    if (self->step < self->quiet_until) Py_RETURN_NONE;
+    return ticker_forward(self->pre, args, nargs, kwnames);
+}
+
+static PyObject *ticker_post_hook(Ticker *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames)
+{
+    self->completed++;
+    if (self->clock >= 0 && self->step + 1 < self->quiet_until && self->n < 256) {
+        struct timespec ts = {0, 0};
+        if (self->clock == 2 ||
+            clock_gettime(self->clock == 0 ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts) == 0) {
+            self->log[2 * self->n] = (double)self->step;
+            self->log[2 * self->n + 1] = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+            self->n++;
+            self->step++;
+            Py_RETURN_NONE;
+        }
+    }
+    return ticker_forward(self->post, args, nargs, kwnames);
+}
+
+static PyObject *ticker_take(Ticker *self, PyObject *unused)
+{
+    PyObject *out = PyList_New(self->n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        PyObject *pair = Py_BuildValue("(Ld)", (long long)self->log[2 * i], self->log[2 * i + 1]);
+        if (pair == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, pair);
+    }
+    self->n = 0;
+    return out;
+}
+
+/* copy.deepcopy (of a watched model, say) and pickle: the hooks, the clock and the counts; the
+   log starts empty (its steps were the original's to tell its budget of) */
+static PyObject *ticker_reduce(Ticker *self, PyObject *unused)
+{
+    return Py_BuildValue("(O(OOi)(LLL))", (PyObject *)Py_TYPE(self), self->pre, self->post,
+                         self->clock, self->step, self->completed, self->quiet_until);
+}
+
+static PyObject *ticker_setstate(Ticker *self, PyObject *state)
+{
+    long long step, completed, quiet_until;
+    if (!PyArg_ParseTuple(state, "LLL", &step, &completed, &quiet_until)) return NULL;
+    self->step = step;
+    self->completed = completed;
+    self->quiet_until = quiet_until;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef ticker_methods[] = {
+    {"__reduce__", (PyCFunction)ticker_reduce, METH_NOARGS, NULL},
+    {"__setstate__", (PyCFunction)ticker_setstate, METH_O, NULL},
+    {"pre_hook", (PyCFunction)(void (*)(void))ticker_pre_hook, METH_FASTCALL | METH_KEYWORDS,
+     "The optimizer's step pre-hook: returns at once on a step below quiet_until, else calls pre."},
+    {"post_hook", (PyCFunction)(void (*)(void))ticker_post_hook, METH_FASTCALL | METH_KEYWORDS,
+     "The optimizer's step post-hook: counts and logs a step whose next one is below "
+     "quiet_until, else calls post."},
+    {"take", (PyCFunction)ticker_take, METH_NOARGS,
+     "take() -> [(step, clock), ...] logged since the last call (and empties the log)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef ticker_members[] = {
+    {"step", T_LONGLONG, offsetof(Ticker, step), 0, "steps ended (the step under way)"},
+    {"completed", T_LONGLONG, offsetof(Ticker, completed), 0, "post-hook calls"},
+    {"quiet_until", T_LONGLONG, offsetof(Ticker, quiet_until), 0,
+     "steps below it record nothing"},
+    {"clock", T_INT, offsetof(Ticker, clock), 0,
+     "0: thread CPU time, 1: monotonic, 2: no clock, -1: every step through Python"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject TickerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gradprobe._fused.Ticker",
+    .tp_doc = "Ticker(pre, post[, clock]): optimizer step hooks that need no Python on steps "
+              "recording nothing.",
+    .tp_basicsize = sizeof(Ticker),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)ticker_init,
+    .tp_dealloc = (destructor)ticker_dealloc,
+    .tp_traverse = (traverseproc)ticker_traverse,
+    .tp_clear = (inquiry)ticker_clear,
+    .tp_methods = ticker_methods,
+    .tp_members = ticker_members,
+};
+
 static PyMethodDef methods[] = {
     {"moments", fused_moments, METH_VARARGS,
      "moments(addrs, sizes, k, dtype, out[, threads]): per array sum, sum of squares, max |x|, zeros."},
@@ -459,4 +624,16 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__fused(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fused(void)
+{
+    if (PyType_Ready(&TickerType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&TickerType);
+    if (PyModule_AddObject(m, "Ticker", (PyObject *)&TickerType) < 0) {
+        Py_DECREF(&TickerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -103,6 +103,10 @@ class Every:
     def done(self, step: int) -> None:
         pass
 
+    def quiet_until(self, step: int) -> int:
+        """The first step from ``step`` on that records (see :meth:`Budget.quiet_until`)."""
+        return step + (-step % self.n)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -289,6 +293,27 @@ class Budget:
         if step + 1 >= self._next:
             self._decide(step + 1)
         self._own += self._own_clock() - t0
+
+    def ended(self, steps: Iterable[tuple[int, float]]) -> None:
+        """Steps that ended at the clock readings given (taken by the monitor's C hooks, see
+        :meth:`quiet_until`), with none of the monitor's own code in them: :meth:`done` for
+        each, in order."""
+        for step, now in steps:
+            self._log.append((step, now, 0.0))
+            if step + 1 >= self._next:
+                self._decide(step + 1)
+
+    def quiet_until(self, step: int) -> int:
+        """The first step from ``step`` on that records something, or at which the budget
+        decides (whose previous step must end through :meth:`done`): the steps before it
+        record nothing, and may end through :meth:`ended`. ``step`` itself when unknown."""
+        start, table = self._table_start, self._table
+        if not start <= step < start + len(table) or self._next > start + len(table):
+            return step
+        for s in range(step, self._next):
+            if table[s - start] != Tier.NONE:
+                return s
+        return self._next
 
     def _observe(self, step: int, tier: Tier, seconds: float, spent: float) -> None:
         """One step's time (``spent`` of it in the monitor's own code), at a decision."""

@@ -36,6 +36,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
 from gradprobe.torch import _compiled as C
+from gradprobe.torch import _native as N
 from gradprobe.torch import _reduce as R
 from gradprobe.torch._activations import FUNCTIONS, Activation
 from gradprobe.torch._step import DepthOrder, Forward, LayerAcc, StepLayers
@@ -482,16 +483,33 @@ class StepSink(Protocol):
 class StepHooks:
     """The optimizer's step pre/post hooks; closures are wrapped to read after their first call.
 
-    ``completed`` counts the post-hooks seen (a step the optimizer really ran).
+    ``completed`` counts the post-hooks seen (a step the optimizer really ran). With the C
+    extension built, the hooks torch calls are a :class:`gradprobe._fused.Ticker`'s: on the
+    steps the sink declares quiet (``ticker.quiet_until``: they record nothing, nor does the
+    next one) they count the step and log its clock reading without running Python; the sink
+    takes the log (``ticker.take()``) when its own hooks next run. ``clock`` is the Ticker's
+    clock code (0: the thread's CPU time, 1: monotonic, 2: none; None: no Ticker).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, sink: StepSink) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, sink: StepSink, clock: int | None = None
+    ) -> None:
         self.optimizer, self.sink = optimizer, sink
-        self.completed = 0
+        self._completed = 0
+        self.ticker: Any = None
+        pre: Callable[..., Any] = self._pre
+        post: Callable[..., Any] = self._post
+        if clock is not None and N.available():
+            self.ticker = N._fused.Ticker(self._pre, self._post, clock)
+            pre, post = self.ticker.pre_hook, self.ticker.post_hook
         self._handles = [
-            optimizer.register_step_pre_hook(self._pre),
-            optimizer.register_step_post_hook(self._post),
+            optimizer.register_step_pre_hook(pre),
+            optimizer.register_step_post_hook(post),
         ]
+
+    @property
+    def completed(self) -> int:
+        return self.ticker.completed if self.ticker is not None else self._completed
 
     def remove(self) -> None:
         for h in self._handles:
@@ -522,7 +540,8 @@ class StepHooks:
         return closure_then_read
 
     def _post(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-        self.completed += 1
+        if self.ticker is None:  # (a Ticker counts the steps itself)
+            self._completed += 1
         self.sink.after_update(optimizer)
 
 

@@ -185,7 +185,7 @@ class Monitor:
         self._scaler: ScalerPatch | None = None
         self._scan_key: int | None = None  # how many param groups the optimizer had
         if optimizer is not None:
-            self._steps = StepHooks(optimizer, self)
+            self._steps = StepHooks(optimizer, self, _ticker_clock(self.schedule))
             self._scan_key = len(optimizer.param_groups)
             if scaler is not None:
                 self._scaler = ScalerPatch(scaler, self._steps, self._skipped)
@@ -195,7 +195,8 @@ class Monitor:
     @property
     def steps_seen(self) -> int:
         """How many steps (optimizer steps, or calls of :meth:`step`) the monitor has seen."""
-        return self._step
+        ticker = self._ticker()
+        return self._step if ticker is None else ticker.step
 
     @property
     def attached(self) -> bool:
@@ -291,7 +292,7 @@ class Monitor:
             how = f"schedule={type(sched).__name__}"
         return (
             f"Monitor({type(self.model).__name__}, {how}, "
-            f"steps_seen={self._step}, "
+            f"steps_seen={self.steps_seen}, "
             f"rows={len(self._buffers['params']) + self._rows.pending_params()})"
         )
 
@@ -299,8 +300,23 @@ class Monitor:
     def _recording(self) -> bool:
         return self._attached and self._tier != Tier.NONE
 
+    def _ticker(self) -> Any:
+        return None if self._steps is None else self._steps.ticker
+
+    def _catch_up(self) -> None:
+        """The steps the C hooks ended since our hooks last ran (see StepHooks): to the
+        schedule, and the step count."""
+        ticker = self._ticker()
+        if ticker is None or ticker.step == self._step:
+            return
+        ended = ticker.take()
+        if isinstance(self.schedule, Budget):
+            self.schedule.ended(ended)
+        self._step = ticker.step
+
     def before_update(self, optimizer: torch.optim.Optimizer) -> None:
         """Read the gradients (the optimizer's pre-hook, or a closure's first call)."""
+        self._catch_up()
         if self._recording():  # (a reading left by a step that raised is replaced)
             t0 = self._clock()
             self._rescan_if_changed(optimizer)
@@ -310,6 +326,7 @@ class Monitor:
     def after_update(self, optimizer: torch.optim.Optimizer) -> None:
         """Measure the update and record the step (the optimizer's post-hook)."""
         t0 = self._clock()
+        self._catch_up()
         reading = self._reading
         if reading is not None:
             self._reading = None
@@ -321,6 +338,7 @@ class Monitor:
     def _skipped(self, optimizer: torch.optim.Optimizer) -> None:
         """GradScaler found inf/NaN and did not call ``optimizer.step``: a skipped step."""
         t0 = self._clock()
+        self._catch_up()
         if self._recording():
             self._rescan_if_changed(optimizer)
             reading = self._read(None, skipped=True)
@@ -401,6 +419,11 @@ class Monitor:
         elif self._capture.armed:
             self._capture.disarm()
             self._codes = _dynamo_codes()
+        ticker = self._ticker()
+        if ticker is not None:  # the steps from here that the C hooks may end alone
+            ticker.step = self._step
+            quiet = getattr(self.schedule, "quiet_until", None)
+            ticker.quiet_until = quiet(self._step) if self._attached and quiet else self._step
 
     # ----------------------------------------------------- what is watched
     def _set_params(
@@ -448,6 +471,18 @@ def _check(model: Any, optimizer: Any) -> None:
         raise CaptureError(
             f"watch() expects a torch.optim.Optimizer as optimizer, got {type(optimizer).__name__}"
         )
+
+
+def _ticker_clock(schedule: Schedule) -> int | None:
+    """The clock code of the C step hooks (:class:`gradprobe._fused.Ticker`) for ``schedule``:
+    the one a budget times steps with (0: the thread's CPU time, 1: perf_counter), none for a
+    fixed schedule (2), and no C hooks (None) for a schedule that must hear of every step, or a
+    clock they cannot read."""
+    if type(schedule) is Every:  # (exactly: a subclass may want to hear of every step)
+        return 2
+    if type(schedule) is Budget:
+        return {time.thread_time: 0, time.perf_counter: 1}.get(schedule.clock)
+    return None
 
 
 def _step_clock(model: nn.Module) -> Callable[[], float]:
