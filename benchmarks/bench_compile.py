@@ -5,7 +5,8 @@ Run: python benchmarks/bench_compile.py [--quick] [--backend inductor]
 Identical copies of a tiny MLP (4 hidden layers of 64 ReLU units, batch 64, SGD) train side by
 side in one process: compiled bare (twice: the ratio of the two copies is the noise floor),
 compiled and watched at the default budget (5%), with ``every=1`` and with ``every=10``, and
-eager (bare, default budget, every=1); wall time and the thread's CPU time. Every
+eager (bare, default budget, every=1, and the default's fixed cost: hooks on steps that record
+nothing, and those with the budget's bookkeeping); wall time and the thread's CPU time. Every
 setup is built and watched first (``watch`` resets dynamo once), then warmed up until each kind
 of step is compiled: compile time is excluded. Blocks of steps alternate in a shuffled order and
 the median time per step of each setup is compared to the first compiled bare copy.
@@ -20,12 +21,14 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch._dynamo as dynamo
 from torch import nn
 
 import gradprobe
+from gradprobe.budget import Every
 
 
 def mlp(depth: int = 4, width: int = 64, d_in: int = 32) -> nn.Sequential:
@@ -46,12 +49,14 @@ def setups(backend: str) -> tuple[dict[str, Callable[[], None]], list[object]]:
     out: dict[str, Callable[[], None]] = {}
     keep: list[object] = []
 
-    def add(name: str, compiled: bool, every: int | None, watched: bool = True) -> None:
+    def add(
+        name: str, compiled: bool, every: int | None, watched: bool = True, budget: Any = 0.05
+    ) -> None:
         model = copy.deepcopy(base)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
         run = torch.compile(model, backend=backend) if compiled else model
         if watched:
-            keep.append(gradprobe.watch(run, opt, every=every))
+            keep.append(gradprobe.watch(run, opt, every=every, budget=budget))
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
@@ -68,6 +73,11 @@ def setups(backend: str) -> tuple[dict[str, Callable[[], None]], list[object]]:
     add("eager bare", False, None, watched=False)
     add("eager watched (default budget)", False, None)
     add("eager watched every=1", False, 1)
+    # what the default pays before it records anything: the monitor's hooks on steps that
+    # record nothing (a schedule recording step 0 only), and those plus the budget's
+    # bookkeeping (a budget so small that it records almost nothing)
+    add("eager watched, step 0 only", False, None, budget=Every(10**9))
+    add("eager watched (budget 1e-6)", False, None, budget=1e-6)
     return out, keep
 
 
@@ -110,7 +120,7 @@ def main() -> None:
             f"{cpu_med[k] / cref:6.2f}"
         )
     for k, mon in zip([k for k in steps if "watched" in k], _monitors, strict=True):
-        if "budget" in k:
+        if "default budget" in k:
             print(f"{k}: " + ", ".join(f"{n} {v:.3f}" for n, v in mon.cost.items()))
 
 
