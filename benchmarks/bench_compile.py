@@ -70,12 +70,14 @@ def setups(backend: str) -> tuple[dict[str, Callable[[], None]], list[object]]:
     add("compiled watched (default budget)", True, None)
     add("compiled watched every=1", True, 1)
     add("compiled watched every=10", True, 10)
+    add("compiled watched, step 0 only", True, None, budget=Every(10**9))
     add("eager bare", False, None, watched=False)
     add("eager watched (default budget)", False, None)
     add("eager watched every=1", False, 1)
     # what the default pays before it records anything: the monitor's hooks on steps that
-    # record nothing (a schedule recording step 0 only), and those plus the budget's
-    # bookkeeping (a budget so small that it records almost nothing)
+    # record nothing (a schedule recording step 0 only; compiled: also the hooks compiled in
+    # and switched off), and those plus the budget's bookkeeping (a budget so small that it
+    # records almost nothing)
     add("eager watched, step 0 only", False, None, budget=Every(10**9))
     add("eager watched (budget 1e-6)", False, None, budget=1e-6)
     return out, keep
