@@ -508,6 +508,23 @@ static PyObject *ticker_forward(PyObject *fn, PyObject *const *args, Py_ssize_t 
     return PyObject_Vectorcall(fn, args, nargs, kwnames);
 }
 
+/* The clock reading of code 0 (the thread's CPU time) or 1 (monotonic) as Python's
+   time.thread_time / time.perf_counter give it on Linux and macOS; 2: no clock (0.0). -1 where
+   it cannot be read (Windows: those steps go through Python). */
+static int ticker_now(int clock, double *out)
+{
+    *out = 0.0;
+    if (clock == 2) return 0;
+#if defined(_WIN32)
+    return -1;
+#else
+    struct timespec ts;
+    if (clock_gettime(clock == 0 ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts) != 0) return -1;
+    *out = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    return 0;
+#endif
+}
+
 static PyObject *ticker_pre_hook(Ticker *self, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames)
 {
@@ -519,16 +536,14 @@ static PyObject *ticker_post_hook(Ticker *self, PyObject *const *args, Py_ssize_
                                   PyObject *kwnames)
 {
     self->completed++;
-    if (self->clock >= 0 && self->step + 1 < self->quiet_until && self->n < 256) {
-        struct timespec ts = {0, 0};
-        if (self->clock == 2 ||
-            clock_gettime(self->clock == 0 ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts) == 0) {
-            self->log[2 * self->n] = (double)self->step;
-            self->log[2 * self->n + 1] = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-            self->n++;
-            self->step++;
-            Py_RETURN_NONE;
-        }
+    double now;
+    if (self->clock >= 0 && self->step + 1 < self->quiet_until && self->n < 256 &&
+        ticker_now(self->clock, &now) == 0) {
+        self->log[2 * self->n] = (double)self->step;
+        self->log[2 * self->n + 1] = now;
+        self->n++;
+        self->step++;
+        Py_RETURN_NONE;
     }
     return ticker_forward(self->post, args, nargs, kwnames);
 }

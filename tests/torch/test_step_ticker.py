@@ -168,3 +168,24 @@ def test_a_watched_model_still_deep_copies_with_its_counts(monkeypatch):
     assert twin.take() == [] and twin.clock == ticker.clock
     copy.deepcopy(model)  # reaches the monitor through the model's hooks
     mon.detach()
+
+
+def test_no_c_hooks_where_python_reads_another_clock_than_theirs(monkeypatch):
+    """The C hooks read CLOCK_THREAD_CPUTIME_ID / CLOCK_MONOTONIC: where Python's thread_time
+    or perf_counter is another clock (a platform of its own), their readings would not line up
+    with the budget's, so the Python hooks are kept."""
+    import types
+
+    from gradprobe.budget import Every
+    from gradprobe.torch.monitor import _ticker_clock
+
+    assert _ticker_clock(Budget(clock=time.thread_time)) == 0
+    assert _ticker_clock(Budget(clock=time.perf_counter)) == 1
+    assert _ticker_clock(Budget(clock=lambda: 0.0)) is None  # a fake clock: every step in Python
+    assert _ticker_clock(Every(3)) == 2  # no clock needed
+    info = time.get_clock_info
+    monkeypatch.setattr(
+        time, "get_clock_info", lambda name: types.SimpleNamespace(implementation="mach")
+    )
+    assert _ticker_clock(Budget(clock=time.thread_time)) is None
+    monkeypatch.setattr(time, "get_clock_info", info)

@@ -33,7 +33,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import torch
@@ -481,8 +481,18 @@ def _ticker_clock(schedule: Schedule) -> int | None:
     if type(schedule) is Every:  # (exactly: a subclass may want to hear of every step)
         return 2
     if type(schedule) is Budget:
-        return {time.thread_time: 0, time.perf_counter: 1}.get(schedule.clock)
+        for code, (clock, name, posix) in enumerate(_C_CLOCKS):
+            # the C hooks read the POSIX clock: it must be the one Python reads
+            if schedule.clock is clock:
+                same = time.get_clock_info(name).implementation == posix
+                return code if same else None
     return None
+
+
+_C_CLOCKS: tuple[tuple[Callable[[], float], Literal["thread_time", "perf_counter"], str], ...] = (
+    (time.thread_time, "thread_time", "clock_gettime(CLOCK_THREAD_CPUTIME_ID)"),  # code 0
+    (time.perf_counter, "perf_counter", "clock_gettime(CLOCK_MONOTONIC)"),  # code 1
+)
 
 
 def _step_clock(model: nn.Module) -> Callable[[], float]:
