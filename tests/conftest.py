@@ -24,3 +24,25 @@ def california_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("scikit_learn_data")
     subprocess.run([sys.executable, str(CACHE_SCRIPT), str(home)], check=True, capture_output=True)
     return home
+
+
+@pytest.fixture
+def ctrl_c_in(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """``ctrl_c_in(cls, name)``: the first call of ``cls.name`` receives a SIGINT (as from
+    Ctrl-C) before it runs; returns a list that holds one item once that happened."""
+    import signal
+
+    def arm(cls: type, name: str) -> list[int]:
+        original = getattr(cls, name)
+        hits: list[int] = []
+
+        def interrupted(self, *args):  # type: ignore[no-untyped-def]
+            if not hits:
+                hits.append(1)
+                os.kill(os.getpid(), signal.SIGINT)
+            return original(self, *args)
+
+        monkeypatch.setattr(cls, name, interrupted)
+        return hits
+
+    return arm

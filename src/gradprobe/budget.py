@@ -307,13 +307,13 @@ class Budget:
         """The first step from ``step`` on that records something, or at which the budget
         decides (whose previous step must end through :meth:`done`): the steps before it
         record nothing, and may end through :meth:`ended`. ``step`` itself when unknown."""
-        start, table = self._table_start, self._table
-        if not start <= step < start + len(table) or self._next > start + len(table):
+        start, table = self._table_start, self._table  # the steps up to the next decision
+        if not start <= step < start + len(table):
             return step
-        for s in range(step, self._next):
+        for s in range(step, start + len(table)):
             if table[s - start] != Tier.NONE:
                 return s
-        return self._next
+        return start + len(table)
 
     def _observe(self, step: int, tier: Tier, seconds: float, spent: float) -> None:
         """One step's time (``spent`` of it in the monitor's own code), at a decision."""

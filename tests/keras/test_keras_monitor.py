@@ -191,23 +191,11 @@ def test_update_norm_is_the_change_of_the_weights(data, make_opt):
         np.testing.assert_allclose(got, want, rtol=1e-4)
 
 
-def test_a_ctrl_c_while_kept_steps_become_rows_loses_none(data, monkeypatch):
-    import os
-    import signal
-
+def test_a_ctrl_c_while_kept_steps_become_rows_loses_none(data, monkeypatch, ctrl_c_in):
     import gradprobe.keras.monitor as monitor_mod
 
     monkeypatch.setattr(monitor_mod, "PENDING_STEPS", 4)
-    original = GradientMonitor._param_rows
-    hits = []
-
-    def interrupted(self, *args):
-        if not hits:
-            hits.append(1)
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, *args)
-
-    monkeypatch.setattr(GradientMonitor, "_param_rows", interrupted)
+    hits = ctrl_c_in(GradientMonitor, "_param_rows")
     x, y = data
     model = mlp()
     mon = GradientMonitor(every=1)

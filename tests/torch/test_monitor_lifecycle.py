@@ -202,24 +202,12 @@ def test_a_scaler_that_is_not_a_grad_scaler_is_a_clear_usage_error():
 
 
 @pytest.mark.parametrize("where", ["_slab_rows", "_param_rows", "_layer_rows"])
-def test_a_ctrl_c_while_pending_rows_become_rows_loses_no_recorded_step(monkeypatch, where):
+def test_a_ctrl_c_while_pending_rows_become_rows_loses_no_recorded_step(ctrl_c_in, where):
     """The CLI's Ctrl-C test once lost 62 recorded steps: the interrupt landed after the
     monitor's pending steps were taken out, before they were rows."""
-    import os
-    import signal
-
     from gradprobe.torch._rows import PendingRows
 
-    original = getattr(PendingRows, where)
-    hits = []
-
-    def interrupted(self, *args):
-        if not hits:
-            hits.append(1)
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, *args)
-
-    monkeypatch.setattr(PendingRows, where, interrupted)
+    hits = ctrl_c_in(PendingRows, where)
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     mon = gradprobe.watch(model, opt, every=1, per_example=where != "_slab_rows")

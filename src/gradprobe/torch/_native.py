@@ -314,6 +314,8 @@ def output_stats_one(
     key = (t.shape, unit_dim, code, _thread())  # a scratch array per thread
     lay = _LAYOUTS.get(key)
     if lay is None:
+        if len(_LAYOUTS) >= _LAYOUTS_MAX:  # shapes that change with every batch: start again
+            _LAYOUTS.clear()
         lay = _LAYOUTS[key] = _Layout(*_layout(t.shape, unit_dim), unit_dim, code)
     row = _fused.output1(addr, lay.outer, lay.units, lay.inner, code, low, high, lay.scratch_at)
     return row, (None if lay.scratch is None else lay.scratch > 0)
@@ -339,8 +341,6 @@ _LAYOUTS_MAX = 4096
 
 def _layout(shape: torch.Size, unit_dim: int | None) -> tuple[int, int, int]:
     """(outer, units, inner) sizes of an array seen as units along ``unit_dim``."""
-    if len(_LAYOUTS) >= _LAYOUTS_MAX:  # shapes that change with every batch: start again
-        _LAYOUTS.clear()
     if unit_dim is None or len(shape) == 0:
         return 1, int(shape.numel()), 1
     ud = unit_dim % len(shape)
