@@ -163,6 +163,73 @@ def test_budget_on_a_fake_clock_picks_the_steps_and_the_rows_follow() -> None:
     assert c["share_all"] == pytest.approx(budget.plan.top)
 
 
+def _spent_by_step(budget: Budget) -> list[float]:
+    """The ``spent`` the monitor gives each step's ``done`` (a list filled as steps end)."""
+    spent: list[float] = []
+    done = budget.done
+
+    def spy(step: int, seconds: float = 0.0) -> None:
+        spent.append(seconds)
+        done(step, seconds)
+
+    budget.done = spy  # type: ignore[method-assign]
+    return spent
+
+
+def test_the_monitors_code_after_a_step_ends_counts_in_the_next_steps_time() -> None:
+    """What the hooks run after the step's clock reading (the next step's tier, the hooks'
+    settings) falls in the next step's time: it is that step's ``spent``, so none of the
+    monitor's own code is left out of the cost the budget times (on a 2 ms step 6 us of it
+    were). Arming and disarming the module hooks is not: that belongs to the tier recording
+    everything, whose cost is measured from step times."""
+    t = [0.0]
+    budget = Budget(0.05, clock=lambda: t[0], window=16, decide_every=16)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon = gradprobe.watch(model, opt, budget=budget, activations=False, backward=False)
+    spent = _spent_by_step(budget)
+    arm = mon._capture.arm
+
+    def slow_arm() -> None:  # asked after every step (gradients only: it has nothing to arm)
+        t[0] += 0.25
+        arm()
+
+    mon._capture.arm = slow_arm  # type: ignore[method-assign]
+    want: list[Tier] = []
+    train(model, opt, 40, before=lambda step: want.append(budget.tier(step)))
+    mon.detach()
+    # (asked when the next step records the gradients; none before the first step)
+    assert spent == [0.0] + [0.25 if x >= G else 0.0 for x in want[1:]]
+    assert sum(x >= G for x in want) >= 30
+
+    t[0] = 0.0
+    budget = Budget(0.05, clock=lambda: t[0], window=16, decide_every=16)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon = gradprobe.watch(model, opt, budget=budget)
+    spent = _spent_by_step(budget)
+    cap, switches = mon._capture, []
+
+    def slowed(name: str) -> Any:
+        real = getattr(cap, name)
+
+        def slow() -> None:
+            was = cap.armed and cap.on
+            real()
+            if (cap.armed and cap.on) != was:  # the hooks went on or off
+                switches.append(name)
+                t[0] += 0.5
+
+        return slow
+
+    for name in ("arm", "disarm"):
+        setattr(cap, name, slowed(name))
+    train(model, opt, 60)
+    mon.detach()
+    assert {"arm", "disarm"} <= set(switches)  # the warm-up rotates through the tiers
+    assert len(spent) == 60 and spent == [0.0] * 60
+
+
 def test_every_and_budget_none_are_fixed_schedules() -> None:
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)

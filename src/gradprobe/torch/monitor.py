@@ -316,12 +316,14 @@ class Monitor:
 
     def before_update(self, optimizer: torch.optim.Optimizer) -> None:
         """Read the gradients (the optimizer's pre-hook, or a closure's first call)."""
-        self._catch_up()
         if self._recording():  # (a reading left by a step that raised is replaced)
             t0 = self._clock()
+            self._catch_up()
             self._rescan_if_changed(optimizer)
             self._reading = self._read(optimizer)
             self._spent += self._clock() - t0
+        else:
+            self._catch_up()
 
     def after_update(self, optimizer: torch.optim.Optimizer) -> None:
         """Measure the update and record the step (the optimizer's post-hook)."""
@@ -398,32 +400,42 @@ class Monitor:
     def _advance(self, t0: float) -> None:
         """The step has ended (the monitor's code in this hook began at ``t0``): tell the
         schedule, with the time the monitor's own code took in the step, and arm the hooks
-        for the next step's tier (module hooks only when it records everything). Arming and
-        disarming are left out of that time: they belong to the tier that needs the hooks
+        for the next step's tier (module hooks only when it records everything). What runs
+        here after the step has ended counts in the next step's time (the next Python hook's
+        ``spent``), but for arming and disarming: they belong to the tier that needs the hooks
         (whose cost the budget measures from step times, and from the step after it)."""
+        t1 = None
         if self._attached:
             if self._timed is not None:
                 self._timed.done(self._step, self._spent + (self._clock() - t0))
+                t1 = self._clock()
             else:  # a schedule of the user's: done(step)
                 self.schedule.done(self._step)
         self._spent = 0.0
         self._step += 1
         self._tier = min(self.schedule.tier(self._step), self._top)
+        cap = self._capture
         if self._attached and self._tier == self._top:
-            if not self._capture.armed and _dynamo_codes() != self._codes:
-                # dynamo compiled code while the hooks were off: maybe this model, compiled
-                # after watch on a step not recorded, whose graph would never see the hooks
-                torch._dynamo.reset()
-                self._capture.sticky = True
-            self._capture.arm()
-        elif self._capture.armed:
-            self._capture.disarm()
+            if not (cap.armed and cap.on):
+                if not cap.armed and _dynamo_codes() != self._codes:
+                    # dynamo compiled code while the hooks were off: maybe this model, compiled
+                    # after watch on a step not recorded, whose graph would never see the hooks
+                    torch._dynamo.reset()
+                    cap.sticky = True
+                cap.arm()
+                if cap.armed:  # the hooks went on (none for the gradients only)
+                    t1 = None
+        elif cap.armed:
+            cap.disarm()
             self._codes = _dynamo_codes()
+            t1 = None
         ticker = self._ticker()
         if ticker is not None:  # the steps from here that the C hooks may end alone
             ticker.step = self._step
             quiet = getattr(self.schedule, "quiet_until", None)
             ticker.quiet_until = quiet(self._step) if self._attached and quiet else self._step
+        if t1 is not None:
+            self._spent = self._clock() - t1
 
     # ----------------------------------------------------- what is watched
     def _set_params(
