@@ -13,7 +13,10 @@ alternate between the copies in a shuffled order, and the median time per step o
 compared with the bare copy's, in wall time and in the thread's CPU time (on a machine shared
 with other processes, only the CPU time is stable; the budget times steps in CPU time on the
 CPU, see ``gradprobe.torch.monitor``). The budget's own view
-(``monitor.cost``: measured cost of each tier, shares of steps chosen) is printed beside it.
+(``monitor.cost``: measured cost of each tier, shares of steps chosen) is printed beside it,
+and what bounds its accuracy: the gradients' cost on every step against what the monitor's
+timing of its own code sees of it, and how far the bare step's time scatters from step to
+step and over the 9 steps a quiet stretch measures.
 
 Models: the California-size MLP (10 hidden layers of 64 sigmoid units, 8 inputs, batch 512,
 ~1.8 ms a step) and a large one (50 ReLU layers of 512, batch 512) where every statistic on
@@ -70,6 +73,7 @@ def compare(
     block: int,
     repeats: int,
     settle: int,
+    scatter_steps: int,
 ) -> list[str]:
     runners: dict[str, Any] = {}
     monitors: dict[str, Any] = {}
@@ -123,9 +127,35 @@ def compare(
         f"  recorded: {params['step'].nunique()} of {mon.steps_seen} steps with gradients, "
         f"{layers['step'].nunique()} with everything"
     )
+    # what bounds the budget: costs no clock of the monitor's shows (the gradients' cost on
+    # every step against the monitor's timing of its own code), measured online against
+    # quiet stretches whose few steps scatter as the bare step does
+    true = med["cpu"]["every=1, gradients only"] / med["cpu"]["bare"] - 1
+    timed = c.get("gradients", float("nan"))
+    lines.append(
+        f"  the gradients on every step cost {true:.1%} (CPU), the monitor's own clock sees "
+        f"{timed:.1%} of a step: true / timed {true / timed:.2f}"
+    )
+    lines.append("  " + _scatter(runners["bare"], scatter_steps))
     for m in monitors.values():
         m.detach()
     return lines
+
+
+def _scatter(step: Any, n: int) -> str:
+    """How far the bare step's CPU time scatters from one step to the next, and the mean of 9
+    steps (what a quiet stretch measures, its first 3 of 12 left out), as shares of a step."""
+    times = []
+    for _ in range(n):
+        c0 = time.thread_time()
+        step()
+        times.append(time.thread_time() - c0)
+    mean = statistics.fmean(times)
+    nines = [statistics.fmean(times[i : i + 9]) for i in range(0, n - 8, 9)]
+    return (
+        f"bare step scatter over {n} steps (CPU): {statistics.stdev(times) / mean:.1%} a step, "
+        f"{statistics.stdev(nines) / mean:.1%} the mean of 9 steps"
+    )
 
 
 def _norm_dict(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Any:
@@ -172,6 +202,7 @@ def main() -> None:
             block=50,
             repeats=reps,
             settle=1100,  # past the first quiet stretch (steps ~515-527)
+            scatter_steps=450 if args.quick else 1800,
         )
         print("\n".join(lines), flush=True)
     if args.only != "small":
@@ -185,6 +216,7 @@ def main() -> None:
             block=10,
             repeats=reps,
             settle=600,  # past the first quiet stretch (steps ~515-527) and a decision
+            scatter_steps=27 if args.quick else 90,
         )
         print("\n".join(lines), flush=True)
 
